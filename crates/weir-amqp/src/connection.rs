@@ -1,0 +1,1053 @@
+//! One AMQP connection as a state machine over frames and engine events (sans-IO).
+//!
+//! [`Connection::on_frame`] takes a decoded frame and writes reply bytes into `out` and
+//! engine commands into `commands`; [`Connection::on_events`] turns engine events into
+//! bytes. The tokio adapter (`server.rs`) only moves bytes and commands, so everything a
+//! client can make happen is here and testable without sockets.
+//!
+//! States: `AwaitStartOk` → `AwaitTuneOk` → `AwaitOpen` → `AwaitOpenOk` (engine checks the
+//! vhost) → `Open` → `Closing` (we sent connection.close and wait for close-ok) → `Closed`.
+//! Errors follow RabbitMQ's scope rule (AMQP-NOTES §3.1): soft codes close the channel,
+//! hard codes close the connection; the close names the class and method that failed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use amq_protocol::protocol::{basic, channel, confirm, connection, queue, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use bytes::BytesMut;
+use weir_amqp_codec::{
+    encode_confirm_ack, encode_confirm_nack, encode_deliver, encode_get_ok, encode_method, encode_return,
+    parse_amqplain, parse_plain, Content, ContentAssembler, Frame, FrameError, ReplyCode, FRAME_MIN_SIZE,
+};
+use weir_engine::{
+    ChannelId, Command, ConnectionId, EngineError, Event, EventSink, Message, Origin, Publish, QueueDeclare,
+};
+
+use crate::convert::{arguments, reply_code, short};
+
+/// Limits and identity this server announces in `connection.tune`.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    pub channel_max: u16,
+    pub frame_max: u32,
+    pub heartbeat_seconds: u16,
+    pub message_size_max: u64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat_seconds: 60,
+            message_size_max: 128 << 20,
+        }
+    }
+}
+
+/// Who may log in. Users and permissions arrive with the HTTP API; until then the one
+/// account is `guest`/`guest`, from loopback only, as RabbitMQ ships.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    AwaitStartOk,
+    AwaitTuneOk,
+    AwaitOpen,
+    AwaitOpenOk,
+    Open,
+    Closing,
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChannelPhase {
+    Open,
+    /// The client sent channel.close; close-ok goes out when the engine has let go.
+    ClientClosing,
+    /// We sent channel.close; waiting for the client's close-ok and the engine.
+    ServerClosing {
+        client_done: bool,
+        engine_done: bool,
+    },
+}
+
+struct ChannelState {
+    phase: ChannelPhase,
+    content: ContentAssembler,
+    confirm_mode: bool,
+    next_publish_sequence: u64,
+}
+
+/// What the adapter must do after a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Flush `out`, then close the socket.
+    Close,
+}
+
+pub struct Connection {
+    id: ConnectionId,
+    state: State,
+    limits: ConnectionLimits,
+    from_loopback: bool,
+    users: Arc<Vec<Credentials>>,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat_seconds: u16,
+    client_capabilities: FieldTable,
+    channels: HashMap<ChannelId, ChannelState>,
+    sink: EventSink,
+}
+
+fn method_token(class_id: u16, method_id: u16) -> u32 {
+    (u32::from(class_id) << 16) | u32::from(method_id)
+}
+
+fn hard(code: ReplyCode, text: impl Into<String>) -> FrameError {
+    FrameError::new(code, text)
+}
+
+impl Connection {
+    pub fn new(
+        id: ConnectionId,
+        limits: ConnectionLimits,
+        users: Arc<Vec<Credentials>>,
+        from_loopback: bool,
+        sink: EventSink,
+    ) -> Self {
+        Self {
+            id,
+            state: State::AwaitStartOk,
+            frame_max: FRAME_MIN_SIZE,
+            channel_max: limits.channel_max,
+            heartbeat_seconds: 0,
+            limits,
+            from_loopback,
+            users,
+            client_capabilities: FieldTable::default(),
+            channels: HashMap::new(),
+            sink,
+        }
+    }
+
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// The frame size limit for decoding inbound frames right now.
+    pub fn frame_max(&self) -> u32 {
+        self.frame_max
+    }
+
+    pub fn heartbeat_seconds(&self) -> u16 {
+        self.heartbeat_seconds
+    }
+
+    /// True once the engine knows this connection (so it must be told when it goes).
+    pub fn registered(&self) -> bool {
+        matches!(self.state, State::AwaitOpenOk | State::Open | State::Closing)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// We sent connection.close and wait for close-ok.
+    pub fn is_closing(&self) -> bool {
+        self.state == State::Closing
+    }
+
+    /// The byte stream itself is broken (bad frame end, oversized frame…): send
+    /// connection.close if the connection is open, then close the socket, since nothing
+    /// after this point can be parsed reliably.
+    pub fn on_decode_error(&mut self, error: FrameError, out: &mut BytesMut, commands: &mut Vec<Command>) -> Flow {
+        if self.state == State::Open {
+            let mut error = error;
+            error.channel = 0;
+            self.fail(error, out, commands);
+        }
+        self.state = State::Closed;
+        Flow::Close
+    }
+
+    /// The greeting: `connection.start`, written right after the protocol header matched.
+    pub fn start(&mut self, out: &mut BytesMut) {
+        let mut capabilities = FieldTable::default();
+        for name in [
+            "publisher_confirms",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "authentication_failure_close",
+            "per_consumer_qos",
+        ] {
+            capabilities.insert(name.into(), AMQPValue::Boolean(true));
+        }
+        let mut properties = FieldTable::default();
+        properties.insert("product".into(), AMQPValue::LongString(LongString::from("Weir")));
+        properties.insert(
+            "version".into(),
+            AMQPValue::LongString(LongString::from(env!("CARGO_PKG_VERSION"))),
+        );
+        properties.insert("platform".into(), AMQPValue::LongString(LongString::from("Rust")));
+        properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+        let start = connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: properties,
+            mechanisms: LongString::from("PLAIN AMQPLAIN"),
+            locales: LongString::from("en_US"),
+        };
+        encode_method(out, 0, &AMQPClass::Connection(connection::AMQPMethod::Start(start)));
+    }
+
+    /// Handle one inbound frame.
+    pub fn on_frame(&mut self, frame: Frame, out: &mut BytesMut, commands: &mut Vec<Command>) -> Flow {
+        let result = match self.state {
+            State::Closed => return Flow::Close,
+            // After connection.close only close-ok (or a crossing close) matters.
+            State::Closing => match frame {
+                Frame::Method {
+                    method: AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
+                    ..
+                }
+                | Frame::Method {
+                    method: AMQPClass::Connection(connection::AMQPMethod::Close(_)),
+                    ..
+                } => {
+                    self.state = State::Closed;
+                    return Flow::Close;
+                }
+                _ => return Flow::Continue,
+            },
+            _ => self.dispatch(frame, out, commands),
+        };
+        match result {
+            Ok(flow) => flow,
+            Err(error) => self.fail(error, out, commands),
+        }
+    }
+
+    /// Close with `error` on the scope RabbitMQ uses for its code.
+    fn fail(&mut self, error: FrameError, out: &mut BytesMut, commands: &mut Vec<Command>) -> Flow {
+        if !error.is_hard() && error.channel != 0 && self.state == State::Open {
+            self.close_channel(error.channel, &error, out, commands);
+            return Flow::Continue;
+        }
+        if matches!(self.state, State::AwaitStartOk | State::AwaitTuneOk | State::AwaitOpen)
+            && error.code != ReplyCode::AccessRefused
+        {
+            // Before the connection is open nothing is negotiated: just close the socket.
+            self.state = State::Closed;
+            return Flow::Close;
+        }
+        let close = connection::Close {
+            reply_code: error.code.code(),
+            reply_text: short(&error.reply_text()),
+            class_id: error.class_id,
+            method_id: error.method_id,
+        };
+        encode_method(out, 0, &AMQPClass::Connection(connection::AMQPMethod::Close(close)));
+        self.state = State::Closing;
+        Flow::Continue
+    }
+
+    fn close_channel(
+        &mut self,
+        channel: ChannelId,
+        error: &FrameError,
+        out: &mut BytesMut,
+        commands: &mut Vec<Command>,
+    ) {
+        let Some(state) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if matches!(state.phase, ChannelPhase::ServerClosing { .. }) {
+            return;
+        }
+        let engine_done = state.phase == ChannelPhase::ClientClosing;
+        state.phase = ChannelPhase::ServerClosing {
+            client_done: false,
+            engine_done,
+        };
+        let close = channel::Close {
+            reply_code: error.code.code(),
+            reply_text: short(&error.reply_text()),
+            class_id: error.class_id,
+            method_id: error.method_id,
+        };
+        encode_method(out, channel, &AMQPClass::Channel(channel::AMQPMethod::Close(close)));
+        if !engine_done {
+            commands.push(Command::ChannelClose {
+                origin: self.origin(channel, 20, 40),
+            });
+        }
+    }
+
+    fn origin(&self, channel: ChannelId, class_id: u16, method_id: u16) -> Origin {
+        Origin {
+            connection: self.id,
+            channel,
+            method: method_token(class_id, method_id),
+        }
+    }
+
+    fn dispatch(&mut self, frame: Frame, out: &mut BytesMut, commands: &mut Vec<Command>) -> Result<Flow, FrameError> {
+        match frame {
+            Frame::Heartbeat { channel: 0 } => Ok(Flow::Continue),
+            Frame::Heartbeat { channel } => Err(hard(
+                ReplyCode::UnexpectedFrame,
+                format!("heartbeat frame on channel {channel}"),
+            )),
+            Frame::Method {
+                channel: 0,
+                class_id,
+                method_id,
+                method,
+            } => self
+                .connection_method(method, out, commands)
+                .map_err(|e| e.for_method(class_id, method_id)),
+            Frame::Method {
+                channel,
+                class_id,
+                method_id,
+                method,
+            } => {
+                self.require_open()?;
+                self.channel_method(channel, class_id, method_id, method, out, commands)
+                    .map_err(|e| e.on_channel(channel).for_method(class_id, method_id))?;
+                Ok(Flow::Continue)
+            }
+            Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => {
+                Err(hard(ReplyCode::UnexpectedFrame, "content frame on channel 0"))
+            }
+            Frame::Header {
+                channel,
+                class_id,
+                body_size,
+                properties,
+                raw_properties,
+            } => {
+                self.require_open()?;
+                let Some(state) = self.channels.get_mut(&channel) else {
+                    return Err(hard(
+                        ReplyCode::ChannelError,
+                        format!("expected 'channel.open' on channel {channel}"),
+                    ));
+                };
+                let content = state
+                    .content
+                    .on_header(class_id, body_size, properties, raw_properties)?;
+                self.content_done(channel, content, commands)
+            }
+            Frame::Body { channel, payload } => {
+                self.require_open()?;
+                let Some(state) = self.channels.get_mut(&channel) else {
+                    return Err(hard(
+                        ReplyCode::ChannelError,
+                        format!("expected 'channel.open' on channel {channel}"),
+                    ));
+                };
+                let content = state.content.on_body(payload)?;
+                self.content_done(channel, content, commands)
+            }
+        }
+    }
+
+    fn require_open(&self) -> Result<(), FrameError> {
+        if self.state == State::Open {
+            Ok(())
+        } else {
+            Err(hard(
+                ReplyCode::ChannelError,
+                "channel frame before the connection is open",
+            ))
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Channel 0
+
+    fn connection_method(
+        &mut self,
+        method: AMQPClass,
+        out: &mut BytesMut,
+        commands: &mut Vec<Command>,
+    ) -> Result<Flow, FrameError> {
+        let AMQPClass::Connection(method) = method else {
+            return Err(hard(ReplyCode::ChannelError, "unexpected method in connection state"));
+        };
+        match (self.state, method) {
+            (State::AwaitStartOk, connection::AMQPMethod::StartOk(start_ok)) => self.start_ok(start_ok, out),
+            (State::AwaitTuneOk, connection::AMQPMethod::TuneOk(tune_ok)) => {
+                if tune_ok.frame_max < FRAME_MIN_SIZE || tune_ok.frame_max > self.limits.frame_max {
+                    return Err(hard(
+                        ReplyCode::NotAllowed,
+                        format!(
+                            "negotiated frame_max = {} is outside {}..={}",
+                            tune_ok.frame_max, FRAME_MIN_SIZE, self.limits.frame_max
+                        ),
+                    ));
+                }
+                if tune_ok.channel_max == 0 || tune_ok.channel_max > self.limits.channel_max {
+                    return Err(hard(
+                        ReplyCode::NotAllowed,
+                        format!(
+                            "negotiated channel_max = {} is outside 1..={}",
+                            tune_ok.channel_max, self.limits.channel_max
+                        ),
+                    ));
+                }
+                self.frame_max = tune_ok.frame_max;
+                self.channel_max = tune_ok.channel_max;
+                self.heartbeat_seconds = tune_ok.heartbeat;
+                self.state = State::AwaitOpen;
+                Ok(Flow::Continue)
+            }
+            (State::AwaitOpen, connection::AMQPMethod::Open(open)) => {
+                self.state = State::AwaitOpenOk;
+                commands.push(Command::Connect {
+                    connection: self.id,
+                    vhost: open.virtual_host.as_str().to_string(),
+                    sink: self.sink.clone(),
+                });
+                Ok(Flow::Continue)
+            }
+            (State::Open, connection::AMQPMethod::Close(_))
+            | (State::AwaitOpenOk, connection::AMQPMethod::Close(_)) => {
+                encode_method(
+                    out,
+                    0,
+                    &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                self.state = State::Closed;
+                Ok(Flow::Close)
+            }
+            (State::Open, connection::AMQPMethod::UpdateSecret(_)) => {
+                encode_method(
+                    out,
+                    0,
+                    &AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {})),
+                );
+                Ok(Flow::Continue)
+            }
+            (State::Open, connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_)) => {
+                Ok(Flow::Continue)
+            }
+            (_, other) => Err(hard(
+                ReplyCode::CommandInvalid,
+                format!("connection method {other:?} is not valid in state {:?}", self.state),
+            )),
+        }
+    }
+
+    fn start_ok(&mut self, start_ok: connection::StartOk, out: &mut BytesMut) -> Result<Flow, FrameError> {
+        if let Some(AMQPValue::FieldTable(capabilities)) = start_ok.client_properties.inner().get("capabilities") {
+            self.client_capabilities = capabilities.clone();
+        }
+        let mechanism = start_ok.mechanism.as_str();
+        let credentials = match mechanism {
+            "PLAIN" => parse_plain(start_ok.response.as_bytes())?,
+            "AMQPLAIN" => parse_amqplain(start_ok.response.as_bytes())?,
+            other => {
+                return Err(hard(
+                    ReplyCode::CommandInvalid,
+                    format!("unknown authentication mechanism '{other}'"),
+                ))
+            }
+        };
+        let accepted = self.users.iter().any(|user| {
+            user.username == credentials.username
+                && user.password == credentials.password
+                && (user.username != "guest" || self.from_loopback)
+        });
+        if !accepted {
+            tracing::warn!(user = credentials.username, mechanism, "login refused");
+            if self.client_capability("authentication_failure_close") {
+                let close = connection::Close {
+                    reply_code: ReplyCode::AccessRefused.code(),
+                    reply_text: short(&format!(
+                        "ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. \
+                         For details see the broker logfile."
+                    )),
+                    class_id: 0,
+                    method_id: 0,
+                };
+                encode_method(out, 0, &AMQPClass::Connection(connection::AMQPMethod::Close(close)));
+                self.state = State::Closing;
+                return Ok(Flow::Continue);
+            }
+            self.state = State::Closed;
+            return Ok(Flow::Close);
+        }
+        let tune = connection::Tune {
+            channel_max: self.limits.channel_max,
+            frame_max: self.limits.frame_max,
+            heartbeat: self.limits.heartbeat_seconds,
+        };
+        encode_method(out, 0, &AMQPClass::Connection(connection::AMQPMethod::Tune(tune)));
+        self.state = State::AwaitTuneOk;
+        Ok(Flow::Continue)
+    }
+
+    fn client_capability(&self, name: &str) -> bool {
+        matches!(
+            self.client_capabilities.inner().get(name),
+            Some(AMQPValue::Boolean(true))
+        )
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Channels
+
+    fn channel_method(
+        &mut self,
+        channel: ChannelId,
+        class_id: u16,
+        method_id: u16,
+        method: AMQPClass,
+        out: &mut BytesMut,
+        commands: &mut Vec<Command>,
+    ) -> Result<(), FrameError> {
+        let origin = self.origin(channel, class_id, method_id);
+        if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = method {
+            if self.channels.contains_key(&channel) {
+                return Err(hard(ReplyCode::ChannelError, "second 'channel.open' seen"));
+            }
+            if channel > self.channel_max {
+                return Err(hard(
+                    ReplyCode::NotAllowed,
+                    format!("channel {channel} is above channel_max {}", self.channel_max),
+                ));
+            }
+            self.channels.insert(
+                channel,
+                ChannelState {
+                    phase: ChannelPhase::Open,
+                    content: ContentAssembler::new(self.limits.message_size_max),
+                    confirm_mode: false,
+                    next_publish_sequence: 1,
+                },
+            );
+            commands.push(Command::ChannelOpen { origin });
+            encode_method(
+                out,
+                channel,
+                &AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+            );
+            return Ok(());
+        }
+        let Some(state) = self.channels.get_mut(&channel) else {
+            return Err(hard(
+                ReplyCode::ChannelError,
+                format!("expected 'channel.open' on channel {channel}"),
+            ));
+        };
+        match state.phase {
+            ChannelPhase::Open => {}
+            ChannelPhase::ClientClosing => return Ok(()),
+            ChannelPhase::ServerClosing { engine_done, .. } => {
+                // Only close-ok (or a crossing close) matters now.
+                if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_) | channel::AMQPMethod::Close(_)) = method {
+                    if let AMQPClass::Channel(channel::AMQPMethod::Close(_)) = method {
+                        encode_method(
+                            out,
+                            channel,
+                            &AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                        );
+                    }
+                    if engine_done {
+                        self.channels.remove(&channel);
+                    } else {
+                        state.phase = ChannelPhase::ServerClosing {
+                            client_done: true,
+                            engine_done,
+                        };
+                    }
+                }
+                return Ok(());
+            }
+        }
+        if !state.content.is_idle() {
+            return Err(hard(
+                ReplyCode::UnexpectedFrame,
+                "method frame while content was expected",
+            ));
+        }
+        match method {
+            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                state.phase = ChannelPhase::ClientClosing;
+                commands.push(Command::ChannelClose { origin });
+            }
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {}
+            AMQPClass::Channel(channel::AMQPMethod::Flow(flow)) => {
+                if !flow.active {
+                    return Err(hard(ReplyCode::NotImplemented, "active=false is not supported"));
+                }
+                encode_method(
+                    out,
+                    channel,
+                    &AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: true })),
+                );
+            }
+            AMQPClass::Queue(method) => queue_method(origin, method, commands)?,
+            AMQPClass::Basic(method) => self.basic_method(origin, method, out, commands)?,
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(select)) => {
+                state.confirm_mode = true;
+                if !select.nowait {
+                    encode_method(
+                        out,
+                        channel,
+                        &AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
+                }
+            }
+            other => {
+                return Err(hard(
+                    ReplyCode::NotImplemented,
+                    format!("{} is not implemented yet", method_name(&other)),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn basic_method(
+        &mut self,
+        origin: Origin,
+        method: basic::AMQPMethod,
+        out: &mut BytesMut,
+        commands: &mut Vec<Command>,
+    ) -> Result<(), FrameError> {
+        let state = self.channels.get_mut(&origin.channel).expect("checked by caller");
+        let command = match method {
+            basic::AMQPMethod::Publish(publish) => {
+                if publish.immediate {
+                    return Err(hard(ReplyCode::NotImplemented, "immediate=true"));
+                }
+                state.content.start(publish)?;
+                return Ok(());
+            }
+            basic::AMQPMethod::Qos(qos) => Command::Qos {
+                origin,
+                prefetch_count: qos.prefetch_count,
+                global: qos.global,
+            },
+            basic::AMQPMethod::Consume(consume) => Command::Consume {
+                origin,
+                queue: consume.queue.as_str().to_string(),
+                consumer_tag: consume.consumer_tag.as_str().to_string(),
+                no_ack: consume.no_ack,
+                exclusive: consume.exclusive,
+                no_wait: consume.nowait,
+            },
+            basic::AMQPMethod::Cancel(cancel) => Command::Cancel {
+                origin,
+                consumer_tag: cancel.consumer_tag.as_str().to_string(),
+                no_wait: cancel.nowait,
+            },
+            basic::AMQPMethod::Get(get) => Command::Get {
+                origin,
+                queue: get.queue.as_str().to_string(),
+                no_ack: get.no_ack,
+            },
+            basic::AMQPMethod::Ack(ack) => Command::Ack {
+                origin,
+                delivery_tag: ack.delivery_tag,
+                multiple: ack.multiple,
+            },
+            basic::AMQPMethod::Nack(nack) => Command::Reject {
+                origin,
+                delivery_tag: nack.delivery_tag,
+                multiple: nack.multiple,
+                requeue: nack.requeue,
+            },
+            basic::AMQPMethod::Reject(reject) => Command::Reject {
+                origin,
+                delivery_tag: reject.delivery_tag,
+                multiple: false,
+                requeue: reject.requeue,
+            },
+            basic::AMQPMethod::Recover(recover) => {
+                if !recover.requeue {
+                    return Err(hard(ReplyCode::NotImplemented, "requeue=false"));
+                }
+                Command::Recover { origin }
+            }
+            basic::AMQPMethod::RecoverAsync(recover) => {
+                if !recover.requeue {
+                    return Err(hard(ReplyCode::NotImplemented, "requeue=false"));
+                }
+                Command::Recover { origin }
+            }
+            other => {
+                let _ = out;
+                return Err(hard(
+                    ReplyCode::CommandInvalid,
+                    format!("basic method {other:?} is not sent by clients"),
+                ));
+            }
+        };
+        commands.push(command);
+        Ok(())
+    }
+
+    /// A publish's content is complete: hand it to the engine.
+    fn content_done(
+        &mut self,
+        channel: ChannelId,
+        content: Option<Content>,
+        commands: &mut Vec<Command>,
+    ) -> Result<Flow, FrameError> {
+        let Some(content) = content else {
+            return Ok(Flow::Continue);
+        };
+        let state = self
+            .channels
+            .get_mut(&channel)
+            .expect("content belongs to an open channel");
+        if state.phase != ChannelPhase::Open {
+            return Ok(Flow::Continue); // content that was in flight when the channel closed
+        }
+        let confirm = state.confirm_mode.then(|| {
+            let sequence = state.next_publish_sequence;
+            state.next_publish_sequence += 1;
+            sequence
+        });
+        let persistent = *content.properties.delivery_mode() == Some(2);
+        let publish = content.publish;
+        commands.push(Command::Publish(Box::new(Publish {
+            origin: self.origin(channel, 60, 40),
+            exchange: publish.exchange.as_str().to_string(),
+            routing_key: publish.routing_key.as_str().to_string(),
+            mandatory: publish.mandatory,
+            persistent,
+            confirm,
+            message: Arc::new(Message {
+                exchange: publish.exchange.as_str().to_string(),
+                routing_key: publish.routing_key.as_str().to_string(),
+                raw_properties: content.raw_properties,
+                body: content.body,
+            }),
+        })));
+        Ok(Flow::Continue)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Engine events
+
+    /// Turn engine events into frames. Returns how many deliveries were written (for the
+    /// in-flight accounting) and whether to close.
+    pub fn on_events(&mut self, events: Vec<Event>, out: &mut BytesMut, commands: &mut Vec<Command>) -> (usize, Flow) {
+        let mut deliveries = 0;
+        for event in events {
+            if matches!(event, Event::Deliver { .. }) {
+                deliveries += 1;
+            }
+            if self.on_event(event, out, commands) == Flow::Close {
+                return (deliveries, Flow::Close);
+            }
+        }
+        (deliveries, Flow::Continue)
+    }
+
+    fn channel_is_open(&self, channel: ChannelId) -> bool {
+        self.channels
+            .get(&channel)
+            .is_some_and(|c| c.phase == ChannelPhase::Open)
+    }
+
+    fn on_event(&mut self, event: Event, out: &mut BytesMut, commands: &mut Vec<Command>) -> Flow {
+        if self.state == State::Closed {
+            return Flow::Close;
+        }
+        let frame_max = self.frame_max;
+        match event {
+            Event::ConnectionOpened => {
+                if self.state == State::AwaitOpenOk {
+                    self.state = State::Open;
+                    encode_method(
+                        out,
+                        0,
+                        &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+                    );
+                }
+            }
+            Event::ConnectionError { error } => {
+                let error = engine_error(&error, 0, 0);
+                // An unknown vhost is refused before the connection counts as open.
+                self.state = State::Open;
+                return self.fail(error, out, commands);
+            }
+            Event::ChannelClosed { channel } => match self.channels.get(&channel).map(|c| c.phase) {
+                Some(ChannelPhase::ClientClosing) => {
+                    self.channels.remove(&channel);
+                    encode_method(
+                        out,
+                        channel,
+                        &AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                    );
+                }
+                Some(ChannelPhase::ServerClosing { client_done: true, .. }) => {
+                    self.channels.remove(&channel);
+                }
+                Some(ChannelPhase::ServerClosing { client_done: false, .. }) => {
+                    if let Some(state) = self.channels.get_mut(&channel) {
+                        state.phase = ChannelPhase::ServerClosing {
+                            client_done: false,
+                            engine_done: true,
+                        };
+                    }
+                }
+                Some(ChannelPhase::Open) | None => {}
+            },
+            Event::ChannelError { channel, method, error } => {
+                if !self.channels.contains_key(&channel) {
+                    return Flow::Continue;
+                }
+                let error = engine_error(&error, (method >> 16) as u16, method as u16).on_channel(channel);
+                return self.fail(error, out, commands);
+            }
+            event => {
+                let channel = event_channel(&event);
+                if !self.channel_is_open(channel) {
+                    return Flow::Continue; // stale: the channel closed meanwhile
+                }
+                self.encode_event(event, frame_max, out);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn encode_event(&mut self, event: Event, frame_max: u32, out: &mut BytesMut) {
+        let method = |out: &mut BytesMut, channel: ChannelId, class: AMQPClass| encode_method(out, channel, &class);
+        match event {
+            Event::Deliver {
+                channel,
+                consumer_tag,
+                delivery_tag,
+                redelivered,
+                message,
+            } => encode_deliver(
+                out,
+                channel,
+                &consumer_tag,
+                delivery_tag,
+                redelivered,
+                &message.exchange,
+                &message.routing_key,
+                &message.raw_properties,
+                &message.body,
+                frame_max,
+            ),
+            Event::GetOk {
+                channel,
+                delivery_tag,
+                redelivered,
+                message_count,
+                message,
+            } => encode_get_ok(
+                out,
+                channel,
+                delivery_tag,
+                redelivered,
+                &message.exchange,
+                &message.routing_key,
+                message_count,
+                &message.raw_properties,
+                &message.body,
+                frame_max,
+            ),
+            Event::GetEmpty { channel } => method(
+                out,
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            ),
+            Event::ConfirmAck {
+                channel,
+                sequence,
+                multiple,
+            } => encode_confirm_ack(out, channel, sequence, multiple),
+            Event::ConfirmNack {
+                channel,
+                sequence,
+                multiple,
+            } => encode_confirm_nack(out, channel, sequence, multiple, false),
+            Event::Returned { channel, message } => encode_return(
+                out,
+                channel,
+                ReplyCode::NoRoute,
+                "NO_ROUTE",
+                &message.exchange,
+                &message.routing_key,
+                &message.raw_properties,
+                &message.body,
+                frame_max,
+            ),
+            Event::QueueDeclareOk {
+                channel,
+                queue,
+                message_count,
+                consumer_count,
+            } => method(
+                out,
+                channel,
+                AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                    queue: short(&queue),
+                    message_count,
+                    consumer_count,
+                })),
+            ),
+            Event::QueueDeleteOk { channel, message_count } => method(
+                out,
+                channel,
+                AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count })),
+            ),
+            Event::QueuePurgeOk { channel, message_count } => method(
+                out,
+                channel,
+                AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count })),
+            ),
+            Event::ConsumeOk { channel, consumer_tag } => method(
+                out,
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: short(&consumer_tag),
+                })),
+            ),
+            Event::CancelOk { channel, consumer_tag } => method(
+                out,
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                    consumer_tag: short(&consumer_tag),
+                })),
+            ),
+            Event::ConsumerCancelled { channel, consumer_tag } => {
+                if self.client_capability("consumer_cancel_notify") {
+                    method(
+                        out,
+                        channel,
+                        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                            consumer_tag: short(&consumer_tag),
+                            nowait: true,
+                        })),
+                    )
+                }
+            }
+            Event::QosOk { channel } => method(
+                out,
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+            ),
+            Event::RecoverOk { channel } => method(
+                out,
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+            ),
+            Event::ConnectionOpened
+            | Event::ConnectionError { .. }
+            | Event::ChannelClosed { .. }
+            | Event::ChannelError { .. } => unreachable!("handled in on_event"),
+        }
+    }
+
+    /// The server is stopping: tell the client (320 CONNECTION_FORCED).
+    pub fn force_close(&mut self, out: &mut BytesMut) {
+        if matches!(self.state, State::Open | State::AwaitOpenOk) {
+            let close = connection::Close {
+                reply_code: ReplyCode::ConnectionForced.code(),
+                reply_text: short("CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"),
+                class_id: 0,
+                method_id: 0,
+            };
+            encode_method(out, 0, &AMQPClass::Connection(connection::AMQPMethod::Close(close)));
+            self.state = State::Closing;
+        } else {
+            self.state = State::Closed;
+        }
+    }
+
+    /// Heartbeats stopped arriving.
+    pub fn heartbeat_timeout(&mut self) {
+        self.state = State::Closed;
+    }
+}
+
+fn queue_method(origin: Origin, method: queue::AMQPMethod, commands: &mut Vec<Command>) -> Result<(), FrameError> {
+    let command = match method {
+        queue::AMQPMethod::Declare(declare) => Command::QueueDeclare {
+            origin,
+            declare: QueueDeclare {
+                name: declare.queue.as_str().to_string(),
+                passive: declare.passive,
+                durable: declare.durable,
+                exclusive: declare.exclusive,
+                auto_delete: declare.auto_delete,
+                arguments: arguments(&declare.arguments),
+            },
+            no_wait: declare.nowait,
+        },
+        queue::AMQPMethod::Delete(delete) => Command::QueueDelete {
+            origin,
+            queue: delete.queue.as_str().to_string(),
+            if_unused: delete.if_unused,
+            if_empty: delete.if_empty,
+            no_wait: delete.nowait,
+        },
+        queue::AMQPMethod::Purge(purge) => Command::QueuePurge {
+            origin,
+            queue: purge.queue.as_str().to_string(),
+            no_wait: purge.nowait,
+        },
+        other => {
+            return Err(hard(
+                ReplyCode::NotImplemented,
+                format!("queue method {other:?} is not implemented yet"),
+            ))
+        }
+    };
+    commands.push(command);
+    Ok(())
+}
+
+fn engine_error(error: &EngineError, class_id: u16, method_id: u16) -> FrameError {
+    // `reply_text` puts the code name in front, as RabbitMQ writes it ("NOT_FOUND - …").
+    FrameError::new(reply_code(error.kind), error.text.clone()).for_method(class_id, method_id)
+}
+
+fn event_channel(event: &Event) -> ChannelId {
+    match event {
+        Event::QueueDeclareOk { channel, .. }
+        | Event::QueueDeleteOk { channel, .. }
+        | Event::QueuePurgeOk { channel, .. }
+        | Event::ConsumeOk { channel, .. }
+        | Event::CancelOk { channel, .. }
+        | Event::ConsumerCancelled { channel, .. }
+        | Event::QosOk { channel }
+        | Event::RecoverOk { channel }
+        | Event::Deliver { channel, .. }
+        | Event::GetOk { channel, .. }
+        | Event::GetEmpty { channel }
+        | Event::Returned { channel, .. }
+        | Event::ConfirmAck { channel, .. }
+        | Event::ConfirmNack { channel, .. }
+        | Event::ChannelError { channel, .. }
+        | Event::ChannelClosed { channel } => *channel,
+        Event::ConnectionOpened | Event::ConnectionError { .. } => 0,
+    }
+}
+
+fn method_name(class: &AMQPClass) -> String {
+    let debug = format!("{class:?}");
+    debug.split('(').take(2).collect::<Vec<_>>().join(".").to_lowercase()
+}

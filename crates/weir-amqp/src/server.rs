@@ -1,0 +1,241 @@
+//! The tokio adapter: accepts sockets and moves bytes between them, the [`Connection`]
+//! state machine and the engine. No protocol decisions are made here.
+//!
+//! One task per connection, one `select!` loop: socket bytes in, engine events in, a
+//! one-second tick for heartbeats and time-outs, and the server's shutdown signal. After each
+//! wake-up the commands produced go to the engine (waiting if its inbox is full, which is
+//! how a publisher that outruns the disk is slowed: we stop reading its socket) and the bytes
+//! produced are written in one `write_all`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use weir_amqp_codec::{check_protocol_header, decode_frame, encode_heartbeat, ProtocolHeaderCheck, PROTOCOL_HEADER};
+use weir_engine::{Command, ConnectionShared, EngineHandle, EventSink};
+
+use crate::connection::{Connection, ConnectionLimits, Credentials, Flow};
+
+/// A client must finish the handshake (up to connection.open-ok) within this time.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After sending connection.close, wait this long for close-ok before dropping the socket.
+pub const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Socket read buffer: large, so a busy publisher is read in few system calls.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct AmqpConfig {
+    pub limits: ConnectionLimits,
+    pub users: Arc<Vec<Credentials>>,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            limits: ConnectionLimits::default(),
+            users: Arc::new(vec![Credentials {
+                username: "guest".into(),
+                password: "guest".into(),
+            }]),
+        }
+    }
+}
+
+/// Accept connections until `shutdown` turns true; then tell every connection to close and
+/// wait (bounded) for them.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    engine: EngineHandle,
+    config: AmqpConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    let config = Arc::new(config);
+    let mut tasks = JoinSet::new();
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(64);
+    for listener in listeners {
+        let accepted_tx = accepted_tx.clone();
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(pair) => { if accepted_tx.send(pair).await.is_err() { return; } }
+                        Err(e) => {
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+    }
+    drop(accepted_tx);
+    let mut shutdown_rx = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = accepted_rx.recv() => {
+                let Some((stream, peer)) = accepted else { break };
+                let engine = engine.clone();
+                let config = Arc::clone(&config);
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = run_connection(stream, peer, engine, config, shutdown).await {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                });
+            }
+            _ = shutdown_rx.changed() => break,
+        }
+    }
+    let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT + Duration::from_secs(1), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+async fn run_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    engine: EngineHandle,
+    config: Arc<AmqpConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (mut reader, mut writer) = stream.into_split();
+    let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
+
+    // Protocol header, within the handshake time.
+    let started = Instant::now();
+    loop {
+        match check_protocol_header(&input) {
+            ProtocolHeaderCheck::Ok => break,
+            ProtocolHeaderCheck::Mismatch => {
+                writer.write_all(&PROTOCOL_HEADER).await?;
+                return Ok(());
+            }
+            ProtocolHeaderCheck::Incomplete => {
+                let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
+                match tokio::time::timeout(left, reader.read_buf(&mut input)).await {
+                    Ok(Ok(0)) | Err(_) => return Ok(()),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                }
+            }
+        }
+    }
+    let _ = input.split_to(PROTOCOL_HEADER.len());
+
+    let (events_tx, events_rx) = flume::unbounded();
+    let shared = Arc::new(ConnectionShared::default());
+    let id = engine.connection_id();
+    let sink = EventSink {
+        sender: events_tx,
+        shared: Arc::clone(&shared),
+    };
+    let mut connection = Connection::new(
+        id,
+        config.limits.clone(),
+        Arc::clone(&config.users),
+        peer.ip().is_loopback(),
+        sink,
+    );
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut commands = Vec::new();
+    connection.start(&mut out);
+    writer.write_all(&out).await?;
+    out.clear();
+
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_received = Instant::now();
+    let mut last_sent = Instant::now();
+    let mut closing_since: Option<Instant> = None;
+    let result = loop {
+        let mut flow = Flow::Continue;
+        let mut deliveries_written = 0;
+        tokio::select! {
+            read = reader.read_buf(&mut input) => {
+                match read {
+                    Ok(0) => break Ok(()),
+                    Ok(_) => last_received = Instant::now(),
+                    Err(e) => break Err(e),
+                }
+                loop {
+                    match decode_frame(&mut input, connection.frame_max()) {
+                        Ok(Some(frame)) => {
+                            flow = connection.on_frame(frame, &mut out, &mut commands);
+                            if flow == Flow::Close { break; }
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            tracing::debug!(%peer, "frame error: {error}");
+                            flow = connection.on_decode_error(error, &mut out, &mut commands);
+                            break;
+                        }
+                    }
+                }
+                if input.capacity() - input.len() < READ_BUFFER_BYTES / 4 {
+                    input.reserve(READ_BUFFER_BYTES);
+                }
+            }
+            batch = events_rx.recv_async() => {
+                let Ok(batch) = batch else { break Ok(()) };
+                let (delivered, event_flow) = connection.on_events(batch, &mut out, &mut commands);
+                deliveries_written = delivered;
+                flow = event_flow;
+            }
+            _ = tick.tick() => {
+                let heartbeat = Duration::from_secs(u64::from(connection.heartbeat_seconds()));
+                if !connection.is_open() && !connection.is_closing() && started.elapsed() > HANDSHAKE_TIMEOUT {
+                    break Ok(());
+                }
+                if closing_since.is_some_and(|since| since.elapsed() > CLOSE_OK_TIMEOUT) {
+                    break Ok(());
+                }
+                if !heartbeat.is_zero() {
+                    if last_received.elapsed() > heartbeat * 2 {
+                        tracing::info!(%peer, "missed heartbeats from client, closing");
+                        connection.heartbeat_timeout();
+                        break Ok(());
+                    }
+                    if last_sent.elapsed() >= heartbeat / 2 {
+                        encode_heartbeat(&mut out);
+                    }
+                }
+            }
+            _ = shutdown.changed() => connection.force_close(&mut out),
+        }
+        for command in commands.drain(..) {
+            if engine.send(command).await.is_err() {
+                connection.force_close(&mut out);
+                break;
+            }
+        }
+        if !out.is_empty() {
+            if let Err(e) = writer.write_all(&out).await {
+                break Err(e);
+            }
+            out.clear();
+            last_sent = Instant::now();
+        }
+        if deliveries_written > 0 && shared.deliveries_written(deliveries_written) {
+            let _ = engine.send(Command::Resume { connection: id }).await;
+        }
+        if connection.is_closing() && closing_since.is_none() {
+            closing_since = Some(Instant::now());
+        }
+        if flow == Flow::Close || connection.is_closed() {
+            break Ok(());
+        }
+    };
+    if connection.registered() || connection.is_closed() {
+        let _ = engine.send(Command::Disconnect { connection: id }).await;
+    }
+    let _ = writer.shutdown().await;
+    result
+}

@@ -1,0 +1,305 @@
+//! What the protocol layers send to the engine ([`Command`]) and what comes back ([`Event`]).
+//!
+//! The vocabulary is protocol-neutral: no AMQP frame types here, so the HTTP API can drive
+//! the same engine. Each command carries an [`Origin`] (connection, channel and an opaque
+//! method token that comes back unchanged in errors, so the AMQP layer can name the method
+//! that failed in `channel.close`).
+//!
+//! Flow control: every queue between tasks is bounded. The engine inbox is a bounded channel
+//! (a publisher that outruns the disk waits on `send_async`, which stops reading its socket).
+//! Events to a connection go through an unbounded channel whose depth the engine bounds
+//! itself: it counts deliveries in flight per connection ([`ConnectionShared`]) and stops
+//! delivering to a connection past [`CONNECTION_DELIVERIES_IN_FLIGHT_MAX`] until the writer
+//! has drained it and sent [`Command::Resume`].
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::EngineError;
+
+pub type ConnectionId = u64;
+pub type ChannelId = u16;
+
+/// Deliveries a connection may have queued for writing before the engine stops sending it
+/// more; the writer asks to resume when it is back under half of this.
+pub const CONNECTION_DELIVERIES_IN_FLIGHT_MAX: usize = 4096;
+
+/// Who asked: the connection, the channel, and an opaque token naming the method (the AMQP
+/// layer packs class-id and method-id into it). The engine only copies it into errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub connection: ConnectionId,
+    pub channel: ChannelId,
+    pub method: u32,
+}
+
+/// A message's content, shared (by `Arc`) between every queue it reached and every delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub exchange: String,
+    pub routing_key: String,
+    /// The content-header property bytes exactly as the publisher sent them (forwarded
+    /// unchanged, so nothing is lost in a decode/encode round trip).
+    pub raw_properties: Bytes,
+    pub body: Bytes,
+}
+
+/// A queue argument value, protocol-neutral (the AMQP layer converts field tables).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArgValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Void,
+}
+
+/// `queue.declare` as the engine sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueDeclare {
+    /// Empty means: name it for me (`amq.gen-…`).
+    pub name: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    /// Sorted by key, keys unique.
+    pub arguments: Vec<(String, ArgValue)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Publish {
+    pub origin: Origin,
+    pub exchange: String,
+    pub routing_key: String,
+    pub mandatory: bool,
+    /// delivery-mode 2.
+    pub persistent: bool,
+    /// Publisher-confirm sequence number when the channel is in confirm mode.
+    pub confirm: Option<u64>,
+    pub message: Arc<Message>,
+}
+
+/// Engine requests. Each is applied in arrival order per connection.
+#[derive(Debug)]
+pub enum Command {
+    /// A connection has authenticated and opened `vhost`.
+    Connect {
+        connection: ConnectionId,
+        vhost: String,
+        sink: EventSink,
+    },
+    Disconnect {
+        connection: ConnectionId,
+    },
+    ChannelOpen {
+        origin: Origin,
+    },
+    /// The engine requeues the channel's unacked messages, cancels its consumers and answers
+    /// [`Event::ChannelClosed`]; events for the channel sent before that are stale.
+    ChannelClose {
+        origin: Origin,
+    },
+    QueueDeclare {
+        origin: Origin,
+        declare: QueueDeclare,
+        no_wait: bool,
+    },
+    QueueDelete {
+        origin: Origin,
+        queue: String,
+        if_unused: bool,
+        if_empty: bool,
+        no_wait: bool,
+    },
+    QueuePurge {
+        origin: Origin,
+        queue: String,
+        no_wait: bool,
+    },
+    Publish(Box<Publish>),
+    Consume {
+        origin: Origin,
+        queue: String,
+        /// Empty: the engine generates `amq.ctag-…`.
+        consumer_tag: String,
+        no_ack: bool,
+        exclusive: bool,
+        no_wait: bool,
+    },
+    Cancel {
+        origin: Origin,
+        consumer_tag: String,
+        no_wait: bool,
+    },
+    Qos {
+        origin: Origin,
+        prefetch_count: u16,
+        global: bool,
+    },
+    Get {
+        origin: Origin,
+        queue: String,
+        no_ack: bool,
+    },
+    Ack {
+        origin: Origin,
+        delivery_tag: u64,
+        multiple: bool,
+    },
+    /// `basic.nack` and `basic.reject`.
+    Reject {
+        origin: Origin,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+    },
+    /// `basic.recover(requeue=true)`.
+    Recover {
+        origin: Origin,
+    },
+    /// The connection's writer drained below half of its in-flight limit.
+    Resume {
+        connection: ConnectionId,
+    },
+    /// Stop: write a checkpoint, close the log, end the loop.
+    Shutdown,
+    /// Internal: the checkpoint thread finished writing the checkpoint for `lsn`.
+    CheckpointWritten {
+        lsn: u64,
+        result: Result<(), String>,
+    },
+}
+
+/// What the engine tells a connection.
+#[derive(Debug, Clone)]
+pub enum Event {
+    QueueDeclareOk {
+        channel: ChannelId,
+        queue: String,
+        message_count: u32,
+        consumer_count: u32,
+    },
+    QueueDeleteOk {
+        channel: ChannelId,
+        message_count: u32,
+    },
+    QueuePurgeOk {
+        channel: ChannelId,
+        message_count: u32,
+    },
+    ConsumeOk {
+        channel: ChannelId,
+        consumer_tag: String,
+    },
+    CancelOk {
+        channel: ChannelId,
+        consumer_tag: String,
+    },
+    /// The server ended a consumer (its queue was deleted).
+    ConsumerCancelled {
+        channel: ChannelId,
+        consumer_tag: String,
+    },
+    QosOk {
+        channel: ChannelId,
+    },
+    RecoverOk {
+        channel: ChannelId,
+    },
+    Deliver {
+        channel: ChannelId,
+        consumer_tag: Arc<str>,
+        delivery_tag: u64,
+        redelivered: bool,
+        message: Arc<Message>,
+    },
+    GetOk {
+        channel: ChannelId,
+        delivery_tag: u64,
+        redelivered: bool,
+        message_count: u32,
+        message: Arc<Message>,
+    },
+    GetEmpty {
+        channel: ChannelId,
+    },
+    /// An unroutable mandatory message comes back (`basic.return`, 312 NO_ROUTE).
+    Returned {
+        channel: ChannelId,
+        message: Arc<Message>,
+    },
+    ConfirmAck {
+        channel: ChannelId,
+        sequence: u64,
+        multiple: bool,
+    },
+    ConfirmNack {
+        channel: ChannelId,
+        sequence: u64,
+        multiple: bool,
+    },
+    /// The channel must be closed with this error (soft errors) or the connection (hard).
+    ChannelError {
+        channel: ChannelId,
+        method: u32,
+        error: EngineError,
+    },
+    /// Answer to [`Command::ChannelClose`]: from here the channel number is free again.
+    ChannelClosed {
+        channel: ChannelId,
+    },
+    /// Answer to [`Command::Connect`]: the vhost exists and the connection is registered.
+    ConnectionOpened,
+    /// The connection must be closed (unknown vhost, engine stopping, …).
+    ConnectionError {
+        error: EngineError,
+    },
+}
+
+/// State shared between the engine and one connection's writer task.
+#[derive(Debug, Default)]
+pub struct ConnectionShared {
+    deliveries_in_flight: AtomicUsize,
+    paused: AtomicBool,
+}
+
+impl ConnectionShared {
+    /// Engine side: may this connection take another delivery? When it may not, the
+    /// connection is marked paused, and its writer sends [`Command::Resume`] once drained.
+    pub(crate) fn has_room(&self) -> bool {
+        if self.deliveries_in_flight.load(Ordering::Acquire) < CONNECTION_DELIVERIES_IN_FLIGHT_MAX {
+            return true;
+        }
+        self.paused.store(true, Ordering::Release);
+        // Re-check: the writer may have drained between the load and the store, and then it
+        // would not have seen the pause.
+        if self.deliveries_in_flight.load(Ordering::Acquire) < CONNECTION_DELIVERIES_IN_FLIGHT_MAX / 2 {
+            self.paused.store(false, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn reserve_delivery(&self) {
+        self.deliveries_in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Writer side: `count` deliveries were written to the socket. Returns true when the
+    /// engine had paused this connection and must now be sent [`Command::Resume`].
+    pub fn deliveries_written(&self, count: usize) -> bool {
+        let before = self.deliveries_in_flight.fetch_sub(count, Ordering::AcqRel);
+        let after = before - count;
+        after < CONNECTION_DELIVERIES_IN_FLIGHT_MAX / 2 && self.paused.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Where the engine sends one connection's events: batches, in order.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    pub sender: flume::Sender<Vec<Event>>,
+    pub shared: Arc<ConnectionShared>,
+}

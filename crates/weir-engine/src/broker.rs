@@ -1,0 +1,1295 @@
+//! The broker's state and the handling of each command.
+//!
+//! Everything here runs on the engine thread, one command at a time, so there are no locks.
+//! A handler validates, changes the state, appends log records for what must survive a
+//! crash, and queues events in the [`Outbox`]; the engine loop then fsyncs once for the whole
+//! batch before any gated event leaves (see `outbox.rs`).
+//!
+//! What is logged: durable queue declarations and deletions, persistent messages entering
+//! durable queues (one record per message, listing every durable queue it reached), and
+//! their settlements (acks, auto-ack deliveries, purges; batched into one record per loop
+//! turn). Deliveries are not logged: after a crash, unacked messages are ready again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use weir_log::{Log, Storage};
+use weir_queue::{MessageEntry, Queue, ENTRY_FLAG_PERSISTENT};
+
+use crate::api::{
+    ArgValue, ChannelId, Command, ConnectionId, Event, EventSink, Message, Origin, Publish, QueueDeclare,
+};
+use crate::content::ContentStore;
+use crate::error::{EngineError, ErrorKind};
+use crate::outbox::Outbox;
+use crate::records::{self, location_of, pos_of, QueueRecord, Writer, LOCATION_MEMORY};
+
+pub type QueueId = u32;
+
+/// The vhost every broker has.
+pub const DEFAULT_VHOST: &str = "/";
+
+pub(crate) struct QueueState {
+    pub id: QueueId,
+    pub vhost: String,
+    pub name: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub exclusive_owner: Option<ConnectionId>,
+    pub arguments: Vec<(String, ArgValue)>,
+    pub messages: Queue,
+    consumers: Vec<ConsumerKey>,
+    next_consumer: usize,
+    had_consumers: bool,
+    exclusive_consumer: bool,
+}
+
+impl QueueState {
+    pub fn record(&self) -> QueueRecord {
+        QueueRecord {
+            queue_id: self.id,
+            vhost: self.vhost.clone(),
+            name: self.name.clone(),
+            durable: self.durable,
+            exclusive: self.exclusive_owner.is_some(),
+            auto_delete: self.auto_delete,
+            arguments: self.arguments.clone(),
+        }
+    }
+
+    /// Is this queue's content kept across restarts?
+    pub fn is_logged(&self) -> bool {
+        self.durable && self.exclusive_owner.is_none()
+    }
+
+    pub fn from_record(record: QueueRecord) -> Self {
+        Self {
+            id: record.queue_id,
+            vhost: record.vhost,
+            name: record.name,
+            durable: record.durable,
+            auto_delete: record.auto_delete,
+            exclusive_owner: None,
+            arguments: record.arguments,
+            messages: Queue::new(),
+            consumers: Vec::new(),
+            next_consumer: 0,
+            had_consumers: false,
+            exclusive_consumer: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ConsumerKey {
+    connection: ConnectionId,
+    channel: ChannelId,
+    tag: Arc<str>,
+}
+
+struct ConsumerState {
+    queue: QueueId,
+    no_ack: bool,
+    /// 0 = unlimited.
+    prefetch_limit: u16,
+    unacked: u32,
+}
+
+struct Unacked {
+    queue: QueueId,
+    seq: u64,
+    /// None for `basic.get` deliveries.
+    consumer: Option<Arc<str>>,
+}
+
+#[derive(Default)]
+struct ChannelState {
+    next_delivery_tag: u64,
+    unacked: BTreeMap<u64, Unacked>,
+    consumers: HashMap<Arc<str>, ConsumerState>,
+    /// `basic.qos(global=false)`: the limit for consumers created from now on.
+    prefetch_per_consumer: u16,
+    /// `basic.qos(global=true)`: one limit shared by the channel's consumers.
+    prefetch_global: u16,
+    unacked_by_consumers: u32,
+    next_consumer_tag: u64,
+}
+
+struct ConnectionState {
+    vhost: String,
+    channels: HashMap<ChannelId, ChannelState>,
+    exclusive_queues: Vec<QueueId>,
+}
+
+/// Live-data bookkeeping per log segment, for reclaiming and compacting segments.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SegmentLive {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+pub(crate) struct Broker<S: Storage> {
+    pub log: Log<S>,
+    pub vhosts: HashMap<String, HashMap<String, QueueId>>,
+    pub queues: HashMap<QueueId, QueueState>,
+    connections: HashMap<ConnectionId, ConnectionState>,
+    pub sinks: HashMap<ConnectionId, EventSink>,
+    pub next_message_seq: u64,
+    pub next_queue_id: u32,
+    content: ContentStore,
+    pub segment_live: HashMap<u32, SegmentLive>,
+    pub outbox: Outbox,
+    dirty_queues: Vec<QueueId>,
+    pending_settles: Vec<(QueueId, u64)>,
+    /// Why new persistent data is refused (poisoned log, corruption found), if it is.
+    pub read_only: Option<String>,
+    /// Payload bytes appended since the last checkpoint.
+    pub bytes_since_checkpoint: u64,
+    scratch: Writer,
+}
+
+fn error(kind: ErrorKind, text: String) -> EngineError {
+    EngineError::new(kind, text)
+}
+
+fn no_queue(name: &str, vhost: &str) -> EngineError {
+    error(ErrorKind::NotFound, format!("no queue '{name}' in vhost '{vhost}'"))
+}
+
+impl<S: Storage> Broker<S> {
+    pub fn new(log: Log<S>, cache_budget_bytes: u64) -> Self {
+        Self {
+            log,
+            vhosts: HashMap::from([(DEFAULT_VHOST.to_string(), HashMap::new())]),
+            queues: HashMap::new(),
+            connections: HashMap::new(),
+            sinks: HashMap::new(),
+            next_message_seq: 1,
+            next_queue_id: 1,
+            content: ContentStore::new(cache_budget_bytes),
+            segment_live: HashMap::new(),
+            outbox: Outbox::default(),
+            dirty_queues: Vec::new(),
+            pending_settles: Vec::new(),
+            read_only: None,
+            bytes_since_checkpoint: 0,
+            scratch: Writer::default(),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Entry point
+
+    pub fn handle(&mut self, command: Command) {
+        let (origin, result) = match command {
+            Command::Connect {
+                connection,
+                vhost,
+                sink,
+            } => {
+                self.connect(connection, vhost, sink);
+                return;
+            }
+            Command::Disconnect { connection } => {
+                self.disconnect(connection);
+                return;
+            }
+            Command::Resume { connection } => {
+                self.mark_consumed_queues_dirty(connection, None);
+                return;
+            }
+            Command::ChannelOpen { origin } => (origin, self.channel_open(origin)),
+            Command::ChannelClose { origin } => {
+                self.channel_close(origin.connection, origin.channel);
+                self.outbox.push(
+                    origin.connection,
+                    Event::ChannelClosed {
+                        channel: origin.channel,
+                    },
+                );
+                return;
+            }
+            Command::QueueDeclare {
+                origin,
+                declare,
+                no_wait,
+            } => (origin, self.queue_declare(origin, declare, no_wait)),
+            Command::QueueDelete {
+                origin,
+                queue,
+                if_unused,
+                if_empty,
+                no_wait,
+            } => (origin, self.queue_delete(origin, &queue, if_unused, if_empty, no_wait)),
+            Command::QueuePurge { origin, queue, no_wait } => (origin, self.queue_purge(origin, &queue, no_wait)),
+            Command::Publish(publish) => (publish.origin, self.publish(*publish)),
+            Command::Consume {
+                origin,
+                queue,
+                consumer_tag,
+                no_ack,
+                exclusive,
+                no_wait,
+            } => (
+                origin,
+                self.consume(origin, &queue, consumer_tag, no_ack, exclusive, no_wait),
+            ),
+            Command::Cancel {
+                origin,
+                consumer_tag,
+                no_wait,
+            } => (origin, self.cancel(origin, &consumer_tag, no_wait)),
+            Command::Qos {
+                origin,
+                prefetch_count,
+                global,
+            } => (origin, self.qos(origin, prefetch_count, global)),
+            Command::Get { origin, queue, no_ack } => (origin, self.get(origin, &queue, no_ack)),
+            Command::Ack {
+                origin,
+                delivery_tag,
+                multiple,
+            } => (
+                origin,
+                self.settle_tags(origin, delivery_tag, multiple, Settlement::Ack),
+            ),
+            Command::Reject {
+                origin,
+                delivery_tag,
+                multiple,
+                requeue,
+            } => {
+                let how = if requeue {
+                    Settlement::Requeue
+                } else {
+                    Settlement::Discard
+                };
+                (origin, self.settle_tags(origin, delivery_tag, multiple, how))
+            }
+            Command::Recover { origin } => (origin, self.recover(origin)),
+            Command::Shutdown | Command::CheckpointWritten { .. } => {
+                unreachable!("handled by the engine loop")
+            }
+        };
+        if let Err(error) = result {
+            self.outbox.push(
+                origin.connection,
+                Event::ChannelError {
+                    channel: origin.channel,
+                    method: origin.method,
+                    error,
+                },
+            );
+        }
+    }
+
+    /// Reply to a request; gated when the batch has log records not yet fsynced, since the
+    /// reply may report one of them (and must not overtake a gated event anyway).
+    fn reply(&mut self, connection: ConnectionId, event: Event) {
+        if self.log.last_lsn() > self.log.durable_lsn() {
+            self.outbox.push_gated(connection, event);
+        } else {
+            self.outbox.push(connection, event);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Connections and channels
+
+    fn connect(&mut self, connection: ConnectionId, vhost: String, sink: EventSink) {
+        if !self.vhosts.contains_key(&vhost) {
+            let _ = sink.sender.send(vec![Event::ConnectionError {
+                error: error(ErrorKind::NotAllowed, format!("vhost {vhost} not found")),
+            }]);
+            return;
+        }
+        self.sinks.insert(connection, sink);
+        self.connections.insert(
+            connection,
+            ConnectionState {
+                vhost,
+                channels: HashMap::new(),
+                exclusive_queues: Vec::new(),
+            },
+        );
+        self.outbox.push(connection, Event::ConnectionOpened);
+    }
+
+    fn disconnect(&mut self, connection: ConnectionId) {
+        let Some(state) = self.connections.get(&connection) else {
+            self.sinks.remove(&connection);
+            return;
+        };
+        let channels: Vec<ChannelId> = state.channels.keys().copied().collect();
+        for channel in channels {
+            self.channel_close(connection, channel);
+        }
+        let state = self.connections.remove(&connection).expect("present");
+        for queue in state.exclusive_queues {
+            self.delete_queue(queue);
+        }
+        self.sinks.remove(&connection);
+    }
+
+    fn channel_open(&mut self, origin: Origin) -> Result<(), EngineError> {
+        let connection = self.connection_mut(origin.connection)?;
+        connection.channels.insert(
+            origin.channel,
+            ChannelState {
+                next_delivery_tag: 1,
+                ..Default::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// Requeue the channel's unacked messages and end its consumers.
+    fn channel_close(&mut self, connection: ConnectionId, channel: ChannelId) {
+        let Some(state) = self
+            .connections
+            .get_mut(&connection)
+            .and_then(|c| c.channels.remove(&channel))
+        else {
+            return;
+        };
+        for (_, unacked) in state.unacked.into_iter().rev() {
+            if let Some(queue) = self.queues.get_mut(&unacked.queue) {
+                queue.messages.requeue(unacked.seq);
+                self.mark_dirty(unacked.queue);
+            }
+        }
+        for (tag, consumer) in state.consumers {
+            self.remove_consumer(
+                consumer.queue,
+                &ConsumerKey {
+                    connection,
+                    channel,
+                    tag,
+                },
+            );
+        }
+    }
+
+    fn connection_mut(&mut self, connection: ConnectionId) -> Result<&mut ConnectionState, EngineError> {
+        self.connections
+            .get_mut(&connection)
+            .ok_or_else(|| error(ErrorKind::InternalError, "connection is not open".into()))
+    }
+
+    fn channel_mut(&mut self, origin: Origin) -> Result<&mut ChannelState, EngineError> {
+        self.connection_mut(origin.connection)?
+            .channels
+            .get_mut(&origin.channel)
+            .ok_or_else(|| {
+                error(
+                    ErrorKind::InternalError,
+                    format!("channel {} is not open", origin.channel),
+                )
+            })
+    }
+
+    fn vhost_of(&self, connection: ConnectionId) -> Result<&str, EngineError> {
+        self.connections
+            .get(&connection)
+            .map(|c| c.vhost.as_str())
+            .ok_or_else(|| error(ErrorKind::InternalError, "connection is not open".into()))
+    }
+
+    /// Find a queue the connection may use (not another connection's exclusive queue).
+    fn lookup_queue(&self, connection: ConnectionId, name: &str) -> Result<QueueId, EngineError> {
+        let vhost = self.vhost_of(connection)?;
+        let id = *self
+            .vhosts
+            .get(vhost)
+            .and_then(|queues| queues.get(name))
+            .ok_or_else(|| no_queue(name, vhost))?;
+        let queue = &self.queues[&id];
+        match queue.exclusive_owner {
+            Some(owner) if owner != connection => Err(error(
+                ErrorKind::ResourceLocked,
+                format!(
+                    "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. \
+                     It could be originally declared on another connection or the exclusive property value does \
+                     not match that of the original declaration."
+                ),
+            )),
+            _ => Ok(id),
+        }
+    }
+
+    fn refuse_if_read_only(&self) -> Result<(), EngineError> {
+        match &self.read_only {
+            Some(reason) => Err(error(
+                ErrorKind::InternalError,
+                format!("the log refuses new durable data: {reason}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Queues
+
+    fn queue_declare(&mut self, origin: Origin, declare: QueueDeclare, no_wait: bool) -> Result<(), EngineError> {
+        let vhost = self.vhost_of(origin.connection)?.to_string();
+        let name = if declare.name.is_empty() {
+            format!("amq.gen-{}", generated_suffix(self.next_queue_id, origin.connection))
+        } else {
+            declare.name.clone()
+        };
+        let existing = self.vhosts[&vhost].get(&name).copied();
+        let id = match existing {
+            Some(_) => {
+                let id = self.lookup_queue(origin.connection, &name)?;
+                if !declare.passive {
+                    check_equivalent(&self.queues[&id], &declare, &vhost)?;
+                }
+                id
+            }
+            None if declare.passive => return Err(no_queue(&name, &vhost)),
+            None if !declare.name.is_empty() && name.starts_with("amq.") => {
+                return Err(error(
+                    ErrorKind::AccessRefused,
+                    format!("queue name '{name}' contains reserved prefix 'amq.*'"),
+                ))
+            }
+            None => self.create_queue(origin.connection, &vhost, name.clone(), &declare)?,
+        };
+        if !no_wait {
+            let queue = &self.queues[&id];
+            let event = Event::QueueDeclareOk {
+                channel: origin.channel,
+                queue: name,
+                message_count: clamp_u32(queue.messages.stats().ready_messages),
+                consumer_count: queue.consumers.len() as u32,
+            };
+            self.reply(origin.connection, event);
+        }
+        Ok(())
+    }
+
+    fn create_queue(
+        &mut self,
+        connection: ConnectionId,
+        vhost: &str,
+        name: String,
+        declare: &QueueDeclare,
+    ) -> Result<QueueId, EngineError> {
+        let logged = declare.durable && !declare.exclusive;
+        if logged {
+            self.refuse_if_read_only()?;
+        }
+        let id = self.next_queue_id;
+        self.next_queue_id += 1;
+        let queue = QueueState {
+            exclusive_owner: declare.exclusive.then_some(connection),
+            ..QueueState::from_record(QueueRecord {
+                queue_id: id,
+                vhost: vhost.to_string(),
+                name: name.clone(),
+                durable: declare.durable,
+                exclusive: declare.exclusive,
+                auto_delete: declare.auto_delete,
+                arguments: declare.arguments.clone(),
+            })
+        };
+        if logged {
+            let mut w = std::mem::take(&mut self.scratch);
+            w.buf.clear();
+            records::encode_queue(&mut w, &queue.record());
+            let appended = self.append(records::KIND_QUEUE_DECLARE, &w.buf);
+            self.scratch = w;
+            appended?;
+        }
+        if declare.exclusive {
+            self.connection_mut(connection)?.exclusive_queues.push(id);
+        }
+        self.vhosts.get_mut(vhost).expect("vhost exists").insert(name, id);
+        self.queues.insert(id, queue);
+        Ok(id)
+    }
+
+    fn queue_delete(
+        &mut self,
+        origin: Origin,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        no_wait: bool,
+    ) -> Result<(), EngineError> {
+        let vhost = self.vhost_of(origin.connection)?.to_string();
+        let message_count = match self.lookup_queue(origin.connection, name) {
+            // Deleting what does not exist succeeds (RabbitMQ does the same).
+            Err(e) if e.kind == ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+            Ok(id) => {
+                let queue = &self.queues[&id];
+                if if_unused && !queue.consumers.is_empty() {
+                    return Err(error(
+                        ErrorKind::PreconditionFailed,
+                        format!("queue '{name}' in vhost '{vhost}' in use"),
+                    ));
+                }
+                if if_empty && queue.messages.stats().ready_messages > 0 {
+                    return Err(error(
+                        ErrorKind::PreconditionFailed,
+                        format!("queue '{name}' in vhost '{vhost}' is not empty"),
+                    ));
+                }
+                if queue.is_logged() {
+                    self.refuse_if_read_only()?;
+                }
+                let count = queue.messages.stats().ready_messages;
+                self.delete_queue(id);
+                clamp_u32(count)
+            }
+        };
+        if !no_wait {
+            self.reply(
+                origin.connection,
+                Event::QueueDeleteOk {
+                    channel: origin.channel,
+                    message_count,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Remove a queue with everything in it; consumers are told (server-sent cancel).
+    pub(crate) fn delete_queue(&mut self, id: QueueId) {
+        let Some(mut queue) = self.queues.remove(&id) else {
+            return;
+        };
+        if queue.is_logged() {
+            // A failed append poisons the log; the queue still goes away in memory and the
+            // refusal reaches clients through the gated replies of this batch.
+            let _ = self.append(records::KIND_QUEUE_DELETE, &records::encode_queue_delete(id));
+        }
+        if let Some(queues) = self.vhosts.get_mut(&queue.vhost) {
+            queues.remove(&queue.name);
+        }
+        for consumer in std::mem::take(&mut queue.consumers) {
+            if let Some(channel) = self
+                .connections
+                .get_mut(&consumer.connection)
+                .and_then(|c| c.channels.get_mut(&consumer.channel))
+            {
+                channel.consumers.remove(&consumer.tag);
+                self.outbox.push(
+                    consumer.connection,
+                    Event::ConsumerCancelled {
+                        channel: consumer.channel,
+                        consumer_tag: consumer.tag.to_string(),
+                    },
+                );
+            }
+        }
+        let entries: Vec<MessageEntry> = queue.messages.entries().copied().collect();
+        for entry in entries {
+            self.forget_entry(&entry);
+        }
+    }
+
+    fn queue_purge(&mut self, origin: Origin, name: &str, no_wait: bool) -> Result<(), EngineError> {
+        let id = self.lookup_queue(origin.connection, name)?;
+        let queue = self.queues.get_mut(&id).expect("looked up");
+        let purged = queue.messages.purge_ready();
+        for entry in &purged {
+            self.drop_entry(id, entry);
+        }
+        if !no_wait {
+            let message_count = clamp_u32(purged.len() as u64);
+            self.reply(
+                origin.connection,
+                Event::QueuePurgeOk {
+                    channel: origin.channel,
+                    message_count,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Publishing
+
+    fn publish(&mut self, publish: Publish) -> Result<(), EngineError> {
+        let origin = publish.origin;
+        let vhost = self.vhost_of(origin.connection)?.to_string();
+        let targets = self.route(&vhost, &publish)?;
+        let message = publish.message;
+        if targets.is_empty() {
+            if publish.mandatory {
+                self.outbox.push(
+                    origin.connection,
+                    Event::Returned {
+                        channel: origin.channel,
+                        message,
+                    },
+                );
+            }
+            if let Some(sequence) = publish.confirm {
+                self.reply(
+                    origin.connection,
+                    Event::ConfirmAck {
+                        channel: origin.channel,
+                        sequence,
+                        multiple: false,
+                    },
+                );
+            }
+            return Ok(());
+        }
+        let logged: Vec<QueueId> = if publish.persistent {
+            targets
+                .iter()
+                .copied()
+                .filter(|id| self.queues[id].is_logged())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let seq = self.next_message_seq;
+        let mut location = LOCATION_MEMORY;
+        if !logged.is_empty() {
+            if let Err(e) = self.refuse_if_read_only() {
+                if let Some(sequence) = publish.confirm {
+                    self.outbox.push(
+                        origin.connection,
+                        Event::ConfirmNack {
+                            channel: origin.channel,
+                            sequence,
+                            multiple: false,
+                        },
+                    );
+                    return Ok(());
+                }
+                return Err(e);
+            }
+            let mut w = std::mem::take(&mut self.scratch);
+            w.buf.clear();
+            records::encode_enqueue(&mut w, seq, 0, &logged, &message);
+            let appended = self.log_append(records::KIND_ENQUEUE, &w.buf);
+            self.scratch = w;
+            let pos = appended?;
+            location = location_of(pos);
+        }
+        self.next_message_seq += 1;
+        let size_bytes = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
+        let pinned = logged.len() < targets.len();
+        self.content.insert(seq, &message, targets.len() as u32, pinned);
+        for id in targets {
+            let is_logged = logged.contains(&id);
+            let entry = MessageEntry {
+                seq,
+                location: if is_logged { location } else { LOCATION_MEMORY },
+                size_bytes,
+                delivery_count: 0,
+                flags: if is_logged { ENTRY_FLAG_PERSISTENT } else { 0 },
+            };
+            self.track_live(&entry, 1);
+            self.queues.get_mut(&id).expect("routed").messages.push(entry);
+            self.mark_dirty(id);
+        }
+        if let Some(sequence) = publish.confirm {
+            self.reply(
+                origin.connection,
+                Event::ConfirmAck {
+                    channel: origin.channel,
+                    sequence,
+                    multiple: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The queues a publish reaches. Only the default exchange exists so far: the routing
+    /// key names the queue.
+    fn route(&self, vhost: &str, publish: &Publish) -> Result<Vec<QueueId>, EngineError> {
+        if !publish.exchange.is_empty() {
+            return Err(error(
+                ErrorKind::NotFound,
+                format!("no exchange '{}' in vhost '{vhost}'", publish.exchange),
+            ));
+        }
+        let Some(&id) = self.vhosts[vhost].get(&publish.routing_key) else {
+            return Ok(Vec::new());
+        };
+        match self.queues[&id].exclusive_owner {
+            Some(owner) if owner != publish.origin.connection => Err(self
+                .lookup_queue(publish.origin.connection, &publish.routing_key)
+                .expect_err("locked")),
+            _ => Ok(vec![id]),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Consuming
+
+    fn consume(
+        &mut self,
+        origin: Origin,
+        queue_name: &str,
+        consumer_tag: String,
+        no_ack: bool,
+        exclusive: bool,
+        no_wait: bool,
+    ) -> Result<(), EngineError> {
+        let id = self.lookup_queue(origin.connection, queue_name)?;
+        let vhost = self.vhost_of(origin.connection)?.to_string();
+        let queue = &self.queues[&id];
+        if queue.exclusive_consumer || (exclusive && !queue.consumers.is_empty()) {
+            return Err(error(
+                ErrorKind::AccessRefused,
+                format!("queue '{queue_name}' in vhost '{vhost}' in exclusive use"),
+            ));
+        }
+        let channel = self.channel_mut(origin)?;
+        let tag: Arc<str> = if consumer_tag.is_empty() {
+            channel.next_consumer_tag += 1;
+            format!(
+                "amq.ctag-{}.{}.{}",
+                origin.connection, origin.channel, channel.next_consumer_tag
+            )
+            .into()
+        } else {
+            consumer_tag.into()
+        };
+        if channel.consumers.contains_key(&tag) {
+            return Err(error(
+                ErrorKind::NotAllowed,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        let prefetch_limit = channel.prefetch_per_consumer;
+        channel.consumers.insert(
+            Arc::clone(&tag),
+            ConsumerState {
+                queue: id,
+                no_ack,
+                prefetch_limit,
+                unacked: 0,
+            },
+        );
+        let queue = self.queues.get_mut(&id).expect("looked up");
+        queue.consumers.push(ConsumerKey {
+            connection: origin.connection,
+            channel: origin.channel,
+            tag: Arc::clone(&tag),
+        });
+        queue.had_consumers = true;
+        queue.exclusive_consumer = exclusive;
+        if !no_wait {
+            self.reply(
+                origin.connection,
+                Event::ConsumeOk {
+                    channel: origin.channel,
+                    consumer_tag: tag.to_string(),
+                },
+            );
+        }
+        self.mark_dirty(id);
+        Ok(())
+    }
+
+    fn cancel(&mut self, origin: Origin, consumer_tag: &str, no_wait: bool) -> Result<(), EngineError> {
+        let channel = self.channel_mut(origin)?;
+        // An unknown tag is not an error (RabbitMQ answers cancel-ok).
+        if let Some((tag, consumer)) = channel.consumers.remove_entry(consumer_tag) {
+            self.remove_consumer(
+                consumer.queue,
+                &ConsumerKey {
+                    connection: origin.connection,
+                    channel: origin.channel,
+                    tag,
+                },
+            );
+        }
+        if !no_wait {
+            self.reply(
+                origin.connection,
+                Event::CancelOk {
+                    channel: origin.channel,
+                    consumer_tag: consumer_tag.into(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Take a consumer off its queue; an auto-delete queue goes with its last consumer.
+    fn remove_consumer(&mut self, queue_id: QueueId, key: &ConsumerKey) {
+        let Some(queue) = self.queues.get_mut(&queue_id) else {
+            return;
+        };
+        queue.consumers.retain(|c| c != key);
+        queue.exclusive_consumer = false;
+        if queue.auto_delete && queue.had_consumers && queue.consumers.is_empty() {
+            self.delete_queue(queue_id);
+        }
+    }
+
+    fn qos(&mut self, origin: Origin, prefetch_count: u16, global: bool) -> Result<(), EngineError> {
+        let channel = self.channel_mut(origin)?;
+        if global {
+            channel.prefetch_global = prefetch_count;
+        } else {
+            channel.prefetch_per_consumer = prefetch_count;
+        }
+        self.mark_consumed_queues_dirty(origin.connection, Some(origin.channel));
+        self.reply(
+            origin.connection,
+            Event::QosOk {
+                channel: origin.channel,
+            },
+        );
+        Ok(())
+    }
+
+    fn get(&mut self, origin: Origin, queue_name: &str, no_ack: bool) -> Result<(), EngineError> {
+        let id = self.lookup_queue(origin.connection, queue_name)?;
+        self.channel_mut(origin)?;
+        let queue = self.queues.get_mut(&id).expect("looked up");
+        let Some(entry) = queue.messages.deliver(no_ack) else {
+            self.reply(
+                origin.connection,
+                Event::GetEmpty {
+                    channel: origin.channel,
+                },
+            );
+            return Ok(());
+        };
+        let message_count = clamp_u32(queue.messages.stats().ready_messages);
+        let Some(message) = self.load_message(id, &entry, no_ack) else {
+            self.reply(
+                origin.connection,
+                Event::GetEmpty {
+                    channel: origin.channel,
+                },
+            );
+            return Ok(());
+        };
+        let channel = self.channel_mut(origin)?;
+        let delivery_tag = channel.next_delivery_tag;
+        channel.next_delivery_tag += 1;
+        if !no_ack {
+            channel.unacked.insert(
+                delivery_tag,
+                Unacked {
+                    queue: id,
+                    seq: entry.seq,
+                    consumer: None,
+                },
+            );
+        }
+        self.reply(
+            origin.connection,
+            Event::GetOk {
+                channel: origin.channel,
+                delivery_tag,
+                redelivered: entry.is_redelivered(),
+                message_count,
+                message,
+            },
+        );
+        if no_ack {
+            self.drop_entry(id, &entry);
+        }
+        Ok(())
+    }
+
+    fn settle_tags(
+        &mut self,
+        origin: Origin,
+        delivery_tag: u64,
+        multiple: bool,
+        how: Settlement,
+    ) -> Result<(), EngineError> {
+        let channel = self.channel_mut(origin)?;
+        let taken: Vec<(u64, Unacked)> = if multiple {
+            let upto = if delivery_tag == 0 { u64::MAX } else { delivery_tag };
+            if delivery_tag != 0 && !channel.unacked.contains_key(&delivery_tag) {
+                return Err(unknown_tag(delivery_tag));
+            }
+            let rest = channel.unacked.split_off(&upto.saturating_add(1));
+            std::mem::replace(&mut channel.unacked, rest).into_iter().collect()
+        } else {
+            let unacked = channel
+                .unacked
+                .remove(&delivery_tag)
+                .ok_or_else(|| unknown_tag(delivery_tag))?;
+            vec![(delivery_tag, unacked)]
+        };
+        for (_, unacked) in &taken {
+            if let Some(tag) = &unacked.consumer {
+                channel.unacked_by_consumers -= 1;
+                if let Some(consumer) = channel.consumers.get_mut(tag) {
+                    consumer.unacked -= 1;
+                }
+            }
+        }
+        for (_, unacked) in taken {
+            let Some(queue) = self.queues.get_mut(&unacked.queue) else {
+                continue; // the queue was deleted meanwhile
+            };
+            match how {
+                Settlement::Requeue => {
+                    queue.messages.requeue(unacked.seq);
+                }
+                Settlement::Ack | Settlement::Discard => {
+                    if let Some(entry) = queue.messages.settle(unacked.seq) {
+                        self.drop_entry(unacked.queue, &entry);
+                    }
+                }
+            }
+            self.mark_dirty(unacked.queue);
+        }
+        Ok(())
+    }
+
+    fn recover(&mut self, origin: Origin) -> Result<(), EngineError> {
+        let channel = self.channel_mut(origin)?;
+        let taken = std::mem::take(&mut channel.unacked);
+        channel.unacked_by_consumers = 0;
+        for consumer in channel.consumers.values_mut() {
+            consumer.unacked = 0;
+        }
+        for (_, unacked) in taken.into_iter().rev() {
+            if let Some(queue) = self.queues.get_mut(&unacked.queue) {
+                queue.messages.requeue(unacked.seq);
+                self.mark_dirty(unacked.queue);
+            }
+        }
+        self.reply(
+            origin.connection,
+            Event::RecoverOk {
+                channel: origin.channel,
+            },
+        );
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Dispatch
+
+    fn mark_dirty(&mut self, id: QueueId) {
+        if !self.dirty_queues.contains(&id) {
+            self.dirty_queues.push(id);
+        }
+    }
+
+    fn mark_consumed_queues_dirty(&mut self, connection: ConnectionId, only_channel: Option<ChannelId>) {
+        let Some(state) = self.connections.get(&connection) else {
+            return;
+        };
+        let queues: Vec<QueueId> = state
+            .channels
+            .iter()
+            .filter(|(id, _)| only_channel.is_none_or(|only| **id == only))
+            .flat_map(|(_, channel)| channel.consumers.values().map(|c| c.queue))
+            .collect();
+        for id in queues {
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Deliver ready messages of every queue touched in this turn to consumers with room.
+    pub fn dispatch(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty_queues);
+        for id in dirty {
+            self.dispatch_queue(id);
+        }
+    }
+
+    fn dispatch_queue(&mut self, id: QueueId) {
+        loop {
+            let Some(queue) = self.queues.get(&id) else {
+                return;
+            };
+            if !queue.messages.has_ready() || queue.consumers.is_empty() {
+                return;
+            }
+            let count = queue.consumers.len();
+            let start = queue.next_consumer % count;
+            let chosen = (0..count)
+                .map(|i| (start + i) % count)
+                .find(|&i| self.consumer_has_room(&queue.consumers[i]));
+            let Some(index) = chosen else {
+                return;
+            };
+            let key = queue.consumers[index].clone();
+            self.queues.get_mut(&id).expect("present").next_consumer = index + 1;
+            self.deliver_to(id, &key);
+        }
+    }
+
+    fn consumer_has_room(&self, key: &ConsumerKey) -> bool {
+        let Some(channel) = self
+            .connections
+            .get(&key.connection)
+            .and_then(|c| c.channels.get(&key.channel))
+        else {
+            return false;
+        };
+        let Some(consumer) = channel.consumers.get(&key.tag) else {
+            return false;
+        };
+        if !consumer.no_ack {
+            if consumer.prefetch_limit != 0 && consumer.unacked >= u32::from(consumer.prefetch_limit) {
+                return false;
+            }
+            if channel.prefetch_global != 0 && channel.unacked_by_consumers >= u32::from(channel.prefetch_global) {
+                return false;
+            }
+        }
+        self.sinks
+            .get(&key.connection)
+            .is_some_and(|sink| sink.shared.has_room())
+    }
+
+    fn deliver_to(&mut self, id: QueueId, key: &ConsumerKey) {
+        let no_ack = self.connections[&key.connection].channels[&key.channel].consumers[&key.tag].no_ack;
+        let entry = self
+            .queues
+            .get_mut(&id)
+            .expect("present")
+            .messages
+            .deliver(no_ack)
+            .expect("has ready");
+        let Some(message) = self.load_message(id, &entry, no_ack) else {
+            return;
+        };
+        let channel = self
+            .connections
+            .get_mut(&key.connection)
+            .and_then(|c| c.channels.get_mut(&key.channel))
+            .expect("checked by consumer_has_room");
+        let delivery_tag = channel.next_delivery_tag;
+        channel.next_delivery_tag += 1;
+        if !no_ack {
+            channel.unacked.insert(
+                delivery_tag,
+                Unacked {
+                    queue: id,
+                    seq: entry.seq,
+                    consumer: Some(Arc::clone(&key.tag)),
+                },
+            );
+            channel.unacked_by_consumers += 1;
+            channel.consumers.get_mut(&key.tag).expect("present").unacked += 1;
+        }
+        self.sinks[&key.connection].shared.reserve_delivery();
+        self.outbox.push(
+            key.connection,
+            Event::Deliver {
+                channel: key.channel,
+                consumer_tag: Arc::clone(&key.tag),
+                delivery_tag,
+                redelivered: entry.is_redelivered(),
+                message,
+            },
+        );
+        if no_ack {
+            self.drop_entry(id, &entry);
+        }
+    }
+
+    /// The content of a message being handed out: from memory, or read back from the log.
+    /// A body that cannot be read (corruption) is reported, the entry dropped, and the log
+    /// turned read-only: the operator must look.
+    fn load_message(&mut self, queue: QueueId, entry: &MessageEntry, already_removed: bool) -> Option<Arc<Message>> {
+        if let Some(message) = self.content.get(entry.seq) {
+            return Some(message);
+        }
+        let failure = match pos_of(entry.location) {
+            None => format!("message {} has no stored body", entry.seq),
+            Some(pos) => match self.log.read(pos) {
+                Ok(record) => match records::decode_enqueue(record.payload.into()) {
+                    Ok(decoded) => return Some(Arc::new(decoded.message)),
+                    Err(e) => format!("message {} at {pos:?}: {e}", entry.seq),
+                },
+                Err(e) => format!("message {} at {pos:?}: {e}", entry.seq),
+            },
+        };
+        tracing::error!(
+            queue,
+            seq = entry.seq,
+            "cannot read a message body, dropping it: {failure}"
+        );
+        self.read_only.get_or_insert(failure);
+        if !already_removed {
+            if let Some(q) = self.queues.get_mut(&queue) {
+                q.messages.settle(entry.seq);
+            }
+        }
+        self.forget_entry(entry);
+        None
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Bookkeeping
+
+    /// A message left a queue for good: log the settlement if it was logged, release the
+    /// content and the segment's live count.
+    fn drop_entry(&mut self, queue: QueueId, entry: &MessageEntry) {
+        if entry.is_persistent() {
+            self.pending_settles.push((queue, entry.seq));
+        }
+        self.forget_entry(entry);
+    }
+
+    /// Release what an entry held, without logging (its queue's deletion is logged instead).
+    fn forget_entry(&mut self, entry: &MessageEntry) {
+        self.track_live(entry, -1);
+        self.content.release(entry.seq);
+    }
+
+    pub(crate) fn track_live(&mut self, entry: &MessageEntry, sign: i64) {
+        track_segment_live(&mut self.segment_live, entry, sign);
+    }
+
+    /// Write the settlements gathered this turn as one record.
+    pub fn flush_settles(&mut self) {
+        if self.pending_settles.is_empty() {
+            return;
+        }
+        let settles = std::mem::take(&mut self.pending_settles);
+        let mut w = std::mem::take(&mut self.scratch);
+        w.buf.clear();
+        records::encode_settle(&mut w, &settles);
+        // On failure the log is poisoned; what a settlement loses is a redelivery after a
+        // crash, never a confirmed message, so there is no client to refuse here.
+        if let Err(e) = self.append(records::KIND_SETTLE, &w.buf) {
+            tracing::error!("cannot log settlements: {e}");
+        }
+        self.scratch = w;
+    }
+
+    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<(), EngineError> {
+        self.log_append(kind, payload).map(|_| ())
+    }
+
+    pub(crate) fn log_append(&mut self, kind: u8, payload: &[u8]) -> Result<weir_log::RecordPos, EngineError> {
+        match self.log.append(kind, records::RECORD_VERSION, payload) {
+            Ok((_, pos)) => {
+                self.bytes_since_checkpoint += payload.len() as u64;
+                Ok(pos)
+            }
+            // A message too large for one record is the client's mistake, not the log's.
+            Err(weir_log::LogError::RecordTooLarge { len_bytes, max_bytes }) => Err(error(
+                ErrorKind::PreconditionFailed,
+                format!("message size {len_bytes} is larger than configured max size {max_bytes}"),
+            )),
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!("log append failed: {reason}");
+                self.read_only.get_or_insert(reason.clone());
+                Err(error(ErrorKind::InternalError, format!("log append failed: {reason}")))
+            }
+        }
+    }
+}
+
+/// Count a persistent entry in (sign 1) or out of (sign -1) its segment's live data.
+pub(crate) fn track_segment_live(live: &mut HashMap<u32, SegmentLive>, entry: &MessageEntry, sign: i64) {
+    if !entry.is_persistent() {
+        return;
+    }
+    let Some(pos) = pos_of(entry.location) else {
+        return;
+    };
+    let segment = live.entry(pos.segment).or_default();
+    segment.entries = segment.entries.wrapping_add_signed(sign);
+    segment.bytes = segment.bytes.wrapping_add_signed(sign * i64::from(entry.size_bytes));
+    if segment.entries == 0 {
+        live.remove(&pos.segment);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settlement {
+    Ack,
+    Requeue,
+    Discard,
+}
+
+fn unknown_tag(tag: u64) -> EngineError {
+    error(ErrorKind::PreconditionFailed, format!("unknown delivery tag {tag}"))
+}
+
+fn clamp_u32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A 22-character suffix for server-named queues, unique per broker run and connection.
+fn generated_suffix(queue_id: u32, connection: ConnectionId) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut state = nanos ^ (u64::from(queue_id) << 32) ^ connection.rotate_left(17);
+    (0..22)
+        .map(|_| {
+            // xorshift64*: enough to make names unguessable-looking and unique with the ids mixed in.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let v = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            ALPHABET[(v >> 58) as usize] as char
+        })
+        .collect()
+}
+
+/// RabbitMQ's equivalence rule for re-declaring an existing queue.
+fn check_equivalent(queue: &QueueState, declare: &QueueDeclare, vhost: &str) -> Result<(), EngineError> {
+    let name = &queue.name;
+    let mismatch = |field: &str, received: String, current: String| {
+        error(
+            ErrorKind::PreconditionFailed,
+            format!(
+                "inequivalent arg '{field}' for queue '{name}' in vhost '{vhost}': \
+                 received '{received}' but current is '{current}'"
+            ),
+        )
+    };
+    if queue.durable != declare.durable {
+        return Err(mismatch(
+            "durable",
+            declare.durable.to_string(),
+            queue.durable.to_string(),
+        ));
+    }
+    if queue.auto_delete != declare.auto_delete {
+        return Err(mismatch(
+            "auto_delete",
+            declare.auto_delete.to_string(),
+            queue.auto_delete.to_string(),
+        ));
+    }
+    if queue.exclusive_owner.is_some() != declare.exclusive {
+        return Err(mismatch(
+            "exclusive",
+            declare.exclusive.to_string(),
+            queue.exclusive_owner.is_some().to_string(),
+        ));
+    }
+    for (key, value) in &declare.arguments {
+        let current = queue.arguments.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        if current != Some(value) {
+            return Err(mismatch(
+                key,
+                format!("{value:?}"),
+                current.map(|v| format!("{v:?}")).unwrap_or("none".into()),
+            ));
+        }
+    }
+    for (key, value) in &queue.arguments {
+        if !declare.arguments.iter().any(|(k, _)| k == key) {
+            return Err(mismatch(key, "none".into(), format!("{value:?}")));
+        }
+    }
+    Ok(())
+}

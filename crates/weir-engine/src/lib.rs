@@ -1,0 +1,29 @@
+//! weir-engine: owns the log and the queue state; one loop of inbox, batch, append, fsync,
+//! apply, reply.
+//!
+//! Protocol layers (`weir-amqp`, later the HTTP API) hold an [`EngineHandle`], send
+//! [`Command`]s and receive [`Event`]s. The engine thread is the only owner of the state, so
+//! nothing is locked; the log is the only thing that makes state durable, and no event that
+//! reports durability leaves before the fsync that made it so (see `outbox.rs`).
+//!
+//! Layout: `api` (the vocabulary), `broker` (state and command handlers), `records` (the
+//! log record formats), `recovery` (checkpoint + replay), `engine` (the thread and loop),
+//! `outbox` (event ordering and the durability gate), `content` (message bodies in memory).
+
+mod api;
+mod broker;
+mod content;
+mod engine;
+mod error;
+mod outbox;
+pub mod records;
+mod recovery;
+
+pub use api::{
+    ArgValue, ChannelId, Command, ConnectionId, ConnectionShared, Event, EventSink, Message, Origin, Publish,
+    QueueDeclare, CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
+};
+pub use broker::DEFAULT_VHOST;
+pub use engine::{Engine, EngineConfig, EngineHandle, EngineStopped, BATCH_COMMANDS_MAX};
+pub use error::{EngineError, ErrorKind, StartError};
+pub use weir_log::{FileStorage, LogConfig, RecoveryReport};

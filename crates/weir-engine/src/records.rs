@@ -1,0 +1,521 @@
+//! The engine's log records and checkpoint snapshot, byte by byte (docs/FORMAT.md, section
+//! "Engine records", is the written form of this file; keep them in step).
+//!
+//! All integers are little-endian. Strings are length-prefixed UTF-8. Decoding never
+//! panics: a short or malformed payload is a [`DecodeError`] (the log's crc32c has already
+//! vouched for the bytes, so a decode error means a Weir bug or a version we do not know).
+
+use bytes::Bytes;
+use weir_log::RecordPos;
+use weir_queue::MessageEntry;
+
+use crate::api::{ArgValue, Message};
+
+pub const KIND_QUEUE_DECLARE: u8 = 0x10;
+pub const KIND_QUEUE_DELETE: u8 = 0x11;
+pub const KIND_ENQUEUE: u8 = 0x12;
+pub const KIND_SETTLE: u8 = 0x13;
+pub const RECORD_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// `Enqueue.flags`: this record re-writes a live message that compaction moved out of an old
+/// segment; replay only updates the location of entries that still exist.
+pub const ENQUEUE_FLAG_RELOCATED: u8 = 0b0000_0001;
+
+/// A queue entry's `location` when the body is only in memory (transient message).
+pub const LOCATION_MEMORY: u64 = u64::MAX;
+
+pub fn location_of(pos: RecordPos) -> u64 {
+    (u64::from(pos.segment) << 32) | u64::from(pos.offset)
+}
+
+pub fn pos_of(location: u64) -> Option<RecordPos> {
+    (location != LOCATION_MEMORY).then_some(RecordPos {
+        segment: (location >> 32) as u32,
+        offset: location as u32,
+    })
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed {what}: {detail}")]
+pub struct DecodeError {
+    pub what: &'static str,
+    pub detail: String,
+}
+
+/// A durable queue's definition as logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueRecord {
+    pub queue_id: u32,
+    pub vhost: String,
+    pub name: String,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: Vec<(String, ArgValue)>,
+}
+
+/// A message enqueued into one or more durable queues.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnqueueRecord {
+    pub seq: u64,
+    pub flags: u8,
+    pub queue_ids: Vec<u32>,
+    pub message: Message,
+}
+
+/// The state a checkpoint holds: everything needed to resume without the log before it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub next_message_seq: u64,
+    pub next_queue_id: u32,
+    pub queues: Vec<(QueueRecord, Vec<MessageEntry>)>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Writer
+
+#[derive(Default)]
+pub struct Writer {
+    pub buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    pub fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn bytes32(&mut self, v: &[u8]) {
+        self.u32(u32::try_from(v.len()).expect("record field over 4 GiB"));
+        self.buf.extend_from_slice(v);
+    }
+    /// Short strings: AMQP names are at most 255 bytes, but the length field is 16 bits so
+    /// that vhost names and argument keys need no separate limit here.
+    pub fn str16(&mut self, v: &str) {
+        self.u16(u16::try_from(v.len()).expect("name over 64 KiB"));
+        self.buf.extend_from_slice(v.as_bytes());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reader
+
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Self { buf, what }
+    }
+    fn err(&self, detail: impl Into<String>) -> DecodeError {
+        DecodeError {
+            what: self.what,
+            detail: detail.into(),
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(self.err(format!("needs {n} more bytes, has {}", self.buf.len())));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    pub fn bytes32(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    pub fn str16(&mut self) -> Result<String, DecodeError> {
+        let n = usize::from(self.u16()?);
+        let raw = self.take(n)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| self.err("string is not UTF-8"))
+    }
+    /// Offset of the next unread byte within the original buffer.
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+    pub fn finish(self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(self.err(format!("{} trailing bytes", self.buf.len())))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Queue declare / delete
+
+const QUEUE_FLAG_DURABLE: u8 = 1;
+const QUEUE_FLAG_EXCLUSIVE: u8 = 2;
+const QUEUE_FLAG_AUTO_DELETE: u8 = 4;
+
+const ARG_BOOL: u8 = 1;
+const ARG_INT: u8 = 2;
+const ARG_FLOAT: u8 = 3;
+const ARG_STR: u8 = 4;
+const ARG_BYTES: u8 = 5;
+const ARG_VOID: u8 = 6;
+
+pub fn encode_queue(w: &mut Writer, q: &QueueRecord) {
+    w.u32(q.queue_id);
+    w.str16(&q.vhost);
+    w.str16(&q.name);
+    let mut flags = 0;
+    if q.durable {
+        flags |= QUEUE_FLAG_DURABLE;
+    }
+    if q.exclusive {
+        flags |= QUEUE_FLAG_EXCLUSIVE;
+    }
+    if q.auto_delete {
+        flags |= QUEUE_FLAG_AUTO_DELETE;
+    }
+    w.u8(flags);
+    w.u32(q.arguments.len() as u32);
+    for (key, value) in &q.arguments {
+        w.str16(key);
+        match value {
+            ArgValue::Bool(b) => {
+                w.u8(ARG_BOOL);
+                w.u8(u8::from(*b));
+            }
+            ArgValue::Int(i) => {
+                w.u8(ARG_INT);
+                w.u64(*i as u64);
+            }
+            ArgValue::Float(f) => {
+                w.u8(ARG_FLOAT);
+                w.u64(f.to_bits());
+            }
+            ArgValue::Str(s) => {
+                w.u8(ARG_STR);
+                w.bytes32(s.as_bytes());
+            }
+            ArgValue::Bytes(b) => {
+                w.u8(ARG_BYTES);
+                w.bytes32(b);
+            }
+            ArgValue::Void => w.u8(ARG_VOID),
+        }
+    }
+}
+
+pub fn decode_queue(r: &mut Reader<'_>) -> Result<QueueRecord, DecodeError> {
+    let queue_id = r.u32()?;
+    let vhost = r.str16()?;
+    let name = r.str16()?;
+    let flags = r.u8()?;
+    let count = r.u32()?;
+    let mut arguments = Vec::new();
+    for _ in 0..count {
+        let key = r.str16()?;
+        let value = match r.u8()? {
+            ARG_BOOL => ArgValue::Bool(r.u8()? != 0),
+            ARG_INT => ArgValue::Int(r.u64()? as i64),
+            ARG_FLOAT => ArgValue::Float(f64::from_bits(r.u64()?)),
+            ARG_STR => {
+                ArgValue::Str(String::from_utf8(r.bytes32()?.to_vec()).map_err(|_| r.err("argument is not UTF-8"))?)
+            }
+            ARG_BYTES => ArgValue::Bytes(r.bytes32()?.to_vec()),
+            ARG_VOID => ArgValue::Void,
+            tag => return Err(r.err(format!("unknown argument tag {tag}"))),
+        };
+        arguments.push((key, value));
+    }
+    Ok(QueueRecord {
+        queue_id,
+        vhost,
+        name,
+        durable: flags & QUEUE_FLAG_DURABLE != 0,
+        exclusive: flags & QUEUE_FLAG_EXCLUSIVE != 0,
+        auto_delete: flags & QUEUE_FLAG_AUTO_DELETE != 0,
+        arguments,
+    })
+}
+
+pub fn encode_queue_delete(queue_id: u32) -> Vec<u8> {
+    queue_id.to_le_bytes().to_vec()
+}
+
+pub fn decode_queue_delete(payload: &[u8]) -> Result<u32, DecodeError> {
+    let mut r = Reader::new(payload, "queue delete record");
+    let id = r.u32()?;
+    r.finish()?;
+    Ok(id)
+}
+
+// ---------------------------------------------------------------------------------------
+// Enqueue
+
+pub fn encode_enqueue(w: &mut Writer, seq: u64, flags: u8, queue_ids: &[u32], message: &Message) {
+    w.u64(seq);
+    w.u8(flags);
+    w.u16(u16::try_from(queue_ids.len()).expect("a message reaches at most 65535 durable queues"));
+    for id in queue_ids {
+        w.u32(*id);
+    }
+    w.str16(&message.exchange);
+    w.str16(&message.routing_key);
+    w.bytes32(&message.raw_properties);
+    w.bytes32(&message.body);
+}
+
+/// Decode an enqueue record. `payload` is taken as `Bytes` so the body and properties are
+/// zero-copy slices of it.
+pub fn decode_enqueue(payload: Bytes) -> Result<EnqueueRecord, DecodeError> {
+    let mut r = Reader::new(&payload, "enqueue record");
+    let seq = r.u64()?;
+    let flags = r.u8()?;
+    let count = r.u16()?;
+    let mut queue_ids = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        queue_ids.push(r.u32()?);
+    }
+    let exchange = r.str16()?;
+    let routing_key = r.str16()?;
+    let props_len = r.u32()? as usize;
+    let props_start = payload.len() - r.remaining();
+    r.take(props_len)?;
+    let body_len = r.u32()? as usize;
+    let body_start = payload.len() - r.remaining();
+    r.take(body_len)?;
+    r.finish()?;
+    Ok(EnqueueRecord {
+        seq,
+        flags,
+        queue_ids,
+        message: Message {
+            exchange,
+            routing_key,
+            raw_properties: payload.slice(props_start..props_start + props_len),
+            body: payload.slice(body_start..body_start + body_len),
+        },
+    })
+}
+
+/// The parts of an enqueue record replay needs, without copying the body.
+pub struct EnqueueHeader {
+    pub seq: u64,
+    pub flags: u8,
+    pub queue_ids: Vec<u32>,
+    pub body_len: u32,
+}
+
+pub fn decode_enqueue_header(payload: &[u8]) -> Result<EnqueueHeader, DecodeError> {
+    let mut r = Reader::new(payload, "enqueue record");
+    let seq = r.u64()?;
+    let flags = r.u8()?;
+    let count = r.u16()?;
+    let mut queue_ids = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        queue_ids.push(r.u32()?);
+    }
+    r.str16()?;
+    r.str16()?;
+    r.bytes32()?;
+    let body = r.bytes32()?;
+    let body_len = body.len() as u32;
+    r.finish()?;
+    Ok(EnqueueHeader {
+        seq,
+        flags,
+        queue_ids,
+        body_len,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Settle
+
+pub fn encode_settle(w: &mut Writer, settled: &[(u32, u64)]) {
+    w.u32(settled.len() as u32);
+    for (queue_id, seq) in settled {
+        w.u32(*queue_id);
+        w.u64(*seq);
+    }
+}
+
+pub fn decode_settle(payload: &[u8]) -> Result<Vec<(u32, u64)>, DecodeError> {
+    let mut r = Reader::new(payload, "settle record");
+    let count = r.u32()? as usize;
+    let mut out = Vec::with_capacity(count.min(payload.len() / 12));
+    for _ in 0..count {
+        out.push((r.u32()?, r.u64()?));
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Snapshot
+
+pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(SNAPSHOT_VERSION);
+    w.u64(snapshot.next_message_seq);
+    w.u32(snapshot.next_queue_id);
+    w.u32(snapshot.queues.len() as u32);
+    for (queue, entries) in &snapshot.queues {
+        encode_queue(&mut w, queue);
+        w.u64(entries.len() as u64);
+        for e in entries {
+            w.u64(e.seq);
+            w.u64(e.location);
+            w.u32(e.size_bytes);
+            w.u16(e.delivery_count);
+            w.u8(e.flags);
+        }
+    }
+    w.buf
+}
+
+pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
+    let mut r = Reader::new(payload, "checkpoint snapshot");
+    let version = r.u32()?;
+    if version != SNAPSHOT_VERSION {
+        return Err(r.err(format!("unknown snapshot version {version}")));
+    }
+    let next_message_seq = r.u64()?;
+    let next_queue_id = r.u32()?;
+    let queue_count = r.u32()?;
+    let mut queues = Vec::new();
+    for _ in 0..queue_count {
+        let queue = decode_queue(&mut r)?;
+        let count = r.u64()? as usize;
+        // 23 bytes per entry: refuse counts the payload cannot hold before allocating.
+        if count > r.remaining() / 23 {
+            return Err(r.err(format!("{count} entries cannot fit in {} bytes", r.remaining())));
+        }
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            entries.push(MessageEntry {
+                seq: r.u64()?,
+                location: r.u64()?,
+                size_bytes: r.u32()?,
+                delivery_count: r.u16()?,
+                flags: r.u8()?,
+            });
+        }
+        queues.push((queue, entries));
+    }
+    r.finish()?;
+    Ok(Snapshot {
+        next_message_seq,
+        next_queue_id,
+        queues,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> QueueRecord {
+        QueueRecord {
+            queue_id: 7,
+            vhost: "/".into(),
+            name: "orders".into(),
+            durable: true,
+            exclusive: false,
+            auto_delete: true,
+            arguments: vec![
+                ("x-a".into(), ArgValue::Bool(true)),
+                ("x-b".into(), ArgValue::Int(-5)),
+                ("x-c".into(), ArgValue::Float(1.5)),
+                ("x-d".into(), ArgValue::Str("é".into())),
+                ("x-e".into(), ArgValue::Bytes(vec![0, 1])),
+                ("x-f".into(), ArgValue::Void),
+            ],
+        }
+    }
+
+    #[test]
+    fn queue_round_trip() {
+        let mut w = Writer::default();
+        encode_queue(&mut w, &queue());
+        let mut r = Reader::new(&w.buf, "t");
+        assert_eq!(decode_queue(&mut r).unwrap(), queue());
+        r.finish().unwrap();
+    }
+
+    #[test]
+    fn enqueue_round_trip_and_truncation() {
+        let message = Message {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            raw_properties: Bytes::from_static(&[0x10, 0x00, 2]),
+            body: Bytes::from_static(b"hello"),
+        };
+        let mut w = Writer::default();
+        encode_enqueue(&mut w, 42, 0, &[1, 2], &message);
+        let decoded = decode_enqueue(Bytes::from(w.buf.clone())).unwrap();
+        assert_eq!(decoded.seq, 42);
+        assert_eq!(decoded.queue_ids, vec![1, 2]);
+        assert_eq!(decoded.message, message);
+        for cut in 0..w.buf.len() {
+            assert!(
+                decode_enqueue(Bytes::copy_from_slice(&w.buf[..cut])).is_err(),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let entry = MessageEntry {
+            seq: 3,
+            location: 9,
+            size_bytes: 4,
+            delivery_count: 1,
+            flags: 1,
+        };
+        let snapshot = Snapshot {
+            next_message_seq: 10,
+            next_queue_id: 8,
+            queues: vec![(queue(), vec![entry])],
+        };
+        let bytes = encode_snapshot(&snapshot);
+        assert_eq!(decode_snapshot(&bytes).unwrap(), snapshot);
+        assert!(decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn settle_round_trip() {
+        let mut w = Writer::default();
+        encode_settle(&mut w, &[(1, 2), (3, 4)]);
+        assert_eq!(decode_settle(&w.buf).unwrap(), vec![(1, 2), (3, 4)]);
+    }
+
+    #[test]
+    fn location_encoding() {
+        let pos = RecordPos {
+            segment: 3,
+            offset: 4096,
+        };
+        assert_eq!(pos_of(location_of(pos)), Some(pos));
+        assert_eq!(pos_of(LOCATION_MEMORY), None);
+    }
+}

@@ -1,0 +1,145 @@
+//! Randomised comparison of `Queue` against a tiny reference model.
+//!
+//! The model is the simplest thing that could be right: a `Vec` of ready messages kept
+//! sorted by sequence number and a `BTreeMap` of unacked ones. Every step applies one
+//! random command to both and compares what came out. One seed reproduces a run: set
+//! `WEIR_SEED=<n>`; every failure message prints the seed.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use weir_queue::{MessageEntry, Queue, ENTRY_FLAG_REDELIVERED};
+
+#[derive(Default)]
+struct Model {
+    ready: Vec<MessageEntry>,
+    unacked: BTreeMap<u64, MessageEntry>,
+}
+
+impl Model {
+    fn deliver(&mut self, auto_ack: bool) -> Option<MessageEntry> {
+        if self.ready.is_empty() {
+            return None;
+        }
+        let mut entry = self.ready.remove(0);
+        entry.delivery_count += 1;
+        if !auto_ack {
+            self.unacked.insert(entry.seq, entry);
+        }
+        Some(entry)
+    }
+
+    fn requeue(&mut self, seq: u64) -> bool {
+        let Some(mut entry) = self.unacked.remove(&seq) else {
+            return false;
+        };
+        entry.flags |= ENTRY_FLAG_REDELIVERED;
+        self.ready.push(entry);
+        self.ready.sort_by_key(|e| e.seq);
+        true
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<MessageEntry> {
+        if let Some(entry) = self.unacked.remove(&seq) {
+            return Some(entry);
+        }
+        let index = self.ready.iter().position(|e| e.seq == seq)?;
+        Some(self.ready.remove(index))
+    }
+}
+
+fn run(seed: u64, steps: usize) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut queue = Queue::new();
+    let mut model = Model::default();
+    let mut next_seq = 1u64;
+    for step in 0..steps {
+        let pick_seq = |rng: &mut StdRng| rng.gen_range(1..next_seq.max(2) + 1);
+        match rng.gen_range(0..7) {
+            0 | 1 => {
+                let entry = MessageEntry {
+                    seq: next_seq,
+                    location: rng.gen(),
+                    size_bytes: rng.gen_range(0..2000),
+                    delivery_count: 0,
+                    flags: 0,
+                };
+                next_seq += 1;
+                queue.push(entry);
+                model.ready.push(entry);
+            }
+            2 => {
+                let auto_ack = rng.gen_bool(0.3);
+                let got = queue.deliver(auto_ack);
+                let want = model.deliver(auto_ack);
+                assert_eq!(got, want, "seed {seed} step {step}: deliver");
+            }
+            3 => {
+                let seq = pick_seq(&mut rng);
+                let got = queue.settle(seq);
+                let want = model.unacked.remove(&seq);
+                assert_eq!(got, want, "seed {seed} step {step}: settle {seq}");
+            }
+            4 => {
+                let seq = pick_seq(&mut rng);
+                assert_eq!(
+                    queue.requeue(seq),
+                    model.requeue(seq),
+                    "seed {seed} step {step}: requeue {seq}"
+                );
+            }
+            5 => {
+                let seq = pick_seq(&mut rng);
+                assert_eq!(
+                    queue.remove(seq),
+                    model.remove(seq),
+                    "seed {seed} step {step}: remove {seq}"
+                );
+            }
+            _ => {
+                let seq = pick_seq(&mut rng);
+                let location = rng.gen();
+                let in_model = model
+                    .ready
+                    .iter_mut()
+                    .chain(model.unacked.values_mut())
+                    .find(|e| e.seq == seq)
+                    .map(|e| std::mem::replace(&mut e.location, location));
+                assert_eq!(
+                    queue.relocate(seq, location),
+                    in_model,
+                    "seed {seed} step {step}: relocate {seq}"
+                );
+            }
+        }
+        let stats = queue.stats();
+        assert_eq!(
+            stats.ready_messages as usize,
+            model.ready.len(),
+            "seed {seed} step {step}: ready count"
+        );
+        assert_eq!(
+            stats.unacked_messages as usize,
+            model.unacked.len(),
+            "seed {seed} step {step}: unacked count"
+        );
+        let model_ready_bytes: u64 = model.ready.iter().map(|e| u64::from(e.size_bytes)).sum();
+        assert_eq!(
+            stats.ready_bytes, model_ready_bytes,
+            "seed {seed} step {step}: ready bytes"
+        );
+    }
+}
+
+#[test]
+fn queue_matches_reference_model() {
+    if let Some(seed) = std::env::var("WEIR_SEED").ok().and_then(|s| s.parse().ok()) {
+        run(seed, 5_000);
+        return;
+    }
+    let base: u64 = rand::random();
+    for i in 0..200 {
+        run(base.wrapping_add(i), 500);
+    }
+}

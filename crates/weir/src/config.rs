@@ -1,0 +1,131 @@
+//! `weir serve` settings: defaults, overridden by a TOML file (`--config`), overridden by
+//! `WEIR_*` environment variables, overridden by flags (clap reads flag-or-env, so the
+//! order flag > env holds; the file fills in whatever neither gave).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "WEIR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the log and checkpoints live [default: ./weir-data].
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// AMQP listen address; repeat for several (port 0 picks a free port)
+    /// [default: 127.0.0.1:5672 and [::1]:5672].
+    #[arg(long, env = "WEIR_AMQP_LISTEN", value_delimiter = ',')]
+    pub amqp_listen: Vec<SocketAddr>,
+    /// Size of each log segment file in bytes [default: 64 MiB].
+    #[arg(long, env = "WEIR_SEGMENT_SIZE_BYTES")]
+    pub segment_size_bytes: Option<u32>,
+    /// Log bytes between checkpoints; bounds recovery time [default: 256 MiB].
+    #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL_BYTES")]
+    pub checkpoint_interval_bytes: Option<u64>,
+    /// Bytes of persistent message bodies kept in memory [default: 256 MiB].
+    #[arg(long, env = "WEIR_CACHE_BYTES")]
+    pub cache_bytes: Option<u64>,
+}
+
+/// The file's shape. Unknown keys are an error, so a typo is not silently ignored.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub amqp_listen: Option<Vec<SocketAddr>>,
+    pub segment_size_bytes: Option<u32>,
+    pub checkpoint_interval_bytes: Option<u64>,
+    pub cache_bytes: Option<u64>,
+}
+
+/// The settings in force.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub amqp_listen: Vec<SocketAddr>,
+    pub segment_size_bytes: u32,
+    pub checkpoint_interval_bytes: u64,
+    pub cache_bytes: u64,
+}
+
+pub const DEFAULT_AMQP_LISTEN: [&str; 2] = ["127.0.0.1:5672", "[::1]:5672"];
+
+impl ServeArgs {
+    pub fn resolve(self) -> Result<Settings, String> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let engine = weir_engine::EngineConfig::default();
+        let amqp_listen = if !self.amqp_listen.is_empty() {
+            self.amqp_listen
+        } else if let Some(list) = file.amqp_listen {
+            list
+        } else {
+            DEFAULT_AMQP_LISTEN
+                .iter()
+                .map(|a| a.parse().expect("valid default"))
+                .collect()
+        };
+        Ok(Settings {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("weir-data")),
+            amqp_listen,
+            segment_size_bytes: self
+                .segment_size_bytes
+                .or(file.segment_size_bytes)
+                .unwrap_or(engine.log.segment_size_bytes),
+            checkpoint_interval_bytes: self
+                .checkpoint_interval_bytes
+                .or(file.checkpoint_interval_bytes)
+                .unwrap_or(engine.checkpoint_interval_bytes),
+            cache_bytes: self
+                .cache_bytes
+                .or(file.cache_bytes)
+                .unwrap_or(engine.cache_budget_bytes),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "data_dir = \"/from/file\"\nsegment_size_bytes = 1048576\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            data_dir: Some("/from/flag".into()),
+            ..Default::default()
+        };
+        let settings = args.resolve().unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(settings.segment_size_bytes, 1 << 20);
+        assert_eq!(settings.amqp_listen.len(), 2);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "data_dri = \"x\"\n").unwrap();
+        let error = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.contains("data_dri"), "{error}");
+    }
+}

@@ -1,0 +1,375 @@
+//! The first slice of AMQP, driven by a real client (lapin) against the real binary:
+//! declare, publish with and without confirms, consume, get, ack, nack and reject with
+//! requeue, durability across a clean restart, and the RabbitMQ reply codes on mistakes.
+
+mod common;
+
+use common::Broker;
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+async fn connect(broker: &Broker) -> (Connection, Channel) {
+    let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    (connection, channel)
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+async fn publish(channel: &Channel, queue: &str, body: &[u8], properties: BasicProperties) -> Confirmation {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn publish_confirm_consume_ack_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&dir.path().join("data"), &[]);
+    runtime().block_on(async {
+        let (connection, channel) = connect(&broker).await;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let queue = channel
+            .queue_declare("orders".into(), durable(), FieldTable::default())
+            .await
+            .unwrap();
+        assert_eq!(queue.message_count(), 0);
+        for i in 0..10 {
+            let confirmation = publish(&channel, "orders", format!("m{i}").as_bytes(), persistent()).await;
+            assert!(confirmation.is_ack(), "message {i} confirmed");
+        }
+        // A transient message in a durable queue does not survive a restart (RabbitMQ rule).
+        publish(&channel, "orders", b"transient", BasicProperties::default()).await;
+        let queue = channel
+            .queue_declare(
+                "orders".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(queue.message_count(), 11);
+        connection.close(200, "bye".into()).await.unwrap();
+    });
+    broker.restart();
+    runtime().block_on(async {
+        let (connection, channel) = connect(&broker).await;
+        channel.basic_qos(5, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = channel
+            .basic_consume(
+                "orders".into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for i in 0..10 {
+            let delivery = consumer.next().await.expect("delivery").expect("ok");
+            assert_eq!(delivery.data, format!("m{i}").as_bytes(), "FIFO order after restart");
+            assert_eq!(delivery.properties.delivery_mode(), &Some(2));
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        let queue = channel
+            .queue_declare(
+                "orders".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(queue.message_count(), 0, "the transient message did not survive");
+        connection.close(200, "bye".into()).await.unwrap();
+    });
+    broker.restart();
+    runtime().block_on(async {
+        let (_connection, channel) = connect(&broker).await;
+        let got = channel
+            .basic_get("orders".into(), BasicGetOptions::default())
+            .await
+            .unwrap();
+        assert!(got.is_none(), "acked messages stay acked across restarts");
+    });
+}
+
+#[test]
+fn get_nack_reject_requeue_and_redelivered_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    runtime().block_on(async {
+        let (_connection, channel) = connect(&broker).await;
+        channel
+            .queue_declare("work".into(), durable(), FieldTable::default())
+            .await
+            .unwrap();
+        assert!(channel
+            .basic_get("work".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .is_none());
+        for body in [&b"a"[..], b"b", b"c"] {
+            channel
+                .basic_publish(
+                    "".into(),
+                    "work".into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    persistent(),
+                )
+                .await
+                .unwrap();
+        }
+        let a = channel
+            .basic_get("work".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("a");
+        assert_eq!(a.delivery.data, b"a");
+        assert!(!a.delivery.redelivered);
+        assert_eq!(a.message_count, 2);
+        a.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let again = channel
+            .basic_get("work".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("a again");
+        assert_eq!(again.delivery.data, b"a", "requeued to its original place");
+        assert!(again.delivery.redelivered);
+        again
+            .delivery
+            .reject(BasicRejectOptions { requeue: false })
+            .await
+            .unwrap();
+        let b = channel
+            .basic_get("work".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("b");
+        assert_eq!(b.delivery.data, b"b");
+        b.delivery.reject(BasicRejectOptions { requeue: true }).await.unwrap();
+        let b = channel
+            .basic_get("work".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("b");
+        assert!(b.delivery.redelivered);
+        let purged = channel
+            .queue_purge("work".into(), QueuePurgeOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(purged, 1, "only c was left");
+        let deleted = channel
+            .queue_delete("work".into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(deleted, 0);
+    });
+}
+
+#[test]
+fn unacked_messages_return_when_the_channel_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    runtime().block_on(async {
+        let (connection, channel) = connect(&broker).await;
+        channel
+            .queue_declare("q".into(), QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        for i in 0..5u8 {
+            channel
+                .basic_publish(
+                    "".into(),
+                    "q".into(),
+                    BasicPublishOptions::default(),
+                    &[i],
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+        }
+        let mut consumer = channel
+            .basic_consume(
+                "q".into(),
+                "c1".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            consumer.next().await.unwrap().unwrap();
+        }
+        channel.close(200, "done".into()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let queue = channel
+            .queue_declare(
+                "q".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(queue.message_count(), 5);
+        let first = channel
+            .basic_get("q".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.delivery.data, [0]);
+        assert!(first.delivery.redelivered);
+    });
+}
+
+#[test]
+fn prefetch_limits_unacked_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    runtime().block_on(async {
+        let (_connection, channel) = connect(&broker).await;
+        channel
+            .queue_declare("p".into(), QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        for i in 0..10u8 {
+            channel
+                .basic_publish(
+                    "".into(),
+                    "p".into(),
+                    BasicPublishOptions::default(),
+                    &[i],
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+        }
+        channel.basic_qos(3, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = channel
+            .basic_consume(
+                "p".into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(consumer.next().await.unwrap().unwrap());
+        }
+        let fourth = tokio::time::timeout(std::time::Duration::from_millis(300), consumer.next()).await;
+        assert!(fourth.is_err(), "a fourth delivery would exceed prefetch 3");
+        held.remove(0).ack(BasicAckOptions::default()).await.unwrap();
+        let fourth = consumer.next().await.unwrap().unwrap();
+        assert_eq!(fourth.data, [3]);
+    });
+}
+
+#[test]
+fn mistakes_get_rabbitmq_reply_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    runtime().block_on(async {
+        let (connection, channel) = connect(&broker).await;
+        let missing = channel
+            .queue_declare(
+                "nope".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("404") || format!("{missing:?}").contains("NOT_FOUND"),
+            "{missing:?}"
+        );
+
+        let channel = connection.create_channel().await.unwrap();
+        let reserved = channel
+            .queue_declare("amq.mine".into(), durable(), FieldTable::default())
+            .await
+            .unwrap_err();
+        assert!(format!("{reserved:?}").contains("ACCESS_REFUSED"), "{reserved:?}");
+
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .queue_declare("d".into(), durable(), FieldTable::default())
+            .await
+            .unwrap();
+        let inequivalent = channel
+            .queue_declare("d".into(), QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{inequivalent:?}").contains("PRECONDITION_FAILED"),
+            "{inequivalent:?}"
+        );
+
+        // The connection is still usable after channel-level errors.
+        let channel = connection.create_channel().await.unwrap();
+        let named = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        assert!(named.name().as_str().starts_with("amq.gen-"), "{}", named.name());
+    });
+}

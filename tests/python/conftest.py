@@ -1,0 +1,76 @@
+"""Fixtures: a real `weir serve` on an ephemeral loopback port, in a temporary data dir.
+
+The binary comes from WEIR_BIN (scripts/test sets it) or target/debug/weir.
+"""
+import os
+import pathlib
+import signal
+import subprocess
+import threading
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+WEIR_BIN = os.environ.get("WEIR_BIN", str(ROOT / "target" / "debug" / "weir"))
+
+
+class Broker:
+    def __init__(self, data_dir: pathlib.Path):
+        self.data_dir = data_dir
+        self.log_path = data_dir.with_suffix(".log")
+        self.process = None
+        self.port = None
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [WEIR_BIN, "serve", "--data-dir", str(self.data_dir), "--amqp-listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+        found = threading.Event()
+
+        def read():
+            for raw in self.process.stdout:
+                line = raw.decode().strip()
+                if line.startswith("amqp listening on "):
+                    self.port = int(line.rsplit(":", 1)[1])
+                    found.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not found.wait(60):
+            self.process.kill()
+            raise RuntimeError("weir did not start:\n" + self.log_path.read_text())
+        return self
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            assert self.process.wait(30) == 0, self.log_path.read_text()
+
+    def kill9(self):
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def params(self):
+        import pika
+
+        return pika.ConnectionParameters(
+            host="127.0.0.1",
+            port=self.port,
+            credentials=pika.PlainCredentials("guest", "guest"),
+            connection_attempts=3,
+            retry_delay=0.2,
+        )
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "data").start()
+    yield b
+    b.kill9()
