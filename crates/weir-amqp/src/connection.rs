@@ -37,12 +37,7 @@ pub struct ConnectionLimits {
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        Self {
-            channel_max: 2047,
-            frame_max: 131_072,
-            heartbeat_seconds: 60,
-            message_size_max: 128 << 20,
-        }
+        Self { channel_max: 2047, frame_max: 131_072, heartbeat_seconds: 60, message_size_max: 128 << 20 }
     }
 }
 
@@ -195,10 +190,7 @@ impl Connection {
         }
         let mut properties = FieldTable::default();
         properties.insert("product".into(), AMQPValue::LongString(LongString::from("Weir")));
-        properties.insert(
-            "version".into(),
-            AMQPValue::LongString(LongString::from(env!("CARGO_PKG_VERSION"))),
-        );
+        properties.insert("version".into(), AMQPValue::LongString(LongString::from(env!("CARGO_PKG_VERSION"))));
         properties.insert("platform".into(), AMQPValue::LongString(LongString::from("Rust")));
         properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
         let start = connection::Start {
@@ -217,14 +209,8 @@ impl Connection {
             State::Closed => return Flow::Close,
             // After connection.close only close-ok (or a crossing close) matters.
             State::Closing => match frame {
-                Frame::Method {
-                    method: AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
-                    ..
-                }
-                | Frame::Method {
-                    method: AMQPClass::Connection(connection::AMQPMethod::Close(_)),
-                    ..
-                } => {
+                Frame::Method { method: AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)), .. }
+                | Frame::Method { method: AMQPClass::Connection(connection::AMQPMethod::Close(_)), .. } => {
                     self.state = State::Closed;
                     return Flow::Close;
                 }
@@ -276,10 +262,7 @@ impl Connection {
             return;
         }
         let engine_done = state.phase == ChannelPhase::ClientClosing;
-        state.phase = ChannelPhase::ServerClosing {
-            client_done: false,
-            engine_done,
-        };
+        state.phase = ChannelPhase::ServerClosing { client_done: false, engine_done };
         let close = channel::Close {
             reply_code: error.code.code(),
             reply_text: short(&error.reply_text()),
@@ -288,41 +271,24 @@ impl Connection {
         };
         encode_method(out, channel, &AMQPClass::Channel(channel::AMQPMethod::Close(close)));
         if !engine_done {
-            commands.push(Command::ChannelClose {
-                origin: self.origin(channel, 20, 40),
-            });
+            commands.push(Command::ChannelClose { origin: self.origin(channel, 20, 40) });
         }
     }
 
     fn origin(&self, channel: ChannelId, class_id: u16, method_id: u16) -> Origin {
-        Origin {
-            connection: self.id,
-            channel,
-            method: method_token(class_id, method_id),
-        }
+        Origin { connection: self.id, channel, method: method_token(class_id, method_id) }
     }
 
     fn dispatch(&mut self, frame: Frame, out: &mut BytesMut, commands: &mut Vec<Command>) -> Result<Flow, FrameError> {
         match frame {
             Frame::Heartbeat { channel: 0 } => Ok(Flow::Continue),
-            Frame::Heartbeat { channel } => Err(hard(
-                ReplyCode::UnexpectedFrame,
-                format!("heartbeat frame on channel {channel}"),
-            )),
-            Frame::Method {
-                channel: 0,
-                class_id,
-                method_id,
-                method,
-            } => self
-                .connection_method(method, out, commands)
-                .map_err(|e| e.for_method(class_id, method_id)),
-            Frame::Method {
-                channel,
-                class_id,
-                method_id,
-                method,
-            } => {
+            Frame::Heartbeat { channel } => {
+                Err(hard(ReplyCode::UnexpectedFrame, format!("heartbeat frame on channel {channel}")))
+            }
+            Frame::Method { channel: 0, class_id, method_id, method } => {
+                self.connection_method(method, out, commands).map_err(|e| e.for_method(class_id, method_id))
+            }
+            Frame::Method { channel, class_id, method_id, method } => {
                 self.require_open()?;
                 self.channel_method(channel, class_id, method_id, method, out, commands)
                     .map_err(|e| e.on_channel(channel).for_method(class_id, method_id))?;
@@ -331,32 +297,18 @@ impl Connection {
             Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => {
                 Err(hard(ReplyCode::UnexpectedFrame, "content frame on channel 0"))
             }
-            Frame::Header {
-                channel,
-                class_id,
-                body_size,
-                properties,
-                raw_properties,
-            } => {
+            Frame::Header { channel, class_id, body_size, properties, raw_properties } => {
                 self.require_open()?;
                 let Some(state) = self.channels.get_mut(&channel) else {
-                    return Err(hard(
-                        ReplyCode::ChannelError,
-                        format!("expected 'channel.open' on channel {channel}"),
-                    ));
+                    return Err(hard(ReplyCode::ChannelError, format!("expected 'channel.open' on channel {channel}")));
                 };
-                let content = state
-                    .content
-                    .on_header(class_id, body_size, properties, raw_properties)?;
+                let content = state.content.on_header(class_id, body_size, properties, raw_properties)?;
                 self.content_done(channel, content, commands)
             }
             Frame::Body { channel, payload } => {
                 self.require_open()?;
                 let Some(state) = self.channels.get_mut(&channel) else {
-                    return Err(hard(
-                        ReplyCode::ChannelError,
-                        format!("expected 'channel.open' on channel {channel}"),
-                    ));
+                    return Err(hard(ReplyCode::ChannelError, format!("expected 'channel.open' on channel {channel}")));
                 };
                 let content = state.content.on_body(payload)?;
                 self.content_done(channel, content, commands)
@@ -368,10 +320,7 @@ impl Connection {
         if self.state == State::Open {
             Ok(())
         } else {
-            Err(hard(
-                ReplyCode::ChannelError,
-                "channel frame before the connection is open",
-            ))
+            Err(hard(ReplyCode::ChannelError, "channel frame before the connection is open"))
         }
     }
 
@@ -425,11 +374,7 @@ impl Connection {
             }
             (State::Open, connection::AMQPMethod::Close(_))
             | (State::AwaitOpenOk, connection::AMQPMethod::Close(_)) => {
-                encode_method(
-                    out,
-                    0,
-                    &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                );
+                encode_method(out, 0, &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
                 self.state = State::Closed;
                 Ok(Flow::Close)
             }
@@ -460,10 +405,7 @@ impl Connection {
             "PLAIN" => parse_plain(start_ok.response.as_bytes())?,
             "AMQPLAIN" => parse_amqplain(start_ok.response.as_bytes())?,
             other => {
-                return Err(hard(
-                    ReplyCode::CommandInvalid,
-                    format!("unknown authentication mechanism '{other}'"),
-                ))
+                return Err(hard(ReplyCode::CommandInvalid, format!("unknown authentication mechanism '{other}'")))
             }
         };
         let accepted = self.users.iter().any(|user| {
@@ -501,10 +443,7 @@ impl Connection {
     }
 
     fn client_capability(&self, name: &str) -> bool {
-        matches!(
-            self.client_capabilities.inner().get(name),
-            Some(AMQPValue::Boolean(true))
-        )
+        matches!(self.client_capabilities.inner().get(name), Some(AMQPValue::Boolean(true)))
     }
 
     // -----------------------------------------------------------------------------------
@@ -540,18 +479,11 @@ impl Connection {
                 },
             );
             commands.push(Command::ChannelOpen { origin });
-            encode_method(
-                out,
-                channel,
-                &AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
-            );
+            encode_method(out, channel, &AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
             return Ok(());
         }
         let Some(state) = self.channels.get_mut(&channel) else {
-            return Err(hard(
-                ReplyCode::ChannelError,
-                format!("expected 'channel.open' on channel {channel}"),
-            ));
+            return Err(hard(ReplyCode::ChannelError, format!("expected 'channel.open' on channel {channel}")));
         };
         match state.phase {
             ChannelPhase::Open => {}
@@ -569,20 +501,14 @@ impl Connection {
                     if engine_done {
                         self.channels.remove(&channel);
                     } else {
-                        state.phase = ChannelPhase::ServerClosing {
-                            client_done: true,
-                            engine_done,
-                        };
+                        state.phase = ChannelPhase::ServerClosing { client_done: true, engine_done };
                     }
                 }
                 return Ok(());
             }
         }
         if !state.content.is_idle() {
-            return Err(hard(
-                ReplyCode::UnexpectedFrame,
-                "method frame while content was expected",
-            ));
+            return Err(hard(ReplyCode::UnexpectedFrame, "method frame while content was expected"));
         }
         match method {
             AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
@@ -613,10 +539,7 @@ impl Connection {
                 }
             }
             other => {
-                return Err(hard(
-                    ReplyCode::NotImplemented,
-                    format!("{} is not implemented yet", method_name(&other)),
-                ))
+                return Err(hard(ReplyCode::NotImplemented, format!("{} is not implemented yet", method_name(&other))))
             }
         }
         Ok(())
@@ -638,11 +561,9 @@ impl Connection {
                 state.content.start(publish)?;
                 return Ok(());
             }
-            basic::AMQPMethod::Qos(qos) => Command::Qos {
-                origin,
-                prefetch_count: qos.prefetch_count,
-                global: qos.global,
-            },
+            basic::AMQPMethod::Qos(qos) => {
+                Command::Qos { origin, prefetch_count: qos.prefetch_count, global: qos.global }
+            }
             basic::AMQPMethod::Consume(consume) => Command::Consume {
                 origin,
                 queue: consume.queue.as_str().to_string(),
@@ -656,28 +577,21 @@ impl Connection {
                 consumer_tag: cancel.consumer_tag.as_str().to_string(),
                 no_wait: cancel.nowait,
             },
-            basic::AMQPMethod::Get(get) => Command::Get {
-                origin,
-                queue: get.queue.as_str().to_string(),
-                no_ack: get.no_ack,
-            },
-            basic::AMQPMethod::Ack(ack) => Command::Ack {
-                origin,
-                delivery_tag: ack.delivery_tag,
-                multiple: ack.multiple,
-            },
+            basic::AMQPMethod::Get(get) => {
+                Command::Get { origin, queue: get.queue.as_str().to_string(), no_ack: get.no_ack }
+            }
+            basic::AMQPMethod::Ack(ack) => {
+                Command::Ack { origin, delivery_tag: ack.delivery_tag, multiple: ack.multiple }
+            }
             basic::AMQPMethod::Nack(nack) => Command::Reject {
                 origin,
                 delivery_tag: nack.delivery_tag,
                 multiple: nack.multiple,
                 requeue: nack.requeue,
             },
-            basic::AMQPMethod::Reject(reject) => Command::Reject {
-                origin,
-                delivery_tag: reject.delivery_tag,
-                multiple: false,
-                requeue: reject.requeue,
-            },
+            basic::AMQPMethod::Reject(reject) => {
+                Command::Reject { origin, delivery_tag: reject.delivery_tag, multiple: false, requeue: reject.requeue }
+            }
             basic::AMQPMethod::Recover(recover) => {
                 if !recover.requeue {
                     return Err(hard(ReplyCode::NotImplemented, "requeue=false"));
@@ -692,10 +606,7 @@ impl Connection {
             }
             other => {
                 let _ = out;
-                return Err(hard(
-                    ReplyCode::CommandInvalid,
-                    format!("basic method {other:?} is not sent by clients"),
-                ));
+                return Err(hard(ReplyCode::CommandInvalid, format!("basic method {other:?} is not sent by clients")));
             }
         };
         commands.push(command);
@@ -712,10 +623,7 @@ impl Connection {
         let Some(content) = content else {
             return Ok(Flow::Continue);
         };
-        let state = self
-            .channels
-            .get_mut(&channel)
-            .expect("content belongs to an open channel");
+        let state = self.channels.get_mut(&channel).expect("content belongs to an open channel");
         if state.phase != ChannelPhase::Open {
             return Ok(Flow::Continue); // content that was in flight when the channel closed
         }
@@ -762,9 +670,7 @@ impl Connection {
     }
 
     fn channel_is_open(&self, channel: ChannelId) -> bool {
-        self.channels
-            .get(&channel)
-            .is_some_and(|c| c.phase == ChannelPhase::Open)
+        self.channels.get(&channel).is_some_and(|c| c.phase == ChannelPhase::Open)
     }
 
     fn on_event(&mut self, event: Event, out: &mut BytesMut, commands: &mut Vec<Command>) -> Flow {
@@ -792,21 +698,14 @@ impl Connection {
             Event::ChannelClosed { channel } => match self.channels.get(&channel).map(|c| c.phase) {
                 Some(ChannelPhase::ClientClosing) => {
                     self.channels.remove(&channel);
-                    encode_method(
-                        out,
-                        channel,
-                        &AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-                    );
+                    encode_method(out, channel, &AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
                 }
                 Some(ChannelPhase::ServerClosing { client_done: true, .. }) => {
                     self.channels.remove(&channel);
                 }
                 Some(ChannelPhase::ServerClosing { client_done: false, .. }) => {
                     if let Some(state) = self.channels.get_mut(&channel) {
-                        state.phase = ChannelPhase::ServerClosing {
-                            client_done: false,
-                            engine_done: true,
-                        };
+                        state.phase = ChannelPhase::ServerClosing { client_done: false, engine_done: true };
                     }
                 }
                 Some(ChannelPhase::Open) | None => {}
@@ -832,13 +731,7 @@ impl Connection {
     fn encode_event(&mut self, event: Event, frame_max: u32, out: &mut BytesMut) {
         let method = |out: &mut BytesMut, channel: ChannelId, class: AMQPClass| encode_method(out, channel, &class);
         match event {
-            Event::Deliver {
-                channel,
-                consumer_tag,
-                delivery_tag,
-                redelivered,
-                message,
-            } => encode_deliver(
+            Event::Deliver { channel, consumer_tag, delivery_tag, redelivered, message } => encode_deliver(
                 out,
                 channel,
                 &consumer_tag,
@@ -850,13 +743,7 @@ impl Connection {
                 &message.body,
                 frame_max,
             ),
-            Event::GetOk {
-                channel,
-                delivery_tag,
-                redelivered,
-                message_count,
-                message,
-            } => encode_get_ok(
+            Event::GetOk { channel, delivery_tag, redelivered, message_count, message } => encode_get_ok(
                 out,
                 channel,
                 delivery_tag,
@@ -868,21 +755,13 @@ impl Connection {
                 &message.body,
                 frame_max,
             ),
-            Event::GetEmpty { channel } => method(
-                out,
-                channel,
-                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
-            ),
-            Event::ConfirmAck {
-                channel,
-                sequence,
-                multiple,
-            } => encode_confirm_ack(out, channel, sequence, multiple),
-            Event::ConfirmNack {
-                channel,
-                sequence,
-                multiple,
-            } => encode_confirm_nack(out, channel, sequence, multiple, false),
+            Event::GetEmpty { channel } => {
+                method(out, channel, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})))
+            }
+            Event::ConfirmAck { channel, sequence, multiple } => encode_confirm_ack(out, channel, sequence, multiple),
+            Event::ConfirmNack { channel, sequence, multiple } => {
+                encode_confirm_nack(out, channel, sequence, multiple, false)
+            }
             Event::Returned { channel, message } => encode_return(
                 out,
                 channel,
@@ -894,12 +773,7 @@ impl Connection {
                 &message.body,
                 frame_max,
             ),
-            Event::QueueDeclareOk {
-                channel,
-                queue,
-                message_count,
-                consumer_count,
-            } => method(
+            Event::QueueDeclareOk { channel, queue, message_count, consumer_count } => method(
                 out,
                 channel,
                 AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
@@ -908,29 +782,21 @@ impl Connection {
                     consumer_count,
                 })),
             ),
-            Event::QueueDeleteOk { channel, message_count } => method(
-                out,
-                channel,
-                AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count })),
-            ),
-            Event::QueuePurgeOk { channel, message_count } => method(
-                out,
-                channel,
-                AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count })),
-            ),
+            Event::QueueDeleteOk { channel, message_count } => {
+                method(out, channel, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count })))
+            }
+            Event::QueuePurgeOk { channel, message_count } => {
+                method(out, channel, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count })))
+            }
             Event::ConsumeOk { channel, consumer_tag } => method(
                 out,
                 channel,
-                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                    consumer_tag: short(&consumer_tag),
-                })),
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: short(&consumer_tag) })),
             ),
             Event::CancelOk { channel, consumer_tag } => method(
                 out,
                 channel,
-                AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
-                    consumer_tag: short(&consumer_tag),
-                })),
+                AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk { consumer_tag: short(&consumer_tag) })),
             ),
             Event::ConsumerCancelled { channel, consumer_tag } => {
                 if self.client_capability("consumer_cancel_notify") {
@@ -944,16 +810,12 @@ impl Connection {
                     )
                 }
             }
-            Event::QosOk { channel } => method(
-                out,
-                channel,
-                AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
-            ),
-            Event::RecoverOk { channel } => method(
-                out,
-                channel,
-                AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
-            ),
+            Event::QosOk { channel } => {
+                method(out, channel, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})))
+            }
+            Event::RecoverOk { channel } => {
+                method(out, channel, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})))
+            }
             Event::ConnectionOpened
             | Event::ConnectionError { .. }
             | Event::ChannelClosed { .. }
@@ -1004,17 +866,10 @@ fn queue_method(origin: Origin, method: queue::AMQPMethod, commands: &mut Vec<Co
             if_empty: delete.if_empty,
             no_wait: delete.nowait,
         },
-        queue::AMQPMethod::Purge(purge) => Command::QueuePurge {
-            origin,
-            queue: purge.queue.as_str().to_string(),
-            no_wait: purge.nowait,
-        },
-        other => {
-            return Err(hard(
-                ReplyCode::NotImplemented,
-                format!("queue method {other:?} is not implemented yet"),
-            ))
+        queue::AMQPMethod::Purge(purge) => {
+            Command::QueuePurge { origin, queue: purge.queue.as_str().to_string(), no_wait: purge.nowait }
         }
+        other => return Err(hard(ReplyCode::NotImplemented, format!("queue method {other:?} is not implemented yet"))),
     };
     commands.push(command);
     Ok(())

@@ -21,11 +21,7 @@ pub fn reply_code(kind: ErrorKind) -> ReplyCode {
 
 /// Queue arguments as the engine stores them: sorted by key (a `FieldTable` is a BTreeMap).
 pub fn arguments(table: &FieldTable) -> Vec<(String, ArgValue)> {
-    table
-        .inner()
-        .iter()
-        .map(|(key, value)| (key.as_str().to_string(), arg_value(value)))
-        .collect()
+    table.inner().iter().map(|(key, value)| (key.as_str().to_string(), arg_value(value))).collect()
 }
 
 fn arg_value(value: &AMQPValue) -> ArgValue {

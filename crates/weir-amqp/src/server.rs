@@ -38,10 +38,7 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             limits: ConnectionLimits::default(),
-            users: Arc::new(vec![Credentials {
-                username: "guest".into(),
-                password: "guest".into(),
-            }]),
+            users: Arc::new(vec![Credentials { username: "guest".into(), password: "guest".into() }]),
         }
     }
 }
@@ -134,17 +131,9 @@ async fn run_connection(
     let (events_tx, events_rx) = flume::unbounded();
     let shared = Arc::new(ConnectionShared::default());
     let id = engine.connection_id();
-    let sink = EventSink {
-        sender: events_tx,
-        shared: Arc::clone(&shared),
-    };
-    let mut connection = Connection::new(
-        id,
-        config.limits.clone(),
-        Arc::clone(&config.users),
-        peer.ip().is_loopback(),
-        sink,
-    );
+    let sink = EventSink { sender: events_tx, shared: Arc::clone(&shared) };
+    let mut connection =
+        Connection::new(id, config.limits.clone(), Arc::clone(&config.users), peer.ip().is_loopback(), sink);
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut commands = Vec::new();
     connection.start(&mut out);

@@ -182,11 +182,7 @@ impl<S: Storage> Broker<S> {
 
     pub fn handle(&mut self, command: Command) {
         let (origin, result) = match command {
-            Command::Connect {
-                connection,
-                vhost,
-                sink,
-            } => {
+            Command::Connect { connection, vhost, sink } => {
                 self.connect(connection, vhost, sink);
                 return;
             }
@@ -201,69 +197,28 @@ impl<S: Storage> Broker<S> {
             Command::ChannelOpen { origin } => (origin, self.channel_open(origin)),
             Command::ChannelClose { origin } => {
                 self.channel_close(origin.connection, origin.channel);
-                self.outbox.push(
-                    origin.connection,
-                    Event::ChannelClosed {
-                        channel: origin.channel,
-                    },
-                );
+                self.outbox.push(origin.connection, Event::ChannelClosed { channel: origin.channel });
                 return;
             }
-            Command::QueueDeclare {
-                origin,
-                declare,
-                no_wait,
-            } => (origin, self.queue_declare(origin, declare, no_wait)),
-            Command::QueueDelete {
-                origin,
-                queue,
-                if_unused,
-                if_empty,
-                no_wait,
-            } => (origin, self.queue_delete(origin, &queue, if_unused, if_empty, no_wait)),
+            Command::QueueDeclare { origin, declare, no_wait } => {
+                (origin, self.queue_declare(origin, declare, no_wait))
+            }
+            Command::QueueDelete { origin, queue, if_unused, if_empty, no_wait } => {
+                (origin, self.queue_delete(origin, &queue, if_unused, if_empty, no_wait))
+            }
             Command::QueuePurge { origin, queue, no_wait } => (origin, self.queue_purge(origin, &queue, no_wait)),
             Command::Publish(publish) => (publish.origin, self.publish(*publish)),
-            Command::Consume {
-                origin,
-                queue,
-                consumer_tag,
-                no_ack,
-                exclusive,
-                no_wait,
-            } => (
-                origin,
-                self.consume(origin, &queue, consumer_tag, no_ack, exclusive, no_wait),
-            ),
-            Command::Cancel {
-                origin,
-                consumer_tag,
-                no_wait,
-            } => (origin, self.cancel(origin, &consumer_tag, no_wait)),
-            Command::Qos {
-                origin,
-                prefetch_count,
-                global,
-            } => (origin, self.qos(origin, prefetch_count, global)),
+            Command::Consume { origin, queue, consumer_tag, no_ack, exclusive, no_wait } => {
+                (origin, self.consume(origin, &queue, consumer_tag, no_ack, exclusive, no_wait))
+            }
+            Command::Cancel { origin, consumer_tag, no_wait } => (origin, self.cancel(origin, &consumer_tag, no_wait)),
+            Command::Qos { origin, prefetch_count, global } => (origin, self.qos(origin, prefetch_count, global)),
             Command::Get { origin, queue, no_ack } => (origin, self.get(origin, &queue, no_ack)),
-            Command::Ack {
-                origin,
-                delivery_tag,
-                multiple,
-            } => (
-                origin,
-                self.settle_tags(origin, delivery_tag, multiple, Settlement::Ack),
-            ),
-            Command::Reject {
-                origin,
-                delivery_tag,
-                multiple,
-                requeue,
-            } => {
-                let how = if requeue {
-                    Settlement::Requeue
-                } else {
-                    Settlement::Discard
-                };
+            Command::Ack { origin, delivery_tag, multiple } => {
+                (origin, self.settle_tags(origin, delivery_tag, multiple, Settlement::Ack))
+            }
+            Command::Reject { origin, delivery_tag, multiple, requeue } => {
+                let how = if requeue { Settlement::Requeue } else { Settlement::Discard };
                 (origin, self.settle_tags(origin, delivery_tag, multiple, how))
             }
             Command::Recover { origin } => (origin, self.recover(origin)),
@@ -272,14 +227,8 @@ impl<S: Storage> Broker<S> {
             }
         };
         if let Err(error) = result {
-            self.outbox.push(
-                origin.connection,
-                Event::ChannelError {
-                    channel: origin.channel,
-                    method: origin.method,
-                    error,
-                },
-            );
+            self.outbox
+                .push(origin.connection, Event::ChannelError { channel: origin.channel, method: origin.method, error });
         }
     }
 
@@ -304,14 +253,8 @@ impl<S: Storage> Broker<S> {
             return;
         }
         self.sinks.insert(connection, sink);
-        self.connections.insert(
-            connection,
-            ConnectionState {
-                vhost,
-                channels: HashMap::new(),
-                exclusive_queues: Vec::new(),
-            },
-        );
+        self.connections
+            .insert(connection, ConnectionState { vhost, channels: HashMap::new(), exclusive_queues: Vec::new() });
         self.outbox.push(connection, Event::ConnectionOpened);
     }
 
@@ -333,23 +276,13 @@ impl<S: Storage> Broker<S> {
 
     fn channel_open(&mut self, origin: Origin) -> Result<(), EngineError> {
         let connection = self.connection_mut(origin.connection)?;
-        connection.channels.insert(
-            origin.channel,
-            ChannelState {
-                next_delivery_tag: 1,
-                ..Default::default()
-            },
-        );
+        connection.channels.insert(origin.channel, ChannelState { next_delivery_tag: 1, ..Default::default() });
         Ok(())
     }
 
     /// Requeue the channel's unacked messages and end its consumers.
     fn channel_close(&mut self, connection: ConnectionId, channel: ChannelId) {
-        let Some(state) = self
-            .connections
-            .get_mut(&connection)
-            .and_then(|c| c.channels.remove(&channel))
-        else {
+        let Some(state) = self.connections.get_mut(&connection).and_then(|c| c.channels.remove(&channel)) else {
             return;
         };
         for (_, unacked) in state.unacked.into_iter().rev() {
@@ -359,14 +292,7 @@ impl<S: Storage> Broker<S> {
             }
         }
         for (tag, consumer) in state.consumers {
-            self.remove_consumer(
-                consumer.queue,
-                &ConsumerKey {
-                    connection,
-                    channel,
-                    tag,
-                },
-            );
+            self.remove_consumer(consumer.queue, &ConsumerKey { connection, channel, tag });
         }
     }
 
@@ -380,12 +306,7 @@ impl<S: Storage> Broker<S> {
         self.connection_mut(origin.connection)?
             .channels
             .get_mut(&origin.channel)
-            .ok_or_else(|| {
-                error(
-                    ErrorKind::InternalError,
-                    format!("channel {} is not open", origin.channel),
-                )
-            })
+            .ok_or_else(|| error(ErrorKind::InternalError, format!("channel {} is not open", origin.channel)))
     }
 
     fn vhost_of(&self, connection: ConnectionId) -> Result<&str, EngineError> {
@@ -398,11 +319,7 @@ impl<S: Storage> Broker<S> {
     /// Find a queue the connection may use (not another connection's exclusive queue).
     fn lookup_queue(&self, connection: ConnectionId, name: &str) -> Result<QueueId, EngineError> {
         let vhost = self.vhost_of(connection)?;
-        let id = *self
-            .vhosts
-            .get(vhost)
-            .and_then(|queues| queues.get(name))
-            .ok_or_else(|| no_queue(name, vhost))?;
+        let id = *self.vhosts.get(vhost).and_then(|queues| queues.get(name)).ok_or_else(|| no_queue(name, vhost))?;
         let queue = &self.queues[&id];
         match queue.exclusive_owner {
             Some(owner) if owner != connection => Err(error(
@@ -419,10 +336,7 @@ impl<S: Storage> Broker<S> {
 
     fn refuse_if_read_only(&self) -> Result<(), EngineError> {
         match &self.read_only {
-            Some(reason) => Err(error(
-                ErrorKind::InternalError,
-                format!("the log refuses new durable data: {reason}"),
-            )),
+            Some(reason) => Err(error(ErrorKind::InternalError, format!("the log refuses new durable data: {reason}"))),
             None => Ok(()),
         }
     }
@@ -545,13 +459,7 @@ impl<S: Storage> Broker<S> {
             }
         };
         if !no_wait {
-            self.reply(
-                origin.connection,
-                Event::QueueDeleteOk {
-                    channel: origin.channel,
-                    message_count,
-                },
-            );
+            self.reply(origin.connection, Event::QueueDeleteOk { channel: origin.channel, message_count });
         }
         Ok(())
     }
@@ -570,18 +478,13 @@ impl<S: Storage> Broker<S> {
             queues.remove(&queue.name);
         }
         for consumer in std::mem::take(&mut queue.consumers) {
-            if let Some(channel) = self
-                .connections
-                .get_mut(&consumer.connection)
-                .and_then(|c| c.channels.get_mut(&consumer.channel))
+            if let Some(channel) =
+                self.connections.get_mut(&consumer.connection).and_then(|c| c.channels.get_mut(&consumer.channel))
             {
                 channel.consumers.remove(&consumer.tag);
                 self.outbox.push(
                     consumer.connection,
-                    Event::ConsumerCancelled {
-                        channel: consumer.channel,
-                        consumer_tag: consumer.tag.to_string(),
-                    },
+                    Event::ConsumerCancelled { channel: consumer.channel, consumer_tag: consumer.tag.to_string() },
                 );
             }
         }
@@ -600,13 +503,7 @@ impl<S: Storage> Broker<S> {
         }
         if !no_wait {
             let message_count = clamp_u32(purged.len() as u64);
-            self.reply(
-                origin.connection,
-                Event::QueuePurgeOk {
-                    channel: origin.channel,
-                    message_count,
-                },
-            );
+            self.reply(origin.connection, Event::QueuePurgeOk { channel: origin.channel, message_count });
         }
         Ok(())
     }
@@ -621,32 +518,15 @@ impl<S: Storage> Broker<S> {
         let message = publish.message;
         if targets.is_empty() {
             if publish.mandatory {
-                self.outbox.push(
-                    origin.connection,
-                    Event::Returned {
-                        channel: origin.channel,
-                        message,
-                    },
-                );
+                self.outbox.push(origin.connection, Event::Returned { channel: origin.channel, message });
             }
             if let Some(sequence) = publish.confirm {
-                self.reply(
-                    origin.connection,
-                    Event::ConfirmAck {
-                        channel: origin.channel,
-                        sequence,
-                        multiple: false,
-                    },
-                );
+                self.reply(origin.connection, Event::ConfirmAck { channel: origin.channel, sequence, multiple: false });
             }
             return Ok(());
         }
         let logged: Vec<QueueId> = if publish.persistent {
-            targets
-                .iter()
-                .copied()
-                .filter(|id| self.queues[id].is_logged())
-                .collect()
+            targets.iter().copied().filter(|id| self.queues[id].is_logged()).collect()
         } else {
             Vec::new()
         };
@@ -657,11 +537,7 @@ impl<S: Storage> Broker<S> {
                 if let Some(sequence) = publish.confirm {
                     self.outbox.push(
                         origin.connection,
-                        Event::ConfirmNack {
-                            channel: origin.channel,
-                            sequence,
-                            multiple: false,
-                        },
+                        Event::ConfirmNack { channel: origin.channel, sequence, multiple: false },
                     );
                     return Ok(());
                 }
@@ -693,14 +569,7 @@ impl<S: Storage> Broker<S> {
             self.mark_dirty(id);
         }
         if let Some(sequence) = publish.confirm {
-            self.reply(
-                origin.connection,
-                Event::ConfirmAck {
-                    channel: origin.channel,
-                    sequence,
-                    multiple: false,
-                },
-            );
+            self.reply(origin.connection, Event::ConfirmAck { channel: origin.channel, sequence, multiple: false });
         }
         Ok(())
     }
@@ -709,18 +578,15 @@ impl<S: Storage> Broker<S> {
     /// key names the queue.
     fn route(&self, vhost: &str, publish: &Publish) -> Result<Vec<QueueId>, EngineError> {
         if !publish.exchange.is_empty() {
-            return Err(error(
-                ErrorKind::NotFound,
-                format!("no exchange '{}' in vhost '{vhost}'", publish.exchange),
-            ));
+            return Err(error(ErrorKind::NotFound, format!("no exchange '{}' in vhost '{vhost}'", publish.exchange)));
         }
         let Some(&id) = self.vhosts[vhost].get(&publish.routing_key) else {
             return Ok(Vec::new());
         };
         match self.queues[&id].exclusive_owner {
-            Some(owner) if owner != publish.origin.connection => Err(self
-                .lookup_queue(publish.origin.connection, &publish.routing_key)
-                .expect_err("locked")),
+            Some(owner) if owner != publish.origin.connection => {
+                Err(self.lookup_queue(publish.origin.connection, &publish.routing_key).expect_err("locked"))
+            }
             _ => Ok(vec![id]),
         }
     }
@@ -749,30 +615,15 @@ impl<S: Storage> Broker<S> {
         let channel = self.channel_mut(origin)?;
         let tag: Arc<str> = if consumer_tag.is_empty() {
             channel.next_consumer_tag += 1;
-            format!(
-                "amq.ctag-{}.{}.{}",
-                origin.connection, origin.channel, channel.next_consumer_tag
-            )
-            .into()
+            format!("amq.ctag-{}.{}.{}", origin.connection, origin.channel, channel.next_consumer_tag).into()
         } else {
             consumer_tag.into()
         };
         if channel.consumers.contains_key(&tag) {
-            return Err(error(
-                ErrorKind::NotAllowed,
-                format!("attempt to reuse consumer tag '{tag}'"),
-            ));
+            return Err(error(ErrorKind::NotAllowed, format!("attempt to reuse consumer tag '{tag}'")));
         }
         let prefetch_limit = channel.prefetch_per_consumer;
-        channel.consumers.insert(
-            Arc::clone(&tag),
-            ConsumerState {
-                queue: id,
-                no_ack,
-                prefetch_limit,
-                unacked: 0,
-            },
-        );
+        channel.consumers.insert(Arc::clone(&tag), ConsumerState { queue: id, no_ack, prefetch_limit, unacked: 0 });
         let queue = self.queues.get_mut(&id).expect("looked up");
         queue.consumers.push(ConsumerKey {
             connection: origin.connection,
@@ -782,13 +633,7 @@ impl<S: Storage> Broker<S> {
         queue.had_consumers = true;
         queue.exclusive_consumer = exclusive;
         if !no_wait {
-            self.reply(
-                origin.connection,
-                Event::ConsumeOk {
-                    channel: origin.channel,
-                    consumer_tag: tag.to_string(),
-                },
-            );
+            self.reply(origin.connection, Event::ConsumeOk { channel: origin.channel, consumer_tag: tag.to_string() });
         }
         self.mark_dirty(id);
         Ok(())
@@ -800,20 +645,13 @@ impl<S: Storage> Broker<S> {
         if let Some((tag, consumer)) = channel.consumers.remove_entry(consumer_tag) {
             self.remove_consumer(
                 consumer.queue,
-                &ConsumerKey {
-                    connection: origin.connection,
-                    channel: origin.channel,
-                    tag,
-                },
+                &ConsumerKey { connection: origin.connection, channel: origin.channel, tag },
             );
         }
         if !no_wait {
             self.reply(
                 origin.connection,
-                Event::CancelOk {
-                    channel: origin.channel,
-                    consumer_tag: consumer_tag.into(),
-                },
+                Event::CancelOk { channel: origin.channel, consumer_tag: consumer_tag.into() },
             );
         }
         Ok(())
@@ -839,50 +677,31 @@ impl<S: Storage> Broker<S> {
             channel.prefetch_per_consumer = prefetch_count;
         }
         self.mark_consumed_queues_dirty(origin.connection, Some(origin.channel));
-        self.reply(
-            origin.connection,
-            Event::QosOk {
-                channel: origin.channel,
-            },
-        );
+        self.reply(origin.connection, Event::QosOk { channel: origin.channel });
         Ok(())
     }
 
     fn get(&mut self, origin: Origin, queue_name: &str, no_ack: bool) -> Result<(), EngineError> {
         let id = self.lookup_queue(origin.connection, queue_name)?;
         self.channel_mut(origin)?;
-        let queue = self.queues.get_mut(&id).expect("looked up");
-        let Some(entry) = queue.messages.deliver(no_ack) else {
-            self.reply(
-                origin.connection,
-                Event::GetEmpty {
-                    channel: origin.channel,
-                },
-            );
-            return Ok(());
-        };
-        let message_count = clamp_u32(queue.messages.stats().ready_messages);
-        let Some(message) = self.load_message(id, &entry, no_ack) else {
-            self.reply(
-                origin.connection,
-                Event::GetEmpty {
-                    channel: origin.channel,
-                },
-            );
-            return Ok(());
+        // A message whose body cannot be read is dropped and reported by `load_message`;
+        // the get goes on to the next one.
+        let (entry, message, message_count) = loop {
+            let queue = self.queues.get_mut(&id).expect("looked up");
+            let Some(entry) = queue.messages.deliver(no_ack) else {
+                self.reply(origin.connection, Event::GetEmpty { channel: origin.channel });
+                return Ok(());
+            };
+            let message_count = clamp_u32(queue.messages.stats().ready_messages);
+            if let Some(message) = self.load_message(id, &entry, no_ack) {
+                break (entry, message, message_count);
+            }
         };
         let channel = self.channel_mut(origin)?;
         let delivery_tag = channel.next_delivery_tag;
         channel.next_delivery_tag += 1;
         if !no_ack {
-            channel.unacked.insert(
-                delivery_tag,
-                Unacked {
-                    queue: id,
-                    seq: entry.seq,
-                    consumer: None,
-                },
-            );
+            channel.unacked.insert(delivery_tag, Unacked { queue: id, seq: entry.seq, consumer: None });
         }
         self.reply(
             origin.connection,
@@ -916,10 +735,7 @@ impl<S: Storage> Broker<S> {
             let rest = channel.unacked.split_off(&upto.saturating_add(1));
             std::mem::replace(&mut channel.unacked, rest).into_iter().collect()
         } else {
-            let unacked = channel
-                .unacked
-                .remove(&delivery_tag)
-                .ok_or_else(|| unknown_tag(delivery_tag))?;
+            let unacked = channel.unacked.remove(&delivery_tag).ok_or_else(|| unknown_tag(delivery_tag))?;
             vec![(delivery_tag, unacked)]
         };
         for (_, unacked) in &taken {
@@ -962,12 +778,7 @@ impl<S: Storage> Broker<S> {
                 self.mark_dirty(unacked.queue);
             }
         }
-        self.reply(
-            origin.connection,
-            Event::RecoverOk {
-                channel: origin.channel,
-            },
-        );
+        self.reply(origin.connection, Event::RecoverOk { channel: origin.channel });
         Ok(())
     }
 
@@ -1013,9 +824,7 @@ impl<S: Storage> Broker<S> {
             }
             let count = queue.consumers.len();
             let start = queue.next_consumer % count;
-            let chosen = (0..count)
-                .map(|i| (start + i) % count)
-                .find(|&i| self.consumer_has_room(&queue.consumers[i]));
+            let chosen = (0..count).map(|i| (start + i) % count).find(|&i| self.consumer_has_room(&queue.consumers[i]));
             let Some(index) = chosen else {
                 return;
             };
@@ -1026,11 +835,7 @@ impl<S: Storage> Broker<S> {
     }
 
     fn consumer_has_room(&self, key: &ConsumerKey) -> bool {
-        let Some(channel) = self
-            .connections
-            .get(&key.connection)
-            .and_then(|c| c.channels.get(&key.channel))
-        else {
+        let Some(channel) = self.connections.get(&key.connection).and_then(|c| c.channels.get(&key.channel)) else {
             return false;
         };
         let Some(consumer) = channel.consumers.get(&key.tag) else {
@@ -1044,20 +849,12 @@ impl<S: Storage> Broker<S> {
                 return false;
             }
         }
-        self.sinks
-            .get(&key.connection)
-            .is_some_and(|sink| sink.shared.has_room())
+        self.sinks.get(&key.connection).is_some_and(|sink| sink.shared.has_room())
     }
 
     fn deliver_to(&mut self, id: QueueId, key: &ConsumerKey) {
         let no_ack = self.connections[&key.connection].channels[&key.channel].consumers[&key.tag].no_ack;
-        let entry = self
-            .queues
-            .get_mut(&id)
-            .expect("present")
-            .messages
-            .deliver(no_ack)
-            .expect("has ready");
+        let entry = self.queues.get_mut(&id).expect("present").messages.deliver(no_ack).expect("has ready");
         let Some(message) = self.load_message(id, &entry, no_ack) else {
             return;
         };
@@ -1069,14 +866,9 @@ impl<S: Storage> Broker<S> {
         let delivery_tag = channel.next_delivery_tag;
         channel.next_delivery_tag += 1;
         if !no_ack {
-            channel.unacked.insert(
-                delivery_tag,
-                Unacked {
-                    queue: id,
-                    seq: entry.seq,
-                    consumer: Some(Arc::clone(&key.tag)),
-                },
-            );
+            channel
+                .unacked
+                .insert(delivery_tag, Unacked { queue: id, seq: entry.seq, consumer: Some(Arc::clone(&key.tag)) });
             channel.unacked_by_consumers += 1;
             channel.consumers.get_mut(&key.tag).expect("present").unacked += 1;
         }
@@ -1113,11 +905,7 @@ impl<S: Storage> Broker<S> {
                 Err(e) => format!("message {} at {pos:?}: {e}", entry.seq),
             },
         };
-        tracing::error!(
-            queue,
-            seq = entry.seq,
-            "cannot read a message body, dropping it: {failure}"
-        );
+        tracing::error!(queue, seq = entry.seq, "cannot read a message body, dropping it: {failure}");
         self.read_only.get_or_insert(failure);
         if !already_removed {
             if let Some(q) = self.queues.get_mut(&queue) {
@@ -1226,10 +1014,8 @@ fn clamp_u32(n: u64) -> u32 {
 /// A 22-character suffix for server-named queues, unique per broker run and connection.
 fn generated_suffix(queue_id: u32, connection: ConnectionId) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let mut state = nanos ^ (u64::from(queue_id) << 32) ^ connection.rotate_left(17);
     (0..22)
         .map(|_| {
@@ -1256,25 +1042,13 @@ fn check_equivalent(queue: &QueueState, declare: &QueueDeclare, vhost: &str) -> 
         )
     };
     if queue.durable != declare.durable {
-        return Err(mismatch(
-            "durable",
-            declare.durable.to_string(),
-            queue.durable.to_string(),
-        ));
+        return Err(mismatch("durable", declare.durable.to_string(), queue.durable.to_string()));
     }
     if queue.auto_delete != declare.auto_delete {
-        return Err(mismatch(
-            "auto_delete",
-            declare.auto_delete.to_string(),
-            queue.auto_delete.to_string(),
-        ));
+        return Err(mismatch("auto_delete", declare.auto_delete.to_string(), queue.auto_delete.to_string()));
     }
     if queue.exclusive_owner.is_some() != declare.exclusive {
-        return Err(mismatch(
-            "exclusive",
-            declare.exclusive.to_string(),
-            queue.exclusive_owner.is_some().to_string(),
-        ));
+        return Err(mismatch("exclusive", declare.exclusive.to_string(), queue.exclusive_owner.is_some().to_string()));
     }
     for (key, value) in &declare.arguments {
         let current = queue.arguments.iter().find(|(k, _)| k == key).map(|(_, v)| v);

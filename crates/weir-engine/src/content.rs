@@ -34,12 +34,7 @@ fn weight(message: &Message) -> u64 {
 
 impl ContentStore {
     pub fn new(cache_budget_bytes: u64) -> Self {
-        Self {
-            entries: HashMap::new(),
-            cached_bytes: 0,
-            pinned_bytes: 0,
-            cache_budget_bytes,
-        }
+        Self { entries: HashMap::new(), cached_bytes: 0, pinned_bytes: 0, cache_budget_bytes }
     }
 
     /// Remember a new message referenced by `references` queue entries. A pinned message is
@@ -53,14 +48,7 @@ impl ContentStore {
         } else {
             self.cached_bytes += bytes;
         }
-        let previous = self.entries.insert(
-            seq,
-            Stored {
-                message: Arc::clone(message),
-                references,
-                pinned,
-            },
-        );
+        let previous = self.entries.insert(seq, Stored { message: Arc::clone(message), references, pinned });
         assert!(previous.is_none(), "message {seq} stored twice");
     }
 

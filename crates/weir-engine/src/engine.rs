@@ -99,21 +99,12 @@ impl Engine {
         let (broker, report) =
             crate::recovery::recover(storage.clone(), config.log.clone(), config.cache_budget_bytes)?;
         let (inbox_sender, inbox) = flume::bounded(config.inbox_capacity);
-        let handle = EngineHandle {
-            inbox: inbox_sender.clone(),
-            next_connection: Arc::new(AtomicU64::new(1)),
-        };
+        let handle = EngineHandle { inbox: inbox_sender.clone(), next_connection: Arc::new(AtomicU64::new(1)) };
         let checkpointer = Checkpointer::start(storage, inbox_sender)?;
         let thread = std::thread::Builder::new()
             .name("weir-engine".into())
             .spawn(move || run(broker, inbox, checkpointer, config))?;
-        Ok((
-            Self {
-                handle,
-                thread: Some(thread),
-            },
-            report,
-        ))
+        Ok((Self { handle, thread: Some(thread) }, report))
     }
 
     pub fn handle(&self) -> EngineHandle {
@@ -149,21 +140,15 @@ struct Checkpointer {
 impl Checkpointer {
     fn start<S: Storage>(storage: S, inbox: flume::Sender<Command>) -> std::io::Result<Self> {
         let (jobs, receiver) = flume::bounded::<(u64, Vec<u8>)>(1);
-        let thread = std::thread::Builder::new()
-            .name("weir-checkpoint".into())
-            .spawn(move || {
-                for (lsn, payload) in receiver {
-                    let result = weir_log::write_checkpoint(&storage, lsn, &payload).map_err(|e| e.to_string());
-                    if inbox.send(Command::CheckpointWritten { lsn, result }).is_err() {
-                        return;
-                    }
+        let thread = std::thread::Builder::new().name("weir-checkpoint".into()).spawn(move || {
+            for (lsn, payload) in receiver {
+                let result = weir_log::write_checkpoint(&storage, lsn, &payload).map_err(|e| e.to_string());
+                if inbox.send(Command::CheckpointWritten { lsn, result }).is_err() {
+                    return;
                 }
-            })?;
-        Ok(Self {
-            jobs: Some(jobs),
-            thread: Some(thread),
-            in_flight: false,
-        })
+            }
+        })?;
+        Ok(Self { jobs: Some(jobs), thread: Some(thread), in_flight: false })
     }
 
     fn submit(&mut self, lsn: u64, payload: Vec<u8>) {
@@ -310,9 +295,7 @@ fn compact<S: Storage>(broker: &mut Broker<S>, segments: &HashSet<u32>) {
             Ok(record) => record,
             Err(e) => {
                 tracing::error!(seq, "compaction cannot read message at {pos:?}: {e}");
-                broker
-                    .read_only
-                    .get_or_insert(format!("compaction read failed at {pos:?}: {e}"));
+                broker.read_only.get_or_insert(format!("compaction read failed at {pos:?}: {e}"));
                 return;
             }
         };
@@ -347,12 +330,7 @@ fn compact<S: Storage>(broker: &mut Broker<S>, segments: &HashSet<u32>) {
 
 /// Verify one sealed segment not verified yet in this run.
 fn scrub_one<S: Storage>(broker: &mut Broker<S>, scrubbed: &mut HashSet<u32>) {
-    let Some(segment) = broker
-        .log
-        .segments()
-        .into_iter()
-        .find(|s| !s.active && !scrubbed.contains(&s.id))
-    else {
+    let Some(segment) = broker.log.segments().into_iter().find(|s| !s.active && !scrubbed.contains(&s.id)) else {
         return;
     };
     scrubbed.insert(segment.id);
@@ -362,10 +340,9 @@ fn scrub_one<S: Storage>(broker: &mut Broker<S>, scrubbed: &mut HashSet<u32>) {
             for corruption in &corruptions {
                 tracing::error!(segment = segment.id, "scrub found corruption: {corruption}");
             }
-            broker.read_only.get_or_insert(format!(
-                "scrub found corruption in segment {}: {}",
-                segment.id, corruptions[0]
-            ));
+            broker
+                .read_only
+                .get_or_insert(format!("scrub found corruption in segment {}: {}", segment.id, corruptions[0]));
         }
         Err(e) => tracing::warn!(segment = segment.id, "scrub could not read segment: {e}"),
     }

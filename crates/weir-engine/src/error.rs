@@ -30,10 +30,7 @@ pub struct EngineError {
 
 impl EngineError {
     pub fn new(kind: ErrorKind, text: impl Into<String>) -> Self {
-        Self {
-            kind,
-            text: text.into(),
-        }
+        Self { kind, text: text.into() }
     }
 }
 

@@ -78,22 +78,10 @@ impl Outbox {
 fn refuse(event: Event, reason: &str) -> Event {
     let error = || EngineError::new(ErrorKind::InternalError, format!("log write failed: {reason}"));
     match event {
-        Event::ConfirmAck {
-            channel,
-            sequence,
-            multiple,
-        } => Event::ConfirmNack {
-            channel,
-            sequence,
-            multiple,
-        },
+        Event::ConfirmAck { channel, sequence, multiple } => Event::ConfirmNack { channel, sequence, multiple },
         Event::QueueDeclareOk { channel, .. }
         | Event::QueueDeleteOk { channel, .. }
-        | Event::QueuePurgeOk { channel, .. } => Event::ChannelError {
-            channel,
-            method: 0,
-            error: error(),
-        },
+        | Event::QueuePurgeOk { channel, .. } => Event::ChannelError { channel, method: 0, error: error() },
         other => other,
     }
 }
@@ -109,12 +97,7 @@ fn send(sinks: &HashMap<ConnectionId, EventSink>, connection: ConnectionId, even
     let mut merged: Vec<Event> = Vec::with_capacity(events.len());
     for event in events {
         if let Event::ConfirmAck { channel, sequence, .. } = event {
-            if let Some(Event::ConfirmAck {
-                channel: last_channel,
-                sequence: last,
-                multiple,
-            }) = merged.last_mut()
-            {
+            if let Some(Event::ConfirmAck { channel: last_channel, sequence: last, multiple }) = merged.last_mut() {
                 if *last_channel == channel && *last + 1 == sequence {
                     *last = sequence;
                     *multiple = true;
@@ -135,13 +118,7 @@ mod tests {
 
     fn sink() -> (EventSink, flume::Receiver<Vec<Event>>) {
         let (sender, receiver) = flume::unbounded();
-        (
-            EventSink {
-                sender,
-                shared: Arc::default(),
-            },
-            receiver,
-        )
+        (EventSink { sender, shared: Arc::default() }, receiver)
     }
 
     #[test]
@@ -150,14 +127,7 @@ mod tests {
         let sinks = HashMap::from([(1, s)]);
         let mut outbox = Outbox::default();
         outbox.push(1, Event::QosOk { channel: 1 });
-        outbox.push_gated(
-            1,
-            Event::ConfirmAck {
-                channel: 1,
-                sequence: 1,
-                multiple: false,
-            },
-        );
+        outbox.push_gated(1, Event::ConfirmAck { channel: 1, sequence: 1, multiple: false });
         outbox.push(1, Event::GetEmpty { channel: 1 });
         outbox.send_ungated(&sinks);
         let first = rx.try_recv().unwrap();
@@ -165,10 +135,7 @@ mod tests {
         assert!(rx.try_recv().is_err(), "gated events and those behind them wait");
         outbox.send_after_commit(&sinks, None);
         let rest = rx.try_recv().unwrap();
-        assert!(matches!(
-            rest.as_slice(),
-            [Event::ConfirmAck { .. }, Event::GetEmpty { .. }]
-        ));
+        assert!(matches!(rest.as_slice(), [Event::ConfirmAck { .. }, Event::GetEmpty { .. }]));
         assert!(outbox.is_empty());
     }
 
@@ -178,38 +145,16 @@ mod tests {
         let sinks = HashMap::from([(1, s)]);
         let mut outbox = Outbox::default();
         for sequence in 1..=3 {
-            outbox.push_gated(
-                1,
-                Event::ConfirmAck {
-                    channel: 1,
-                    sequence,
-                    multiple: false,
-                },
-            );
+            outbox.push_gated(1, Event::ConfirmAck { channel: 1, sequence, multiple: false });
         }
-        outbox.push_gated(
-            1,
-            Event::ConfirmAck {
-                channel: 2,
-                sequence: 1,
-                multiple: false,
-            },
-        );
+        outbox.push_gated(1, Event::ConfirmAck { channel: 2, sequence: 1, multiple: false });
         outbox.send_after_commit(&sinks, None);
         let got = rx.try_recv().unwrap();
         assert!(matches!(
             got.as_slice(),
             [
-                Event::ConfirmAck {
-                    channel: 1,
-                    sequence: 3,
-                    multiple: true
-                },
-                Event::ConfirmAck {
-                    channel: 2,
-                    sequence: 1,
-                    multiple: false
-                }
+                Event::ConfirmAck { channel: 1, sequence: 3, multiple: true },
+                Event::ConfirmAck { channel: 2, sequence: 1, multiple: false }
             ]
         ));
     }
@@ -219,14 +164,7 @@ mod tests {
         let (s, rx) = sink();
         let sinks = HashMap::from([(1, s)]);
         let mut outbox = Outbox::default();
-        outbox.push_gated(
-            1,
-            Event::ConfirmAck {
-                channel: 1,
-                sequence: 1,
-                multiple: false,
-            },
-        );
+        outbox.push_gated(1, Event::ConfirmAck { channel: 1, sequence: 1, multiple: false });
         outbox.send_after_commit(&sinks, Some("EIO"));
         let got = rx.try_recv().unwrap();
         assert!(matches!(got.as_slice(), [Event::ConfirmNack { sequence: 1, .. }]));

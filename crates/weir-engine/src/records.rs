@@ -30,10 +30,7 @@ pub fn location_of(pos: RecordPos) -> u64 {
 }
 
 pub fn pos_of(location: u64) -> Option<RecordPos> {
-    (location != LOCATION_MEMORY).then_some(RecordPos {
-        segment: (location >> 32) as u32,
-        offset: location as u32,
-    })
+    (location != LOCATION_MEMORY).then_some(RecordPos { segment: (location >> 32) as u32, offset: location as u32 })
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -118,10 +115,7 @@ impl<'a> Reader<'a> {
         Self { buf, what }
     }
     fn err(&self, detail: impl Into<String>) -> DecodeError {
-        DecodeError {
-            what: self.what,
-            detail: detail.into(),
-        }
+        DecodeError { what: self.what, detail: detail.into() }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
@@ -339,12 +333,7 @@ pub fn decode_enqueue_header(payload: &[u8]) -> Result<EnqueueHeader, DecodeErro
     let body = r.bytes32()?;
     let body_len = body.len() as u32;
     r.finish()?;
-    Ok(EnqueueHeader {
-        seq,
-        flags,
-        queue_ids,
-        body_len,
-    })
+    Ok(EnqueueHeader { seq, flags, queue_ids, body_len })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -422,11 +411,7 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
         queues.push((queue, entries));
     }
     r.finish()?;
-    Ok(Snapshot {
-        next_message_seq,
-        next_queue_id,
-        queues,
-    })
+    Ok(Snapshot { next_message_seq, next_queue_id, queues })
 }
 
 #[cfg(test)]
@@ -476,27 +461,14 @@ mod tests {
         assert_eq!(decoded.queue_ids, vec![1, 2]);
         assert_eq!(decoded.message, message);
         for cut in 0..w.buf.len() {
-            assert!(
-                decode_enqueue(Bytes::copy_from_slice(&w.buf[..cut])).is_err(),
-                "cut {cut}"
-            );
+            assert!(decode_enqueue(Bytes::copy_from_slice(&w.buf[..cut])).is_err(), "cut {cut}");
         }
     }
 
     #[test]
     fn snapshot_round_trip() {
-        let entry = MessageEntry {
-            seq: 3,
-            location: 9,
-            size_bytes: 4,
-            delivery_count: 1,
-            flags: 1,
-        };
-        let snapshot = Snapshot {
-            next_message_seq: 10,
-            next_queue_id: 8,
-            queues: vec![(queue(), vec![entry])],
-        };
+        let entry = MessageEntry { seq: 3, location: 9, size_bytes: 4, delivery_count: 1, flags: 1 };
+        let snapshot = Snapshot { next_message_seq: 10, next_queue_id: 8, queues: vec![(queue(), vec![entry])] };
         let bytes = encode_snapshot(&snapshot);
         assert_eq!(decode_snapshot(&bytes).unwrap(), snapshot);
         assert!(decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
@@ -511,10 +483,7 @@ mod tests {
 
     #[test]
     fn location_encoding() {
-        let pos = RecordPos {
-            segment: 3,
-            offset: 4096,
-        };
+        let pos = RecordPos { segment: 3, offset: 4096 };
         assert_eq!(pos_of(location_of(pos)), Some(pos));
         assert_eq!(pos_of(LOCATION_MEMORY), None);
     }

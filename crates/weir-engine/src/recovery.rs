@@ -49,10 +49,7 @@ impl Rebuilt {
     }
 
     fn add_queue(&mut self, queue: QueueState) {
-        self.vhosts
-            .entry(queue.vhost.clone())
-            .or_default()
-            .insert(queue.name.clone(), queue.id);
+        self.vhosts.entry(queue.vhost.clone()).or_default().insert(queue.name.clone(), queue.id);
         self.next_queue_id = self.next_queue_id.max(queue.id + 1);
         self.queues.insert(queue.id, queue);
     }
@@ -112,13 +109,7 @@ impl Rebuilt {
 }
 
 fn probe_entry(seq: u64, location: u64, size_bytes: u32) -> MessageEntry {
-    MessageEntry {
-        seq,
-        location,
-        size_bytes,
-        delivery_count: 0,
-        flags: ENTRY_FLAG_PERSISTENT,
-    }
+    MessageEntry { seq, location, size_bytes, delivery_count: 0, flags: ENTRY_FLAG_PERSISTENT }
 }
 
 /// Load the checkpoint, open the log replaying what follows it, and build the broker.
@@ -129,18 +120,15 @@ pub(crate) fn recover<S: Storage>(
 ) -> Result<(Broker<S>, RecoveryReport), StartError> {
     let checkpoint = weir_log::load_checkpoint(&storage)?;
     let (snapshot, replay_after) = match checkpoint {
-        Some((lsn, payload)) => (
-            records::decode_snapshot(&payload).map_err(|e| StartError::Checkpoint(e.to_string()))?,
-            lsn,
-        ),
+        Some((lsn, payload)) => {
+            (records::decode_snapshot(&payload).map_err(|e| StartError::Checkpoint(e.to_string()))?, lsn)
+        }
         None => (Snapshot::default(), 0),
     };
     let mut rebuilt = Rebuilt::from_snapshot(snapshot);
     let mut on_record = |record: RecordView<'_>| {
         let (lsn, pos) = (record.lsn, record.pos);
-        rebuilt
-            .apply(record)
-            .map_err(|e| ReplayError::new(format!("record lsn {lsn} at {pos:?}: {e}")))
+        rebuilt.apply(record).map_err(|e| ReplayError::new(format!("record lsn {lsn} at {pos:?}: {e}")))
     };
     let (log, report) = Log::open(storage, log_config, replay_after, &mut on_record)?;
     let mut broker = Broker::new(log, cache_budget_bytes);
@@ -170,10 +158,6 @@ impl<S: Storage> Broker<S> {
             })
             .collect();
         queues.sort_by_key(|(q, _)| q.queue_id);
-        Snapshot {
-            next_message_seq: self.next_message_seq,
-            next_queue_id: self.next_queue_id,
-            queues,
-        }
+        Snapshot { next_message_seq: self.next_message_seq, next_queue_id: self.next_queue_id, queues }
     }
 }

@@ -166,13 +166,7 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64) -> MessageEntry {
-        MessageEntry {
-            seq,
-            location: seq * 10,
-            size_bytes: 5,
-            delivery_count: 0,
-            flags: 0,
-        }
+        MessageEntry { seq, location: seq * 10, size_bytes: 5, delivery_count: 0, flags: 0 }
     }
 
     #[test]

@@ -83,19 +83,11 @@ fn run(seed: u64, steps: usize) {
             }
             4 => {
                 let seq = pick_seq(&mut rng);
-                assert_eq!(
-                    queue.requeue(seq),
-                    model.requeue(seq),
-                    "seed {seed} step {step}: requeue {seq}"
-                );
+                assert_eq!(queue.requeue(seq), model.requeue(seq), "seed {seed} step {step}: requeue {seq}");
             }
             5 => {
                 let seq = pick_seq(&mut rng);
-                assert_eq!(
-                    queue.remove(seq),
-                    model.remove(seq),
-                    "seed {seed} step {step}: remove {seq}"
-                );
+                assert_eq!(queue.remove(seq), model.remove(seq), "seed {seed} step {step}: remove {seq}");
             }
             _ => {
                 let seq = pick_seq(&mut rng);
@@ -106,29 +98,14 @@ fn run(seed: u64, steps: usize) {
                     .chain(model.unacked.values_mut())
                     .find(|e| e.seq == seq)
                     .map(|e| std::mem::replace(&mut e.location, location));
-                assert_eq!(
-                    queue.relocate(seq, location),
-                    in_model,
-                    "seed {seed} step {step}: relocate {seq}"
-                );
+                assert_eq!(queue.relocate(seq, location), in_model, "seed {seed} step {step}: relocate {seq}");
             }
         }
         let stats = queue.stats();
-        assert_eq!(
-            stats.ready_messages as usize,
-            model.ready.len(),
-            "seed {seed} step {step}: ready count"
-        );
-        assert_eq!(
-            stats.unacked_messages as usize,
-            model.unacked.len(),
-            "seed {seed} step {step}: unacked count"
-        );
+        assert_eq!(stats.ready_messages as usize, model.ready.len(), "seed {seed} step {step}: ready count");
+        assert_eq!(stats.unacked_messages as usize, model.unacked.len(), "seed {seed} step {step}: unacked count");
         let model_ready_bytes: u64 = model.ready.iter().map(|e| u64::from(e.size_bytes)).sum();
-        assert_eq!(
-            stats.ready_bytes, model_ready_bytes,
-            "seed {seed} step {step}: ready bytes"
-        );
+        assert_eq!(stats.ready_bytes, model_ready_bytes, "seed {seed} step {step}: ready bytes");
     }
 }
 

@@ -68,16 +68,10 @@ impl ServeArgs {
         } else if let Some(list) = file.amqp_listen {
             list
         } else {
-            DEFAULT_AMQP_LISTEN
-                .iter()
-                .map(|a| a.parse().expect("valid default"))
-                .collect()
+            DEFAULT_AMQP_LISTEN.iter().map(|a| a.parse().expect("valid default")).collect()
         };
         Ok(Settings {
-            data_dir: self
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("weir-data")),
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("weir-data")),
             amqp_listen,
             segment_size_bytes: self
                 .segment_size_bytes
@@ -87,10 +81,7 @@ impl ServeArgs {
                 .checkpoint_interval_bytes
                 .or(file.checkpoint_interval_bytes)
                 .unwrap_or(engine.checkpoint_interval_bytes),
-            cache_bytes: self
-                .cache_bytes
-                .or(file.cache_bytes)
-                .unwrap_or(engine.cache_budget_bytes),
+            cache_bytes: self.cache_bytes.or(file.cache_bytes).unwrap_or(engine.cache_budget_bytes),
         })
     }
 }
@@ -104,11 +95,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.toml");
         std::fs::write(&path, "data_dir = \"/from/file\"\nsegment_size_bytes = 1048576\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            data_dir: Some("/from/flag".into()),
-            ..Default::default()
-        };
+        let args = ServeArgs { config: Some(path), data_dir: Some("/from/flag".into()), ..Default::default() };
         let settings = args.resolve().unwrap();
         assert_eq!(settings.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(settings.segment_size_bytes, 1 << 20);
@@ -120,12 +107,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.toml");
         std::fs::write(&path, "data_dri = \"x\"\n").unwrap();
-        let error = ServeArgs {
-            config: Some(path),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err();
+        let error = ServeArgs { config: Some(path), ..Default::default() }.resolve().unwrap_err();
         assert!(error.contains("data_dri"), "{error}");
     }
 }

@@ -7,11 +7,7 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "weir",
-    version,
-    about = "Weir: a durable, transactional message-queue broker that speaks AMQP 0-9-1"
-)]
+#[command(name = "weir", version, about = "Weir: a durable, transactional message-queue broker that speaks AMQP 0-9-1")]
 struct Cli {
     #[command(subcommand)]
     command: Commands,

@@ -15,18 +15,13 @@ use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 async fn connect(broker: &Broker) -> (Connection, Channel) {
-    let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
-        .await
-        .expect("connect");
+    let connection = Connection::connect(&broker.url(), ConnectionProperties::default()).await.expect("connect");
     let channel = connection.create_channel().await.expect("channel");
     (connection, channel)
 }
 
 fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    }
+    QueueDeclareOptions { durable: true, ..Default::default() }
 }
 
 fn persistent() -> BasicProperties {
@@ -35,13 +30,7 @@ fn persistent() -> BasicProperties {
 
 async fn publish(channel: &Channel, queue: &str, body: &[u8], properties: BasicProperties) -> Confirmation {
     channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        )
+        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, properties)
         .await
         .expect("publish")
         .await
@@ -49,11 +38,7 @@ async fn publish(channel: &Channel, queue: &str, body: &[u8], properties: BasicP
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 #[test]
@@ -63,10 +48,7 @@ fn publish_confirm_consume_ack_and_survive_restart() {
     runtime().block_on(async {
         let (connection, channel) = connect(&broker).await;
         channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        let queue = channel
-            .queue_declare("orders".into(), durable(), FieldTable::default())
-            .await
-            .unwrap();
+        let queue = channel.queue_declare("orders".into(), durable(), FieldTable::default()).await.unwrap();
         assert_eq!(queue.message_count(), 0);
         for i in 0..10 {
             let confirmation = publish(&channel, "orders", format!("m{i}").as_bytes(), persistent()).await;
@@ -77,10 +59,7 @@ fn publish_confirm_consume_ack_and_survive_restart() {
         let queue = channel
             .queue_declare(
                 "orders".into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
+                QueueDeclareOptions { passive: true, ..Default::default() },
                 FieldTable::default(),
             )
             .await
@@ -93,12 +72,7 @@ fn publish_confirm_consume_ack_and_survive_restart() {
         let (connection, channel) = connect(&broker).await;
         channel.basic_qos(5, BasicQosOptions::default()).await.unwrap();
         let mut consumer = channel
-            .basic_consume(
-                "orders".into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+            .basic_consume("orders".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
             .unwrap();
         for i in 0..10 {
@@ -110,10 +84,7 @@ fn publish_confirm_consume_ack_and_survive_restart() {
         let queue = channel
             .queue_declare(
                 "orders".into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
+                QueueDeclareOptions { passive: true, ..Default::default() },
                 FieldTable::default(),
             )
             .await
@@ -124,10 +95,7 @@ fn publish_confirm_consume_ack_and_survive_restart() {
     broker.restart();
     runtime().block_on(async {
         let (_connection, channel) = connect(&broker).await;
-        let got = channel
-            .basic_get("orders".into(), BasicGetOptions::default())
-            .await
-            .unwrap();
+        let got = channel.basic_get("orders".into(), BasicGetOptions::default()).await.unwrap();
         assert!(got.is_none(), "acked messages stay acked across restarts");
     });
 }
@@ -138,76 +106,31 @@ fn get_nack_reject_requeue_and_redelivered_flag() {
     let broker = Broker::start(&dir.path().join("data"), &[]);
     runtime().block_on(async {
         let (_connection, channel) = connect(&broker).await;
-        channel
-            .queue_declare("work".into(), durable(), FieldTable::default())
-            .await
-            .unwrap();
-        assert!(channel
-            .basic_get("work".into(), BasicGetOptions::default())
-            .await
-            .unwrap()
-            .is_none());
+        channel.queue_declare("work".into(), durable(), FieldTable::default()).await.unwrap();
+        assert!(channel.basic_get("work".into(), BasicGetOptions::default()).await.unwrap().is_none());
         for body in [&b"a"[..], b"b", b"c"] {
             channel
-                .basic_publish(
-                    "".into(),
-                    "work".into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    persistent(),
-                )
+                .basic_publish("".into(), "work".into(), BasicPublishOptions::default(), body, persistent())
                 .await
                 .unwrap();
         }
-        let a = channel
-            .basic_get("work".into(), BasicGetOptions::default())
-            .await
-            .unwrap()
-            .expect("a");
+        let a = channel.basic_get("work".into(), BasicGetOptions::default()).await.unwrap().expect("a");
         assert_eq!(a.delivery.data, b"a");
         assert!(!a.delivery.redelivered);
         assert_eq!(a.message_count, 2);
-        a.delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let again = channel
-            .basic_get("work".into(), BasicGetOptions::default())
-            .await
-            .unwrap()
-            .expect("a again");
+        a.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+        let again = channel.basic_get("work".into(), BasicGetOptions::default()).await.unwrap().expect("a again");
         assert_eq!(again.delivery.data, b"a", "requeued to its original place");
         assert!(again.delivery.redelivered);
-        again
-            .delivery
-            .reject(BasicRejectOptions { requeue: false })
-            .await
-            .unwrap();
-        let b = channel
-            .basic_get("work".into(), BasicGetOptions::default())
-            .await
-            .unwrap()
-            .expect("b");
+        again.delivery.reject(BasicRejectOptions { requeue: false }).await.unwrap();
+        let b = channel.basic_get("work".into(), BasicGetOptions::default()).await.unwrap().expect("b");
         assert_eq!(b.delivery.data, b"b");
         b.delivery.reject(BasicRejectOptions { requeue: true }).await.unwrap();
-        let b = channel
-            .basic_get("work".into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-            .expect("b");
+        let b = channel.basic_get("work".into(), BasicGetOptions { no_ack: true }).await.unwrap().expect("b");
         assert!(b.delivery.redelivered);
-        let purged = channel
-            .queue_purge("work".into(), QueuePurgeOptions::default())
-            .await
-            .unwrap();
+        let purged = channel.queue_purge("work".into(), QueuePurgeOptions::default()).await.unwrap();
         assert_eq!(purged, 1, "only c was left");
-        let deleted = channel
-            .queue_delete("work".into(), QueueDeleteOptions::default())
-            .await
-            .unwrap();
+        let deleted = channel.queue_delete("work".into(), QueueDeleteOptions::default()).await.unwrap();
         assert_eq!(deleted, 0);
     });
 }
@@ -218,29 +141,15 @@ fn unacked_messages_return_when_the_channel_closes() {
     let broker = Broker::start(&dir.path().join("data"), &[]);
     runtime().block_on(async {
         let (connection, channel) = connect(&broker).await;
-        channel
-            .queue_declare("q".into(), QueueDeclareOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
+        channel.queue_declare("q".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
         for i in 0..5u8 {
             channel
-                .basic_publish(
-                    "".into(),
-                    "q".into(),
-                    BasicPublishOptions::default(),
-                    &[i],
-                    BasicProperties::default(),
-                )
+                .basic_publish("".into(), "q".into(), BasicPublishOptions::default(), &[i], BasicProperties::default())
                 .await
                 .unwrap();
         }
         let mut consumer = channel
-            .basic_consume(
-                "q".into(),
-                "c1".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+            .basic_consume("q".into(), "c1".into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
             .unwrap();
         for _ in 0..5 {
@@ -251,20 +160,13 @@ fn unacked_messages_return_when_the_channel_closes() {
         let queue = channel
             .queue_declare(
                 "q".into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
+                QueueDeclareOptions { passive: true, ..Default::default() },
                 FieldTable::default(),
             )
             .await
             .unwrap();
         assert_eq!(queue.message_count(), 5);
-        let first = channel
-            .basic_get("q".into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-            .unwrap();
+        let first = channel.basic_get("q".into(), BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
         assert_eq!(first.delivery.data, [0]);
         assert!(first.delivery.redelivered);
     });
@@ -276,30 +178,16 @@ fn prefetch_limits_unacked_deliveries() {
     let broker = Broker::start(&dir.path().join("data"), &[]);
     runtime().block_on(async {
         let (_connection, channel) = connect(&broker).await;
-        channel
-            .queue_declare("p".into(), QueueDeclareOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
+        channel.queue_declare("p".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
         for i in 0..10u8 {
             channel
-                .basic_publish(
-                    "".into(),
-                    "p".into(),
-                    BasicPublishOptions::default(),
-                    &[i],
-                    BasicProperties::default(),
-                )
+                .basic_publish("".into(), "p".into(), BasicPublishOptions::default(), &[i], BasicProperties::default())
                 .await
                 .unwrap();
         }
         channel.basic_qos(3, BasicQosOptions::default()).await.unwrap();
         let mut consumer = channel
-            .basic_consume(
-                "p".into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+            .basic_consume("p".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
             .unwrap();
         let mut held = Vec::new();
@@ -323,49 +211,29 @@ fn mistakes_get_rabbitmq_reply_codes() {
         let missing = channel
             .queue_declare(
                 "nope".into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
+                QueueDeclareOptions { passive: true, ..Default::default() },
                 FieldTable::default(),
             )
             .await
             .unwrap_err();
-        assert!(
-            missing.to_string().contains("404") || format!("{missing:?}").contains("NOT_FOUND"),
-            "{missing:?}"
-        );
+        assert!(missing.to_string().contains("404") || format!("{missing:?}").contains("NOT_FOUND"), "{missing:?}");
 
         let channel = connection.create_channel().await.unwrap();
-        let reserved = channel
-            .queue_declare("amq.mine".into(), durable(), FieldTable::default())
-            .await
-            .unwrap_err();
+        let reserved = channel.queue_declare("amq.mine".into(), durable(), FieldTable::default()).await.unwrap_err();
         assert!(format!("{reserved:?}").contains("ACCESS_REFUSED"), "{reserved:?}");
 
         let channel = connection.create_channel().await.unwrap();
-        channel
-            .queue_declare("d".into(), durable(), FieldTable::default())
-            .await
-            .unwrap();
-        let inequivalent = channel
-            .queue_declare("d".into(), QueueDeclareOptions::default(), FieldTable::default())
-            .await
-            .unwrap_err();
-        assert!(
-            format!("{inequivalent:?}").contains("PRECONDITION_FAILED"),
-            "{inequivalent:?}"
-        );
+        channel.queue_declare("d".into(), durable(), FieldTable::default()).await.unwrap();
+        let inequivalent =
+            channel.queue_declare("d".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap_err();
+        assert!(format!("{inequivalent:?}").contains("PRECONDITION_FAILED"), "{inequivalent:?}");
 
         // The connection is still usable after channel-level errors.
         let channel = connection.create_channel().await.unwrap();
         let named = channel
             .queue_declare(
                 "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
+                QueueDeclareOptions { exclusive: true, ..Default::default() },
                 FieldTable::default(),
             )
             .await

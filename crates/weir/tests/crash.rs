@@ -44,32 +44,19 @@ fn parse(bytes: &[u8]) -> Option<u64> {
 }
 
 fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    }
+    QueueDeclareOptions { durable: true, ..Default::default() }
 }
 
 /// Consume everything in the queue, ack it, and make the acks durable with a confirmed
 /// publish on the same connection. Returns the ids seen (with repeats, if any).
 async fn drain(url: &str, seed: u64) -> Vec<u64> {
-    let connection = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .expect("connect");
+    let connection = Connection::connect(url, ConnectionProperties::default()).await.expect("connect");
     let channel = connection.create_channel().await.unwrap();
-    let queue = channel
-        .queue_declare(QUEUE.into(), durable(), FieldTable::default())
-        .await
-        .unwrap();
+    let queue = channel.queue_declare(QUEUE.into(), durable(), FieldTable::default()).await.unwrap();
     let expected = queue.message_count() as usize;
     channel.basic_qos(500, BasicQosOptions::default()).await.unwrap();
     let mut consumer = channel
-        .basic_consume(
-            QUEUE.into(),
-            "drain".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+        .basic_consume(QUEUE.into(), "drain".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .unwrap();
     let mut seen = Vec::with_capacity(expected);
@@ -87,10 +74,7 @@ async fn drain(url: &str, seed: u64) -> Vec<u64> {
     let barrier = connection.create_channel().await.unwrap();
     barrier.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     // Durable, so the barrier's confirm waits for an fsync that also covers the acks.
-    barrier
-        .queue_declare("barrier".into(), durable(), FieldTable::default())
-        .await
-        .unwrap();
+    barrier.queue_declare("barrier".into(), durable(), FieldTable::default()).await.unwrap();
     let confirmation = barrier
         .basic_publish(
             "".into(),
@@ -125,11 +109,7 @@ async fn publish_until_killed(
     if channel.confirm_select(ConfirmSelectOptions::default()).await.is_err() {
         return;
     }
-    if channel
-        .queue_declare(QUEUE.into(), durable(), FieldTable::default())
-        .await
-        .is_err()
-    {
+    if channel.queue_declare(QUEUE.into(), durable(), FieldTable::default()).await.is_err() {
         return;
     }
     let mut pending = Vec::new();
@@ -137,15 +117,8 @@ async fn publish_until_killed(
         let id = (round << 40) | (publisher << 32) | n;
         published.lock().unwrap().insert(id);
         let properties = BasicProperties::default().with_delivery_mode(2);
-        let Ok(confirm) = channel
-            .basic_publish(
-                "".into(),
-                QUEUE.into(),
-                BasicPublishOptions::default(),
-                &body(id),
-                properties,
-            )
-            .await
+        let Ok(confirm) =
+            channel.basic_publish("".into(), QUEUE.into(), BasicPublishOptions::default(), &body(id), properties).await
         else {
             return;
         };
@@ -166,23 +139,13 @@ async fn publish_until_killed(
 
 #[test]
 fn kill9_loses_no_confirmed_message_and_duplicates_none() {
-    let seed: u64 = std::env::var("WEIR_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let rounds: u64 = std::env::var("WEIR_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let seed: u64 = std::env::var("WEIR_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let rounds: u64 = std::env::var("WEIR_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
     eprintln!("crash test seed {seed}, {rounds} rounds (WEIR_SEED={seed} reproduces the schedule)");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(&dir.path().join("data"), &SMALL_LOG);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
     let mut published_all: HashSet<u64> = HashSet::new();
     let mut confirmed_outstanding: HashSet<u64> = HashSet::new();
@@ -198,26 +161,11 @@ fn kill9_loses_no_confirmed_message_and_duplicates_none() {
         }
         let log = || broker.log_text();
         for (id, count) in &counts {
-            assert_eq!(
-                *count,
-                1,
-                "seed {seed} round {round}: message {id:#x} delivered {count} times\n{}",
-                log()
-            );
-            assert!(
-                published_all.contains(id),
-                "seed {seed} round {round}: {id:#x} was never published"
-            );
-            assert!(
-                !acked.contains(id),
-                "seed {seed} round {round}: acked message {id:#x} came back\n{}",
-                log()
-            );
+            assert_eq!(*count, 1, "seed {seed} round {round}: message {id:#x} delivered {count} times\n{}", log());
+            assert!(published_all.contains(id), "seed {seed} round {round}: {id:#x} was never published");
+            assert!(!acked.contains(id), "seed {seed} round {round}: acked message {id:#x} came back\n{}", log());
         }
-        let missing: Vec<_> = confirmed_outstanding
-            .iter()
-            .filter(|id| !counts.contains_key(id))
-            .collect();
+        let missing: Vec<_> = confirmed_outstanding.iter().filter(|id| !counts.contains_key(id)).collect();
         assert!(
             missing.is_empty(),
             "seed {seed} round {round}: {} confirmed messages lost, e.g. {:#x?}\n{}",
@@ -259,13 +207,7 @@ fn kill9_loses_no_confirmed_message_and_duplicates_none() {
     // The last round's confirmed messages are checked by a final drain.
     let seen = runtime.block_on(drain(&broker.url(), seed));
     let seen: HashSet<u64> = seen.into_iter().collect();
-    assert!(
-        confirmed_outstanding.is_subset(&seen),
-        "seed {seed}: confirmed messages lost in the last round"
-    );
-    assert!(
-        total_confirmed > 0,
-        "seed {seed}: the test confirmed nothing, so it proved nothing"
-    );
+    assert!(confirmed_outstanding.is_subset(&seen), "seed {seed}: confirmed messages lost in the last round");
+    assert!(total_confirmed > 0, "seed {seed}: the test confirmed nothing, so it proved nothing");
     eprintln!("crash test: {rounds} rounds, {total_confirmed} confirmed messages, none lost or duplicated");
 }

@@ -35,11 +35,7 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("open log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .arg("serve")
             .arg("--data-dir")
@@ -68,11 +64,7 @@ impl Broker {
             Ok(port) => port,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "weir did not start within {:?}; log:\n{}",
-                    started.elapsed(),
-                    self.log_text()
-                );
+                panic!("weir did not start within {:?}; log:\n{}", started.elapsed(), self.log_text());
             }
         };
         self.child = Some(child);
@@ -135,9 +127,4 @@ impl Drop for Broker {
 }
 
 /// Small segments so tests cross segment boundaries, recycle and compact.
-pub const SMALL_LOG: [&str; 4] = [
-    "--segment-size-bytes",
-    "262144",
-    "--checkpoint-interval-bytes",
-    "1048576",
-];
+pub const SMALL_LOG: [&str; 4] = ["--segment-size-bytes", "262144", "--checkpoint-interval-bytes", "1048576"];
