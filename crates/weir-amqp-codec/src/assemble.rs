@@ -66,16 +66,8 @@ pub enum Assembled {
 #[derive(Debug)]
 enum State {
     Idle,
-    ExpectHeader {
-        publish: Publish,
-    },
-    ExpectBody {
-        publish: Publish,
-        properties: BasicProperties,
-        raw_properties: Bytes,
-        remaining: u64,
-        body: Body,
-    },
+    ExpectHeader { publish: Publish },
+    ExpectBody { publish: Publish, properties: BasicProperties, raw_properties: Bytes, remaining: u64, body: Body },
 }
 
 /// Body fragments received so far.
@@ -132,10 +124,7 @@ impl ContentAssembler {
     /// [`MESSAGE_SIZE_LIMIT`], as RabbitMQ caps its setting).
     #[must_use]
     pub fn new(max_message_size: u64) -> ContentAssembler {
-        ContentAssembler {
-            message_size_max: max_message_size.min(MESSAGE_SIZE_LIMIT),
-            state: State::Idle,
-        }
+        ContentAssembler { message_size_max: max_message_size.min(MESSAGE_SIZE_LIMIT), state: State::Idle }
     }
 
     /// True when no content is being assembled.
@@ -156,34 +145,19 @@ impl ContentAssembler {
     pub fn on_frame(&mut self, frame: Frame) -> Result<Assembled, FrameError> {
         let channel = frame.channel();
         let result = match frame {
-            Frame::Method {
-                method: AMQPClass::Basic(basic::AMQPMethod::Publish(publish)),
-                ..
-            } => self.start(publish).map(|()| Assembled::Pending),
-            Frame::Method {
-                class_id,
-                method_id,
-                method,
-                ..
-            } => self
-                .on_method(class_id, method_id)
-                .map(|()| Assembled::Method(method)),
-            Frame::Header {
-                class_id,
-                body_size,
-                properties,
-                raw_properties,
-                ..
-            } => self
-                .on_header(class_id, body_size, properties, raw_properties)
-                .map(pending_or_content),
+            Frame::Method { method: AMQPClass::Basic(basic::AMQPMethod::Publish(publish)), .. } => {
+                self.start(publish).map(|()| Assembled::Pending)
+            }
+            Frame::Method { class_id, method_id, method, .. } => {
+                self.on_method(class_id, method_id).map(|()| Assembled::Method(method))
+            }
+            Frame::Header { class_id, body_size, properties, raw_properties, .. } => {
+                self.on_header(class_id, body_size, properties, raw_properties).map(pending_or_content)
+            }
             Frame::Body { payload, .. } => self.on_body(payload).map(pending_or_content),
             Frame::Heartbeat { .. } => {
                 self.reset();
-                Err(FrameError::new(
-                    ReplyCode::UnexpectedFrame,
-                    format!("heartbeat frame on channel {channel}"),
-                ))
+                Err(FrameError::new(ReplyCode::UnexpectedFrame, format!("heartbeat frame on channel {channel}")))
             }
         };
         result.map_err(|error| error.on_channel(channel))
@@ -198,9 +172,7 @@ impl ContentAssembler {
                 "expected content header for class {CLASS_BASIC}, \
                  got non content header frame instead"
             ))),
-            State::ExpectBody { .. } => {
-                Err(self.fail("expected content body, got non content body frame instead"))
-            }
+            State::ExpectBody { .. } => Err(self.fail("expected content body, got non content body frame instead")),
         }
     }
 
@@ -252,27 +224,13 @@ impl ContentAssembler {
         if body_size > self.message_size_max {
             return Err(publish_error(
                 ReplyCode::PreconditionFailed,
-                format!(
-                    "message size {body_size} is larger than configured max size {}",
-                    self.message_size_max
-                ),
+                format!("message size {body_size} is larger than configured max size {}", self.message_size_max),
             ));
         }
         if body_size == 0 {
-            return Ok(Some(Content {
-                publish,
-                properties,
-                raw_properties,
-                body: Bytes::new(),
-            }));
+            return Ok(Some(Content { publish, properties, raw_properties, body: Bytes::new() }));
         }
-        self.state = State::ExpectBody {
-            publish,
-            properties,
-            raw_properties,
-            remaining: body_size,
-            body: Body::Empty,
-        };
+        self.state = State::ExpectBody { publish, properties, raw_properties, remaining: body_size, body: Body::Empty };
         Ok(None)
     }
 
@@ -280,13 +238,9 @@ impl ContentAssembler {
     pub fn on_body(&mut self, payload: Bytes) -> Result<Option<Content>, FrameError> {
         let (publish, properties, raw_properties, remaining, body) =
             match std::mem::replace(&mut self.state, State::Idle) {
-                State::ExpectBody {
-                    publish,
-                    properties,
-                    raw_properties,
-                    remaining,
-                    body,
-                } => (publish, properties, raw_properties, remaining, body),
+                State::ExpectBody { publish, properties, raw_properties, remaining, body } => {
+                    (publish, properties, raw_properties, remaining, body)
+                }
                 State::Idle => return Err(unexpected_while_idle()),
                 State::ExpectHeader { .. } => {
                     return Err(publish_error(
@@ -308,20 +262,9 @@ impl ContentAssembler {
         let body = body.push(payload, remaining);
         let remaining = remaining - fragment_size;
         if remaining == 0 {
-            return Ok(Some(Content {
-                publish,
-                properties,
-                raw_properties,
-                body: body.into_bytes(),
-            }));
+            return Ok(Some(Content { publish, properties, raw_properties, body: body.into_bytes() }));
         }
-        self.state = State::ExpectBody {
-            publish,
-            properties,
-            raw_properties,
-            remaining,
-            body,
-        };
+        self.state = State::ExpectBody { publish, properties, raw_properties, remaining, body };
         Ok(None)
     }
 
@@ -341,10 +284,7 @@ fn publish_error(code: ReplyCode, text: String) -> FrameError {
 }
 
 fn unexpected_while_idle() -> FrameError {
-    FrameError::new(
-        ReplyCode::UnexpectedFrame,
-        "expected method frame, got non method frame instead",
-    )
+    FrameError::new(ReplyCode::UnexpectedFrame, "expected method frame, got non method frame instead")
 }
 
 #[cfg(test)]
@@ -352,21 +292,11 @@ mod tests {
     use super::*;
 
     fn publish() -> Publish {
-        Publish {
-            exchange: "".into(),
-            routing_key: "q".into(),
-            mandatory: false,
-            immediate: false,
-        }
+        Publish { exchange: "".into(), routing_key: "q".into(), mandatory: false, immediate: false }
     }
 
     fn header(assembler: &mut ContentAssembler, size: u64) -> Result<Option<Content>, FrameError> {
-        assembler.on_header(
-            CLASS_BASIC,
-            size,
-            BasicProperties::default(),
-            Bytes::from_static(&[0, 0]),
-        )
+        assembler.on_header(CLASS_BASIC, size, BasicProperties::default(), Bytes::from_static(&[0, 0]))
     }
 
     #[test]
@@ -388,10 +318,9 @@ mod tests {
         assembler.on_body(Bytes::from_static(b"a")).unwrap();
         assembler.on_body(Bytes::from_static(b"b")).unwrap();
         match &assembler.state {
-            State::ExpectBody {
-                body: Body::Joined(joined),
-                ..
-            } => assert!(joined.capacity() <= 2 * BODY_PREALLOCATION_MAX),
+            State::ExpectBody { body: Body::Joined(joined), .. } => {
+                assert!(joined.capacity() <= 2 * BODY_PREALLOCATION_MAX)
+            }
             other => panic!("unexpected state {other:?}"),
         }
     }

@@ -23,8 +23,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::error::{FrameError, ReplyCode};
 use crate::scan::{scan_field, scan_fields, Cursor, FieldError, ScanError};
 use crate::schema::{
-    self, MethodSchema, BASIC_PROPERTIES, CLASS_BASIC, METHOD_BASIC_ACK, METHOD_BASIC_NACK,
-    METHOD_BASIC_PUBLISH, METHOD_BASIC_REJECT,
+    self, MethodSchema, BASIC_PROPERTIES, CLASS_BASIC, METHOD_BASIC_ACK, METHOD_BASIC_NACK, METHOD_BASIC_PUBLISH,
+    METHOD_BASIC_REJECT,
 };
 
 /// The AMQP 0-9-1 protocol header a client sends first, and the one Weir writes back before
@@ -191,22 +191,15 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
         )
         .on_channel(channel));
     }
-    if !matches!(
-        frame_type,
-        FRAME_TYPE_METHOD | FRAME_TYPE_HEADER | FRAME_TYPE_BODY | FRAME_TYPE_HEARTBEAT
-    ) {
-        return Err(FrameError::new(
-            ReplyCode::FrameError,
-            format!("unknown frame type {frame_type}"),
-        )
-        .on_channel(channel));
+    if !matches!(frame_type, FRAME_TYPE_METHOD | FRAME_TYPE_HEADER | FRAME_TYPE_BODY | FRAME_TYPE_HEARTBEAT) {
+        return Err(
+            FrameError::new(ReplyCode::FrameError, format!("unknown frame type {frame_type}")).on_channel(channel)
+        );
     }
     // Cannot overflow: payload_size is at most frame_max, a u32, and usize is at least 32
     // bits on every target Weir builds for; checked anyway.
-    let payload_size = usize::try_from(payload_size).map_err(|_| {
-        FrameError::new(ReplyCode::FrameError, "frame size exceeds address space")
-            .on_channel(channel)
-    })?;
+    let payload_size = usize::try_from(payload_size)
+        .map_err(|_| FrameError::new(ReplyCode::FrameError, "frame size exceeds address space").on_channel(channel))?;
     let frame_size = FRAME_OVERHEAD + payload_size;
     if buf.len() < frame_size {
         buf.reserve(frame_size - buf.len());
@@ -226,10 +219,7 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     let decoded = match frame_type {
         FRAME_TYPE_METHOD => decode_method(channel, &frame),
         FRAME_TYPE_HEADER => decode_content_header(channel, frame.freeze()),
-        FRAME_TYPE_BODY => Ok(Frame::Body {
-            channel,
-            payload: frame.freeze(),
-        }),
+        FRAME_TYPE_BODY => Ok(Frame::Body { channel, payload: frame.freeze() }),
         FRAME_TYPE_HEARTBEAT if payload_size == 0 => Ok(Frame::Heartbeat { channel }),
         // A heartbeat with a payload (other frame types were rejected above): RabbitMQ's
         // `analyze_frame` only matches an empty heartbeat, anything else is a frame error.
@@ -246,10 +236,7 @@ fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, FrameError> {
     if payload.len() < METHOD_IDS_SIZE {
         return Err(FrameError::new(
             ReplyCode::FrameError,
-            format!(
-                "method frame payload of {} bytes is too short",
-                payload.len()
-            ),
+            format!("method frame payload of {} bytes is too short", payload.len()),
         ));
     }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
@@ -264,78 +251,48 @@ fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, FrameError> {
     })?;
     let fields = &payload[METHOD_IDS_SIZE..];
     scan_fields(fields, schema.fields).map_err(|error| field_syntax_error(schema, error))?;
-    let method = parse_scanned_method(schema, payload, fields)
-        .map_err(|error| error.for_method(class_id, method_id))?;
-    Ok(Frame::Method {
-        channel,
-        class_id,
-        method_id,
-        method,
-    })
+    let method =
+        parse_scanned_method(schema, payload, fields).map_err(|error| error.for_method(class_id, method_id))?;
+    Ok(Frame::Method { channel, class_id, method_id, method })
 }
 
 fn field_syntax_error(schema: &MethodSchema, error: FieldError) -> FrameError {
     let text = if error.field.is_empty() {
         format!("{}: {}", schema.name, error.error.describe())
     } else {
-        format!(
-            "{}: field '{}': {}",
-            schema.name,
-            error.field,
-            error.error.describe()
-        )
+        format!("{}: field '{}': {}", schema.name, error.field, error.error.describe())
     };
     FrameError::new(ReplyCode::SyntaxError, text).for_method(schema.class_id, schema.method_id)
 }
 
 /// Builds the method of a payload that passed the scan. The hottest client methods are read
 /// directly (no nom, no flag-name strings); the rest go through `amq-protocol`.
-fn parse_scanned_method(
-    schema: &MethodSchema,
-    payload: &[u8],
-    fields: &[u8],
-) -> Result<AMQPClass, FrameError> {
+fn parse_scanned_method(schema: &MethodSchema, payload: &[u8], fields: &[u8]) -> Result<AMQPClass, FrameError> {
     use amqp::basic;
     let mut cursor = Cursor::new(fields);
     let fast = match (schema.class_id, schema.method_id) {
-        (CLASS_BASIC, METHOD_BASIC_PUBLISH) => Some(
-            read_publish(&mut cursor)
-                .map(|publish| AMQPClass::Basic(basic::AMQPMethod::Publish(publish))),
-        ),
-        (CLASS_BASIC, METHOD_BASIC_ACK) => Some(read_tag_and_flags(&mut cursor).map(
-            |(delivery_tag, flags)| {
-                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                    delivery_tag,
-                    multiple: flags & 1 != 0,
-                }))
-            },
-        )),
-        (CLASS_BASIC, METHOD_BASIC_REJECT) => Some(read_tag_and_flags(&mut cursor).map(
-            |(delivery_tag, flags)| {
-                AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
-                    delivery_tag,
-                    requeue: flags & 1 != 0,
-                }))
-            },
-        )),
-        (CLASS_BASIC, METHOD_BASIC_NACK) => Some(read_tag_and_flags(&mut cursor).map(
-            |(delivery_tag, flags)| {
-                AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
-                    delivery_tag,
-                    multiple: flags & 1 != 0,
-                    requeue: flags & 2 != 0,
-                }))
-            },
-        )),
+        (CLASS_BASIC, METHOD_BASIC_PUBLISH) => {
+            Some(read_publish(&mut cursor).map(|publish| AMQPClass::Basic(basic::AMQPMethod::Publish(publish))))
+        }
+        (CLASS_BASIC, METHOD_BASIC_ACK) => Some(read_tag_and_flags(&mut cursor).map(|(delivery_tag, flags)| {
+            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag, multiple: flags & 1 != 0 }))
+        })),
+        (CLASS_BASIC, METHOD_BASIC_REJECT) => Some(read_tag_and_flags(&mut cursor).map(|(delivery_tag, flags)| {
+            AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject { delivery_tag, requeue: flags & 1 != 0 }))
+        })),
+        (CLASS_BASIC, METHOD_BASIC_NACK) => Some(read_tag_and_flags(&mut cursor).map(|(delivery_tag, flags)| {
+            AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag,
+                multiple: flags & 1 != 0,
+                requeue: flags & 2 != 0,
+            }))
+        })),
         _ => None,
     };
     // The scan accepted the payload, so a failure here means the scan and the parser
     // disagree: a Weir bug, reported as 541 (tests assert it never happens).
     let internal = |detail: &str| {
-        FrameError::new(
-            ReplyCode::InternalError,
-            format!("{}: could not be decoded ({detail})", schema.name),
-        )
+        FrameError::new(ReplyCode::InternalError, format!("{}: could not be decoded ({detail})", schema.name))
     };
     match fast {
         Some(result) => result.map_err(|error| internal(&error.describe())),
@@ -352,12 +309,7 @@ fn read_publish(cursor: &mut Cursor<'_>) -> Result<amqp::basic::Publish, ScanErr
     let exchange = ShortString::from(cursor.short_string()?);
     let routing_key = ShortString::from(cursor.short_string()?);
     let flags = cursor.u8()?;
-    Ok(amqp::basic::Publish {
-        exchange,
-        routing_key,
-        mandatory: flags & 1 != 0,
-        immediate: flags & 2 != 0,
-    })
+    Ok(amqp::basic::Publish { exchange, routing_key, mandatory: flags & 1 != 0, immediate: flags & 2 != 0 })
 }
 
 fn read_tag_and_flags(cursor: &mut Cursor<'_>) -> Result<(u64, u8), ScanError> {
@@ -369,10 +321,7 @@ fn decode_content_header(channel: u16, payload: Bytes) -> Result<Frame, FrameErr
     if payload.len() < CONTENT_HEADER_PREFIX_SIZE {
         return Err(FrameError::new(
             ReplyCode::FrameError,
-            format!(
-                "content header payload of {} bytes is too short",
-                payload.len()
-            ),
+            format!("content header payload of {} bytes is too short", payload.len()),
         ));
     }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
@@ -395,13 +344,7 @@ fn decode_content_header(channel: u16, payload: Bytes) -> Result<Frame, FrameErr
     }
     let raw_properties = payload.slice(CONTENT_HEADER_PREFIX_SIZE..);
     let properties = decode_properties(&raw_properties)?;
-    Ok(Frame::Header {
-        channel,
-        class_id,
-        body_size,
-        properties,
-        raw_properties,
-    })
+    Ok(Frame::Header { channel, class_id, body_size, properties, raw_properties })
 }
 
 /// Decodes basic-class content properties (flags then fields, as in a content header).
@@ -412,28 +355,18 @@ fn decode_content_header(channel: u16, payload: Bytes) -> Result<Frame, FrameErr
 /// `basic.publish`, the only method a client sends content with. Flag bits 1 and 0
 /// (continuation) are ignored, as `amq-protocol` and RabbitMQ ignore them.
 pub fn decode_properties(raw: &[u8]) -> Result<BasicProperties, FrameError> {
-    let syntax_error = |text: String| {
-        FrameError::new(ReplyCode::SyntaxError, text).for_method(CLASS_BASIC, METHOD_BASIC_PUBLISH)
-    };
+    let syntax_error =
+        |text: String| FrameError::new(ReplyCode::SyntaxError, text).for_method(CLASS_BASIC, METHOD_BASIC_PUBLISH);
     let mut cursor = Cursor::new(raw);
-    let flags = cursor
-        .u16()
-        .map_err(|_| syntax_error("content header has no property flags".to_owned()))?;
+    let flags = cursor.u16().map_err(|_| syntax_error("content header has no property flags".to_owned()))?;
     for (index, (name, kind)) in BASIC_PROPERTIES.iter().enumerate() {
         if flags & (1 << (15 - index)) != 0 {
-            scan_field(&mut cursor, *kind).map_err(|error| {
-                syntax_error(format!(
-                    "content header property '{name}': {}",
-                    error.describe()
-                ))
-            })?;
+            scan_field(&mut cursor, *kind)
+                .map_err(|error| syntax_error(format!("content header property '{name}': {}", error.describe())))?;
         }
     }
     if !cursor.is_empty() {
-        return Err(syntax_error(format!(
-            "content header properties: {}",
-            ScanError::TrailingBytes.describe()
-        )));
+        return Err(syntax_error(format!("content header properties: {}", ScanError::TrailingBytes.describe())));
     }
     if flags & PROPERTY_FLAGS_USED == 0 {
         return Ok(BasicProperties::default());
@@ -441,11 +374,8 @@ pub fn decode_properties(raw: &[u8]) -> Result<BasicProperties, FrameError> {
     match amqp::basic::parse_properties(raw) {
         Ok(([], properties)) => Ok(properties),
         // Scanned but not parsed: the scan and the parser disagree, a Weir bug (see above).
-        _ => Err(FrameError::new(
-            ReplyCode::InternalError,
-            "content header properties could not be decoded",
-        )
-        .for_method(CLASS_BASIC, METHOD_BASIC_PUBLISH)),
+        _ => Err(FrameError::new(ReplyCode::InternalError, "content header properties could not be decoded")
+            .for_method(CLASS_BASIC, METHOD_BASIC_PUBLISH)),
     }
 }
 
@@ -459,40 +389,19 @@ mod tests {
     #[test]
     fn protocol_header_checks() {
         assert_eq!(check_protocol_header(b""), ProtocolHeaderCheck::Incomplete);
-        assert_eq!(
-            check_protocol_header(b"AMQ"),
-            ProtocolHeaderCheck::Incomplete
-        );
-        assert_eq!(
-            check_protocol_header(&PROTOCOL_HEADER),
-            ProtocolHeaderCheck::Ok
-        );
-        assert_eq!(
-            check_protocol_header(&PROTOCOL_HEADER_0_9),
-            ProtocolHeaderCheck::Ok
-        );
-        assert_eq!(
-            check_protocol_header(b"AMQP\x00\x00\x09\x01\x01\x00"),
-            ProtocolHeaderCheck::Ok
-        );
+        assert_eq!(check_protocol_header(b"AMQ"), ProtocolHeaderCheck::Incomplete);
+        assert_eq!(check_protocol_header(&PROTOCOL_HEADER), ProtocolHeaderCheck::Ok);
+        assert_eq!(check_protocol_header(&PROTOCOL_HEADER_0_9), ProtocolHeaderCheck::Ok);
+        assert_eq!(check_protocol_header(b"AMQP\x00\x00\x09\x01\x01\x00"), ProtocolHeaderCheck::Ok);
         assert_eq!(check_protocol_header(b"G"), ProtocolHeaderCheck::Mismatch);
-        assert_eq!(
-            check_protocol_header(b"AMQP\x00\x00\x09\x02"),
-            ProtocolHeaderCheck::Mismatch
-        );
-        assert_eq!(
-            check_protocol_header(b"AMQP\x00\x01"),
-            ProtocolHeaderCheck::Mismatch
-        );
+        assert_eq!(check_protocol_header(b"AMQP\x00\x00\x09\x02"), ProtocolHeaderCheck::Mismatch);
+        assert_eq!(check_protocol_header(b"AMQP\x00\x01"), ProtocolHeaderCheck::Mismatch);
     }
 
     #[test]
     fn heartbeat_decodes_and_is_consumed() {
         let mut buf = BytesMut::from(&[8, 0, 0, 0, 0, 0, 0, 0xCE, 8][..]);
-        assert_eq!(
-            decode_frame(&mut buf, FRAME_MIN_SIZE),
-            Ok(Some(Frame::Heartbeat { channel: 0 }))
-        );
+        assert_eq!(decode_frame(&mut buf, FRAME_MIN_SIZE), Ok(Some(Frame::Heartbeat { channel: 0 })));
         assert_eq!(&buf[..], &[8]);
         assert_eq!(decode_frame(&mut buf, FRAME_MIN_SIZE), Ok(None));
     }
@@ -507,14 +416,8 @@ mod tests {
     #[test]
     fn empty_properties_decode_to_default() {
         assert_eq!(decode_properties(&[0, 0]), Ok(BasicProperties::default()));
-        assert_eq!(
-            decode_properties(&[]).unwrap_err().code,
-            ReplyCode::SyntaxError
-        );
-        assert_eq!(
-            decode_properties(&[0, 0, 1]).unwrap_err().code,
-            ReplyCode::SyntaxError
-        );
+        assert_eq!(decode_properties(&[]).unwrap_err().code, ReplyCode::SyntaxError);
+        assert_eq!(decode_properties(&[0, 0, 1]).unwrap_err().code, ReplyCode::SyntaxError);
     }
 
     #[test]

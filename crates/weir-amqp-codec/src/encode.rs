@@ -21,14 +21,14 @@ use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::decode::{
-    FRAME_END, FRAME_HEADER_SIZE, FRAME_MIN_SIZE, FRAME_OVERHEAD, FRAME_TYPE_BODY,
-    FRAME_TYPE_HEADER, FRAME_TYPE_HEARTBEAT, FRAME_TYPE_METHOD,
+    FRAME_END, FRAME_HEADER_SIZE, FRAME_MIN_SIZE, FRAME_OVERHEAD, FRAME_TYPE_BODY, FRAME_TYPE_HEADER,
+    FRAME_TYPE_HEARTBEAT, FRAME_TYPE_METHOD,
 };
 use crate::error::{truncate_to_char_boundary, ReplyCode, SHORT_STRING_LENGTH_MAX};
 use crate::scan::FIELD_TABLE_DEPTH_MAX;
 use crate::schema::{
-    CLASS_BASIC, METHOD_BASIC_ACK, METHOD_BASIC_DELIVER, METHOD_BASIC_GET_OK, METHOD_BASIC_NACK,
-    METHOD_BASIC_PUBLISH, METHOD_BASIC_RETURN,
+    CLASS_BASIC, METHOD_BASIC_ACK, METHOD_BASIC_DELIVER, METHOD_BASIC_GET_OK, METHOD_BASIC_NACK, METHOD_BASIC_PUBLISH,
+    METHOD_BASIC_RETURN,
 };
 
 /// Initial capacity of the scratch buffer `amq-protocol` generates a method into.
@@ -85,26 +85,12 @@ pub fn encode_heartbeat(out: &mut BytesMut) {
 /// `raw_properties` are the property flags and fields exactly as received; empty means "no
 /// properties". The header frame is not split (AMQP cannot), so properties larger than the
 /// receiving peer's frame-max reach it as an oversize frame, as with RabbitMQ.
-pub fn encode_content(
-    out: &mut BytesMut,
-    channel: u16,
-    raw_properties: &[u8],
-    body: &[u8],
-    frame_max: u32,
-) {
-    let raw_properties = if raw_properties.is_empty() {
-        &PROPERTY_FLAGS_NONE[..]
-    } else {
-        raw_properties
-    };
+pub fn encode_content(out: &mut BytesMut, channel: u16, raw_properties: &[u8], body: &[u8], frame_max: u32) {
+    let raw_properties = if raw_properties.is_empty() { &PROPERTY_FLAGS_NONE[..] } else { raw_properties };
     let chunk_size_max = outbound_body_chunk_size_max(frame_max);
     let body_frames = body.len().div_ceil(chunk_size_max);
     out.reserve(
-        FRAME_OVERHEAD
-            + CONTENT_HEADER_PREFIX_SIZE
-            + raw_properties.len()
-            + body.len()
-            + body_frames * FRAME_OVERHEAD,
+        FRAME_OVERHEAD + CONTENT_HEADER_PREFIX_SIZE + raw_properties.len() + body.len() + body_frames * FRAME_OVERHEAD,
     );
     let header_start = begin_frame(out, FRAME_TYPE_HEADER, channel);
     out.put_u16(CLASS_BASIC);
@@ -197,13 +183,7 @@ pub fn encode_confirm_ack(out: &mut BytesMut, channel: u16, delivery_tag: u64, m
 }
 
 /// Encodes a publisher-confirm `basic.nack` (server to client).
-pub fn encode_confirm_nack(
-    out: &mut BytesMut,
-    channel: u16,
-    delivery_tag: u64,
-    multiple: bool,
-    requeue: bool,
-) {
+pub fn encode_confirm_nack(out: &mut BytesMut, channel: u16, delivery_tag: u64, multiple: bool, requeue: bool) {
     let start = begin_method(out, channel, METHOD_BASIC_NACK);
     out.put_u64(delivery_tag);
     out.put_u8(u8::from(multiple) | (u8::from(requeue) << 1));
@@ -275,8 +255,8 @@ fn begin_method(out: &mut BytesMut, channel: u16, method_id: u16) -> usize {
 /// Patches the payload size of the frame begun at `start` and writes the end octet.
 fn end_frame(out: &mut BytesMut, start: usize) {
     let payload_size = out.len() - start - FRAME_HEADER_SIZE;
-    let payload_size = u32::try_from(payload_size)
-        .unwrap_or_else(|_| panic!("frame payload of {payload_size} bytes exceeds 4 GiB"));
+    let payload_size =
+        u32::try_from(payload_size).unwrap_or_else(|_| panic!("frame payload of {payload_size} bytes exceeds 4 GiB"));
     out[start + 3..start + FRAME_HEADER_SIZE].copy_from_slice(&payload_size.to_be_bytes());
     out.put_u8(FRAME_END);
 }
@@ -332,10 +312,7 @@ fn method_table_mut(method: &mut AMQPClass) -> Option<&mut FieldTable> {
 // Weir itself built or already depth-checked on the way in, never on raw client bytes.
 
 fn table_is_encodable(table: &FieldTable, depth: usize) -> bool {
-    depth <= FIELD_TABLE_DEPTH_MAX
-        && table
-            .into_iter()
-            .all(|(_, value)| value_is_encodable(value, depth))
+    depth <= FIELD_TABLE_DEPTH_MAX && table.into_iter().all(|(_, value)| value_is_encodable(value, depth))
 }
 
 fn value_is_encodable(value: &AMQPValue, depth: usize) -> bool {
@@ -343,11 +320,7 @@ fn value_is_encodable(value: &AMQPValue, depth: usize) -> bool {
         AMQPValue::ShortString(_) => false,
         AMQPValue::FieldTable(table) => table_is_encodable(table, depth + 1),
         AMQPValue::FieldArray(array) => {
-            depth < FIELD_TABLE_DEPTH_MAX
-                && array
-                    .as_slice()
-                    .iter()
-                    .all(|value| value_is_encodable(value, depth + 1))
+            depth < FIELD_TABLE_DEPTH_MAX && array.as_slice().iter().all(|value| value_is_encodable(value, depth + 1))
         }
         _ => true,
     }
@@ -363,19 +336,11 @@ fn encodable_table(table: &FieldTable, depth: usize) -> FieldTable {
 
 fn encodable_value(value: &AMQPValue, depth: usize) -> AMQPValue {
     match value {
-        AMQPValue::ShortString(text) => {
-            AMQPValue::LongString(LongString::from(text.as_str().as_bytes()))
-        }
-        AMQPValue::FieldTable(_) | AMQPValue::FieldArray(_) if depth >= FIELD_TABLE_DEPTH_MAX => {
-            AMQPValue::Void
-        }
+        AMQPValue::ShortString(text) => AMQPValue::LongString(LongString::from(text.as_str().as_bytes())),
+        AMQPValue::FieldTable(_) | AMQPValue::FieldArray(_) if depth >= FIELD_TABLE_DEPTH_MAX => AMQPValue::Void,
         AMQPValue::FieldTable(table) => AMQPValue::FieldTable(encodable_table(table, depth + 1)),
         AMQPValue::FieldArray(array) => AMQPValue::FieldArray(FieldArray::from(
-            array
-                .as_slice()
-                .iter()
-                .map(|value| encodable_value(value, depth + 1))
-                .collect::<Vec<_>>(),
+            array.as_slice().iter().map(|value| encodable_value(value, depth + 1)).collect::<Vec<_>>(),
         )),
         other => other.clone(),
     }
@@ -396,10 +361,7 @@ mod tests {
     fn empty_body_has_no_body_frame() {
         let mut out = BytesMut::new();
         encode_content(&mut out, 1, &[0, 0], b"", FRAME_MIN_SIZE);
-        assert_eq!(
-            &out[..],
-            &[2, 0, 1, 0, 0, 0, 14, 0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xCE]
-        );
+        assert_eq!(&out[..], &[2, 0, 1, 0, 0, 0, 14, 0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xCE]);
     }
 
     #[test]
@@ -430,9 +392,6 @@ mod tests {
         assert!(!table_is_encodable(&table, 1));
         let repaired = encodable_table(&table, 1);
         assert!(table_is_encodable(&repaired, 1));
-        assert_eq!(
-            repaired.inner().get("k"),
-            Some(&AMQPValue::LongString("v".into()))
-        );
+        assert_eq!(repaired.inner().get("k"), Some(&AMQPValue::LongString("v".into())));
     }
 }

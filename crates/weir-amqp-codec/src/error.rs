@@ -97,9 +97,7 @@ impl ReplyCode {
     /// The reply code with this numeric value, if it is one of the spec's.
     #[must_use]
     pub fn from_code(code: u16) -> Option<ReplyCode> {
-        ReplyCode::ALL
-            .into_iter()
-            .find(|reply| reply.code() == code)
+        ReplyCode::ALL.into_iter().find(|reply| reply.code() == code)
     }
 
     /// True for connection-level ("hard") errors, answered with `connection.close`;
@@ -184,13 +182,7 @@ pub struct FrameError {
 impl FrameError {
     /// An error on channel 0 that concerns no method.
     pub fn new(code: ReplyCode, text: impl Into<String>) -> FrameError {
-        FrameError {
-            code,
-            text: text.into(),
-            channel: 0,
-            class_id: 0,
-            method_id: 0,
-        }
+        FrameError { code, text: text.into(), channel: 0, class_id: 0, method_id: 0 }
     }
 
     /// The same error, attributed to `channel`.
@@ -257,11 +249,7 @@ mod tests {
 
     #[test]
     fn hard_and_soft_follow_the_spec_classes() {
-        let soft: Vec<u16> = ReplyCode::ALL
-            .into_iter()
-            .filter(|reply| !reply.is_hard())
-            .map(ReplyCode::code)
-            .collect();
+        let soft: Vec<u16> = ReplyCode::ALL.into_iter().filter(|reply| !reply.is_hard()).map(ReplyCode::code).collect();
         assert_eq!(soft, [311, 312, 313, 403, 404, 405, 406]);
     }
 

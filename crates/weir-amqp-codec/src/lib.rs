@@ -32,19 +32,16 @@ mod schema;
 pub use amq_protocol;
 
 pub use assemble::{
-    Assembled, Content, ContentAssembler, BODY_PREALLOCATION_MAX, MESSAGE_SIZE_LIMIT,
-    MESSAGE_SIZE_MAX_DEFAULT,
+    Assembled, Content, ContentAssembler, BODY_PREALLOCATION_MAX, MESSAGE_SIZE_LIMIT, MESSAGE_SIZE_MAX_DEFAULT,
 };
 pub use decode::{
-    check_protocol_header, decode_frame, decode_properties, inbound_payload_size_max, Frame,
-    ProtocolHeaderCheck, FRAME_END, FRAME_HEADER_SIZE, FRAME_MIN_SIZE, FRAME_OVERHEAD,
-    FRAME_SIZE_FUDGE, FRAME_TYPE_BODY, FRAME_TYPE_HEADER, FRAME_TYPE_HEARTBEAT, FRAME_TYPE_METHOD,
-    PROTOCOL_HEADER, PROTOCOL_HEADER_0_9,
+    check_protocol_header, decode_frame, decode_properties, inbound_payload_size_max, Frame, ProtocolHeaderCheck,
+    FRAME_END, FRAME_HEADER_SIZE, FRAME_MIN_SIZE, FRAME_OVERHEAD, FRAME_SIZE_FUDGE, FRAME_TYPE_BODY, FRAME_TYPE_HEADER,
+    FRAME_TYPE_HEARTBEAT, FRAME_TYPE_METHOD, PROTOCOL_HEADER, PROTOCOL_HEADER_0_9,
 };
 pub use encode::{
-    encode_confirm_ack, encode_confirm_nack, encode_content, encode_deliver, encode_get_ok,
-    encode_heartbeat, encode_method, encode_properties, encode_publish, encode_return,
-    outbound_body_chunk_size_max,
+    encode_confirm_ack, encode_confirm_nack, encode_content, encode_deliver, encode_get_ok, encode_heartbeat,
+    encode_method, encode_properties, encode_publish, encode_return, outbound_body_chunk_size_max,
 };
 pub use error::{truncate_to_char_boundary, FrameError, ReplyCode, SHORT_STRING_LENGTH_MAX};
 pub use sasl::{parse_amqplain, parse_plain, Credentials};
@@ -73,9 +70,7 @@ pub fn fuzz_one_input(data: &[u8]) {
         if channel == 0 {
             continue;
         }
-        let assembler = assemblers
-            .entry(channel)
-            .or_insert_with(|| ContentAssembler::new(FUZZ_MESSAGE_SIZE_MAX));
+        let assembler = assemblers.entry(channel).or_insert_with(|| ContentAssembler::new(FUZZ_MESSAGE_SIZE_MAX));
         if let Ok(Assembled::Content(content)) = assembler.on_frame(frame) {
             // Re-encode what was accepted: must not panic either.
             let mut out = bytes::BytesMut::new();

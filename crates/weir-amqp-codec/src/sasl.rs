@@ -35,16 +35,12 @@ pub struct Credentials {
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the password, even in debug logs.
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
     }
 }
 
 fn sasl_error(text: &str) -> FrameError {
-    FrameError::new(ReplyCode::SyntaxError, text)
-        .for_method(CLASS_CONNECTION, METHOD_CONNECTION_START_OK)
+    FrameError::new(ReplyCode::SyntaxError, text).for_method(CLASS_CONNECTION, METHOD_CONNECTION_START_OK)
 }
 
 fn utf8(bytes: &[u8], what: &str) -> Result<String, FrameError> {
@@ -58,36 +54,23 @@ pub fn parse_plain(response: &[u8]) -> Result<Credentials, FrameError> {
     let (Some(_authzid), Some(username), Some(password), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(sasl_error(
-            "PLAIN response must be 'authzid NUL username NUL password'",
-        ));
+        return Err(sasl_error("PLAIN response must be 'authzid NUL username NUL password'"));
     };
-    Ok(Credentials {
-        username: utf8(username, "user name")?,
-        password: utf8(password, "password")?,
-    })
+    Ok(Credentials { username: utf8(username, "user name")?, password: utf8(password, "password")? })
 }
 
 /// Parses an AMQPLAIN response: field-table entries without the table length, with
 /// `LOGIN` and `PASSWORD` long strings. The first occurrence of a key wins, as in RabbitMQ
 /// (`lists:keysearch`).
 pub fn parse_amqplain(response: &[u8]) -> Result<Credentials, FrameError> {
-    scan_table_entries(response).map_err(|error| {
-        sasl_error(&format!(
-            "AMQPLAIN response is not a field table: {}",
-            error.describe()
-        ))
-    })?;
+    scan_table_entries(response)
+        .map_err(|error| sasl_error(&format!("AMQPLAIN response is not a field table: {}", error.describe())))?;
     let mut login = None;
     let mut password = None;
     let mut cursor = Cursor::new(response);
     while !cursor.is_empty() {
-        let (key, tag, value) = next_entry(&mut cursor).map_err(|error| {
-            sasl_error(&format!(
-                "AMQPLAIN response is not a field table: {}",
-                error.describe()
-            ))
-        })?;
+        let (key, tag, value) = next_entry(&mut cursor)
+            .map_err(|error| sasl_error(&format!("AMQPLAIN response is not a field table: {}", error.describe())))?;
         let slot = match key {
             "LOGIN" => &mut login,
             "PASSWORD" => &mut password,
@@ -98,13 +81,10 @@ pub fn parse_amqplain(response: &[u8]) -> Result<Credentials, FrameError> {
         }
     }
     match (login, password) {
-        (Some((b'S', login)), Some((b'S', password))) => Ok(Credentials {
-            username: utf8(login, "LOGIN")?,
-            password: utf8(password, "PASSWORD")?,
-        }),
-        _ => Err(sasl_error(
-            "AMQPLAIN response is missing LOGIN or PASSWORD long-string field",
-        )),
+        (Some((b'S', login)), Some((b'S', password))) => {
+            Ok(Credentials { username: utf8(login, "LOGIN")?, password: utf8(password, "PASSWORD")? })
+        }
+        _ => Err(sasl_error("AMQPLAIN response is missing LOGIN or PASSWORD long-string field")),
     }
 }
 
@@ -132,19 +112,10 @@ mod tests {
 
     #[test]
     fn plain_with_and_without_authzid() {
-        let expected = Credentials {
-            username: "guest".into(),
-            password: "secret".into(),
-        };
+        let expected = Credentials { username: "guest".into(), password: "secret".into() };
         assert_eq!(parse_plain(b"\0guest\0secret"), Ok(expected.clone()));
         assert_eq!(parse_plain(b"admin\0guest\0secret"), Ok(expected));
-        assert_eq!(
-            parse_plain(b"\0\0"),
-            Ok(Credentials {
-                username: String::new(),
-                password: String::new()
-            })
-        );
+        assert_eq!(parse_plain(b"\0\0"), Ok(Credentials { username: String::new(), password: String::new() }));
     }
 
     #[test]
@@ -174,40 +145,23 @@ mod tests {
         response.extend([3, b'x', b'y', b'z', b'V']);
         assert_eq!(
             parse_amqplain(&response),
-            Ok(Credentials {
-                username: "guest".into(),
-                password: "guest-pw".into()
-            })
+            Ok(Credentials { username: "guest".into(), password: "guest-pw".into() })
         );
     }
 
     #[test]
     fn amqplain_missing_or_mistyped_fields_are_syntax_errors() {
         let login_only = long_string_entry("LOGIN", b"guest");
-        assert_eq!(
-            parse_amqplain(&login_only).unwrap_err().code,
-            ReplyCode::SyntaxError
-        );
+        assert_eq!(parse_amqplain(&login_only).unwrap_err().code, ReplyCode::SyntaxError);
         let mut mistyped = login_only.clone();
-        mistyped.extend([
-            8, b'P', b'A', b'S', b'S', b'W', b'O', b'R', b'D', b'I', 0, 0, 0, 1,
-        ]);
-        assert_eq!(
-            parse_amqplain(&mistyped).unwrap_err().code,
-            ReplyCode::SyntaxError
-        );
-        assert_eq!(
-            parse_amqplain(&[5, b'L']).unwrap_err().code,
-            ReplyCode::SyntaxError
-        );
+        mistyped.extend([8, b'P', b'A', b'S', b'S', b'W', b'O', b'R', b'D', b'I', 0, 0, 0, 1]);
+        assert_eq!(parse_amqplain(&mistyped).unwrap_err().code, ReplyCode::SyntaxError);
+        assert_eq!(parse_amqplain(&[5, b'L']).unwrap_err().code, ReplyCode::SyntaxError);
     }
 
     #[test]
     fn credentials_debug_hides_the_password() {
-        let credentials = Credentials {
-            username: "u".into(),
-            password: "hunter2".into(),
-        };
+        let credentials = Credentials { username: "u".into(), password: "hunter2".into() };
         assert!(!format!("{credentials:?}").contains("hunter2"));
     }
 }

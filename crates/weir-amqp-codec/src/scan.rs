@@ -74,11 +74,8 @@ impl<'a> Cursor<'a> {
     }
 
     pub(crate) fn take(&mut self, length: usize) -> Result<&'a [u8], ScanError> {
-        let end = self
-            .position
-            .checked_add(length)
-            .filter(|end| *end <= self.bytes.len())
-            .ok_or(ScanError::Truncated)?;
+        let end =
+            self.position.checked_add(length).filter(|end| *end <= self.bytes.len()).ok_or(ScanError::Truncated)?;
         let taken = &self.bytes[self.position..end];
         self.position = end;
         Ok(taken)
@@ -153,10 +150,7 @@ pub(crate) fn scan_table_entries(entries: &[u8]) -> Result<(), ScanError> {
         }
         // A nested container's end never exceeds its parent's, so reads are bounded by
         // `end` through a cursor limited to it.
-        let mut bounded = Cursor {
-            bytes: &entries[..end],
-            position: cursor.position,
-        };
+        let mut bounded = Cursor { bytes: &entries[..end], position: cursor.position };
         if container == Container::Table {
             bounded.short_string()?;
         }
@@ -169,8 +163,7 @@ pub(crate) fn scan_table_entries(entries: &[u8]) -> Result<(), ScanError> {
                     bounded.long_bytes()?;
                 }
                 b'F' | b'A' => {
-                    let length =
-                        usize::try_from(bounded.u32()?).map_err(|_| ScanError::Truncated)?;
+                    let length = usize::try_from(bounded.u32()?).map_err(|_| ScanError::Truncated)?;
                     let child_end = bounded
                         .position
                         .checked_add(length)
@@ -179,11 +172,7 @@ pub(crate) fn scan_table_entries(entries: &[u8]) -> Result<(), ScanError> {
                     if depth == FIELD_TABLE_DEPTH_MAX {
                         return Err(ScanError::TooDeep);
                     }
-                    let kind = if tag == b'F' {
-                        Container::Table
-                    } else {
-                        Container::Array
-                    };
+                    let kind = if tag == b'F' { Container::Table } else { Container::Array };
                     ends[depth] = (kind, child_end);
                     depth += 1;
                 }
@@ -241,10 +230,7 @@ pub(crate) fn scan_fields(payload: &[u8], fields: &[Field]) -> Result<(), FieldE
     if cursor.is_empty() {
         Ok(())
     } else {
-        Err(FieldError {
-            field: "",
-            error: ScanError::TrailingBytes,
-        })
+        Err(FieldError { field: "", error: ScanError::TrailingBytes })
     }
 }
 
@@ -291,12 +277,7 @@ mod tests {
         ] {
             let mut entries = vec![1, b'k', tag];
             entries.extend(std::iter::repeat_n(0u8, size));
-            assert_eq!(
-                scan_table_entries(&entries),
-                Ok(()),
-                "tag {}",
-                char::from(tag)
-            );
+            assert_eq!(scan_table_entries(&entries), Ok(()), "tag {}", char::from(tag));
             if size > 0 {
                 entries.pop();
                 assert_eq!(scan_table_entries(&entries), Err(ScanError::Truncated));
@@ -306,30 +287,18 @@ mod tests {
 
     #[test]
     fn unknown_tag_is_rejected() {
-        assert_eq!(
-            scan_table_entries(&[1, b'k', b'Z']),
-            Err(ScanError::UnknownTag(b'Z'))
-        );
+        assert_eq!(scan_table_entries(&[1, b'k', b'Z']), Err(ScanError::UnknownTag(b'Z')));
     }
 
     #[test]
     fn non_utf8_key_is_rejected() {
-        assert_eq!(
-            scan_table_entries(&[1, 0xff, b'V']),
-            Err(ScanError::InvalidUtf8)
-        );
+        assert_eq!(scan_table_entries(&[1, 0xff, b'V']), Err(ScanError::InvalidUtf8));
     }
 
     #[test]
     fn depth_limit_is_exact() {
-        assert_eq!(
-            scan_table_entries(&nested_table_entries(FIELD_TABLE_DEPTH_MAX)),
-            Ok(())
-        );
-        assert_eq!(
-            scan_table_entries(&nested_table_entries(FIELD_TABLE_DEPTH_MAX + 1)),
-            Err(ScanError::TooDeep)
-        );
+        assert_eq!(scan_table_entries(&nested_table_entries(FIELD_TABLE_DEPTH_MAX)), Ok(()));
+        assert_eq!(scan_table_entries(&nested_table_entries(FIELD_TABLE_DEPTH_MAX + 1)), Err(ScanError::TooDeep));
     }
 
     #[test]
@@ -348,32 +317,20 @@ mod tests {
     #[test]
     fn child_longer_than_parent_is_truncated() {
         // Outer table claims a nested table of 100 bytes but holds 0.
-        assert_eq!(
-            scan_table_entries(&[1, b'k', b'F', 0, 0, 0, 100]),
-            Err(ScanError::Truncated)
-        );
+        assert_eq!(scan_table_entries(&[1, b'k', b'F', 0, 0, 0, 100]), Err(ScanError::Truncated));
     }
 
     #[test]
     fn trailing_bytes_after_fields_are_rejected() {
         let fields = [("a", FieldKind::Octet)];
         assert_eq!(scan_fields(&[1], &fields), Ok(()));
-        assert_eq!(
-            scan_fields(&[1, 2], &fields),
-            Err(FieldError {
-                field: "",
-                error: ScanError::TrailingBytes
-            })
-        );
+        assert_eq!(scan_fields(&[1, 2], &fields), Err(FieldError { field: "", error: ScanError::TrailingBytes }));
     }
 
     #[test]
     fn huge_declared_lengths_do_not_overflow() {
         let mut cursor = Cursor::new(&[0xff, 0xff, 0xff, 0xff]);
         assert_eq!(cursor.long_bytes(), Err(ScanError::Truncated));
-        assert_eq!(
-            scan_table_entries(&[1, b'k', b'A', 0xff, 0xff, 0xff, 0xff]),
-            Err(ScanError::Truncated)
-        );
+        assert_eq!(scan_table_entries(&[1, b'k', b'A', 0xff, 0xff, 0xff, 0xff]), Err(ScanError::Truncated));
     }
 }

@@ -67,18 +67,8 @@ pub(crate) const METHOD_BASIC_NACK: u16 = 120;
 
 use FieldKind::{Bits, Long, LongLong, LongString, Octet, Short, ShortString, Table, Timestamp};
 
-const fn method(
-    class_id: u16,
-    method_id: u16,
-    name: &'static str,
-    fields: &'static [Field],
-) -> MethodSchema {
-    MethodSchema {
-        class_id,
-        method_id,
-        name,
-        fields,
-    }
+const fn method(class_id: u16, method_id: u16, name: &'static str, fields: &'static [Field]) -> MethodSchema {
+    MethodSchema { class_id, method_id, name, fields }
 }
 
 /// Every method of RabbitMQ's 0-9-1 codegen JSON, as `amq-protocol` 10.6 parses them.
@@ -100,71 +90,29 @@ pub(crate) static METHODS: &[MethodSchema] = &[
         10,
         11,
         "connection.start-ok",
-        &[
-            ("client-properties", Table),
-            ("mechanism", ShortString),
-            ("response", LongString),
-            ("locale", ShortString),
-        ],
+        &[("client-properties", Table), ("mechanism", ShortString), ("response", LongString), ("locale", ShortString)],
     ),
     method(10, 20, "connection.secure", &[("challenge", LongString)]),
     method(10, 21, "connection.secure-ok", &[("response", LongString)]),
-    method(
-        10,
-        30,
-        "connection.tune",
-        &[
-            ("channel-max", Short),
-            ("frame-max", Long),
-            ("heartbeat", Short),
-        ],
-    ),
-    method(
-        10,
-        31,
-        "connection.tune-ok",
-        &[
-            ("channel-max", Short),
-            ("frame-max", Long),
-            ("heartbeat", Short),
-        ],
-    ),
+    method(10, 30, "connection.tune", &[("channel-max", Short), ("frame-max", Long), ("heartbeat", Short)]),
+    method(10, 31, "connection.tune-ok", &[("channel-max", Short), ("frame-max", Long), ("heartbeat", Short)]),
     method(
         10,
         40,
         "connection.open",
-        &[
-            ("virtual-host", ShortString),
-            ("capabilities", ShortString),
-            ("insist", Bits(1)),
-        ],
+        &[("virtual-host", ShortString), ("capabilities", ShortString), ("insist", Bits(1))],
     ),
-    method(
-        10,
-        41,
-        "connection.open-ok",
-        &[("known-hosts", ShortString)],
-    ),
+    method(10, 41, "connection.open-ok", &[("known-hosts", ShortString)]),
     method(
         10,
         50,
         "connection.close",
-        &[
-            ("reply-code", Short),
-            ("reply-text", ShortString),
-            ("class-id", Short),
-            ("method-id", Short),
-        ],
+        &[("reply-code", Short), ("reply-text", ShortString), ("class-id", Short), ("method-id", Short)],
     ),
     method(10, 51, "connection.close-ok", &[]),
     method(10, 60, "connection.blocked", &[("reason", ShortString)]),
     method(10, 61, "connection.unblocked", &[]),
-    method(
-        10,
-        70,
-        "connection.update-secret",
-        &[("new-secret", LongString), ("reason", ShortString)],
-    ),
+    method(10, 70, "connection.update-secret", &[("new-secret", LongString), ("reason", ShortString)]),
     method(10, 71, "connection.update-secret-ok", &[]),
     // channel (20)
     method(20, 10, "channel.open", &[("out-of-band", ShortString)]),
@@ -175,21 +123,11 @@ pub(crate) static METHODS: &[MethodSchema] = &[
         20,
         40,
         "channel.close",
-        &[
-            ("reply-code", Short),
-            ("reply-text", ShortString),
-            ("class-id", Short),
-            ("method-id", Short),
-        ],
+        &[("reply-code", Short), ("reply-text", ShortString), ("class-id", Short), ("method-id", Short)],
     ),
     method(20, 41, "channel.close-ok", &[]),
     // access (30), deprecated but still in RabbitMQ's codegen
-    method(
-        30,
-        10,
-        "access.request",
-        &[("realm", ShortString), ("flags", Bits(5))],
-    ),
+    method(30, 10, "access.request", &[("realm", ShortString), ("flags", Bits(5))]),
     method(30, 11, "access.request-ok", &[("ticket", Short)]),
     // exchange (40)
     method(
@@ -205,16 +143,7 @@ pub(crate) static METHODS: &[MethodSchema] = &[
         ],
     ),
     method(40, 11, "exchange.declare-ok", &[]),
-    method(
-        40,
-        20,
-        "exchange.delete",
-        &[
-            ("ticket", Short),
-            ("exchange", ShortString),
-            ("flags", Bits(2)),
-        ],
-    ),
+    method(40, 20, "exchange.delete", &[("ticket", Short), ("exchange", ShortString), ("flags", Bits(2))]),
     method(40, 21, "exchange.delete-ok", &[]),
     method(
         40,
@@ -250,23 +179,9 @@ pub(crate) static METHODS: &[MethodSchema] = &[
         50,
         10,
         "queue.declare",
-        &[
-            ("ticket", Short),
-            ("queue", ShortString),
-            ("flags", Bits(5)),
-            ("arguments", Table),
-        ],
+        &[("ticket", Short), ("queue", ShortString), ("flags", Bits(5)), ("arguments", Table)],
     ),
-    method(
-        50,
-        11,
-        "queue.declare-ok",
-        &[
-            ("queue", ShortString),
-            ("message-count", Long),
-            ("consumer-count", Long),
-        ],
-    ),
+    method(50, 11, "queue.declare-ok", &[("queue", ShortString), ("message-count", Long), ("consumer-count", Long)]),
     method(
         50,
         20,
@@ -281,27 +196,9 @@ pub(crate) static METHODS: &[MethodSchema] = &[
         ],
     ),
     method(50, 21, "queue.bind-ok", &[]),
-    method(
-        50,
-        30,
-        "queue.purge",
-        &[
-            ("ticket", Short),
-            ("queue", ShortString),
-            ("no-wait", Bits(1)),
-        ],
-    ),
+    method(50, 30, "queue.purge", &[("ticket", Short), ("queue", ShortString), ("no-wait", Bits(1))]),
     method(50, 31, "queue.purge-ok", &[("message-count", Long)]),
-    method(
-        50,
-        40,
-        "queue.delete",
-        &[
-            ("ticket", Short),
-            ("queue", ShortString),
-            ("flags", Bits(3)),
-        ],
-    ),
+    method(50, 40, "queue.delete", &[("ticket", Short), ("queue", ShortString), ("flags", Bits(3))]),
     method(50, 41, "queue.delete-ok", &[("message-count", Long)]),
     method(
         50,
@@ -317,16 +214,7 @@ pub(crate) static METHODS: &[MethodSchema] = &[
     ),
     method(50, 51, "queue.unbind-ok", &[]),
     // basic (60)
-    method(
-        60,
-        10,
-        "basic.qos",
-        &[
-            ("prefetch-size", Long),
-            ("prefetch-count", Short),
-            ("global", Bits(1)),
-        ],
-    ),
+    method(60, 10, "basic.qos", &[("prefetch-size", Long), ("prefetch-count", Short), ("global", Bits(1))]),
     method(60, 11, "basic.qos-ok", &[]),
     method(
         60,
@@ -341,34 +229,19 @@ pub(crate) static METHODS: &[MethodSchema] = &[
         ],
     ),
     method(60, 21, "basic.consume-ok", &[("consumer-tag", ShortString)]),
-    method(
-        60,
-        30,
-        "basic.cancel",
-        &[("consumer-tag", ShortString), ("no-wait", Bits(1))],
-    ),
+    method(60, 30, "basic.cancel", &[("consumer-tag", ShortString), ("no-wait", Bits(1))]),
     method(60, 31, "basic.cancel-ok", &[("consumer-tag", ShortString)]),
     method(
         60,
         METHOD_BASIC_PUBLISH,
         "basic.publish",
-        &[
-            ("ticket", Short),
-            ("exchange", ShortString),
-            ("routing-key", ShortString),
-            ("flags", Bits(2)),
-        ],
+        &[("ticket", Short), ("exchange", ShortString), ("routing-key", ShortString), ("flags", Bits(2))],
     ),
     method(
         60,
         METHOD_BASIC_RETURN,
         "basic.return",
-        &[
-            ("reply-code", Short),
-            ("reply-text", ShortString),
-            ("exchange", ShortString),
-            ("routing-key", ShortString),
-        ],
+        &[("reply-code", Short), ("reply-text", ShortString), ("exchange", ShortString), ("routing-key", ShortString)],
     ),
     method(
         60,
@@ -382,16 +255,7 @@ pub(crate) static METHODS: &[MethodSchema] = &[
             ("routing-key", ShortString),
         ],
     ),
-    method(
-        60,
-        70,
-        "basic.get",
-        &[
-            ("ticket", Short),
-            ("queue", ShortString),
-            ("no-ack", Bits(1)),
-        ],
-    ),
+    method(60, 70, "basic.get", &[("ticket", Short), ("queue", ShortString), ("no-ack", Bits(1))]),
     method(
         60,
         METHOD_BASIC_GET_OK,
@@ -405,27 +269,12 @@ pub(crate) static METHODS: &[MethodSchema] = &[
         ],
     ),
     method(60, 72, "basic.get-empty", &[("cluster-id", ShortString)]),
-    method(
-        60,
-        METHOD_BASIC_ACK,
-        "basic.ack",
-        &[("delivery-tag", LongLong), ("multiple", Bits(1))],
-    ),
-    method(
-        60,
-        METHOD_BASIC_REJECT,
-        "basic.reject",
-        &[("delivery-tag", LongLong), ("requeue", Bits(1))],
-    ),
+    method(60, METHOD_BASIC_ACK, "basic.ack", &[("delivery-tag", LongLong), ("multiple", Bits(1))]),
+    method(60, METHOD_BASIC_REJECT, "basic.reject", &[("delivery-tag", LongLong), ("requeue", Bits(1))]),
     method(60, 100, "basic.recover-async", &[("requeue", Bits(1))]),
     method(60, 110, "basic.recover", &[("requeue", Bits(1))]),
     method(60, 111, "basic.recover-ok", &[]),
-    method(
-        60,
-        METHOD_BASIC_NACK,
-        "basic.nack",
-        &[("delivery-tag", LongLong), ("flags", Bits(2))],
-    ),
+    method(60, METHOD_BASIC_NACK, "basic.nack", &[("delivery-tag", LongLong), ("flags", Bits(2))]),
     // tx (90)
     method(90, 10, "tx.select", &[]),
     method(90, 11, "tx.select-ok", &[]),
@@ -459,9 +308,7 @@ pub(crate) static BASIC_PROPERTIES: [Field; 14] = [
 
 /// The schema of `class_id`.`method_id`, if Weir knows the method.
 pub(crate) fn lookup(class_id: u16, method_id: u16) -> Option<&'static MethodSchema> {
-    METHODS
-        .iter()
-        .find(|schema| schema.class_id == class_id && schema.method_id == method_id)
+    METHODS.iter().find(|schema| schema.class_id == class_id && schema.method_id == method_id)
 }
 
 /// True if Weir knows the class at all (to word the 540 reply text).

@@ -8,14 +8,12 @@ use bytes::{Bytes, BytesMut};
 use common::{decode_all, raw_frame};
 use weir_amqp_codec::amq_protocol::protocol::{basic, AMQPClass, BasicProperties};
 use weir_amqp_codec::{
-    encode_method, encode_properties, encode_publish, Assembled, Content, ContentAssembler, Frame,
-    ReplyCode, FRAME_MIN_SIZE, MESSAGE_SIZE_MAX_DEFAULT,
+    encode_method, encode_properties, encode_publish, Assembled, Content, ContentAssembler, Frame, ReplyCode,
+    FRAME_MIN_SIZE, MESSAGE_SIZE_MAX_DEFAULT,
 };
 
 fn publish_frames(channel: u16, body: &[u8], frame_max: u32) -> Vec<Frame> {
-    let properties = BasicProperties::default()
-        .with_content_type("text/plain".into())
-        .with_delivery_mode(2);
+    let properties = BasicProperties::default().with_content_type("text/plain".into()).with_delivery_mode(2);
     let mut out = BytesMut::new();
     encode_publish(
         &mut out,
@@ -33,10 +31,7 @@ fn publish_frames(channel: u16, body: &[u8], frame_max: u32) -> Vec<Frame> {
 
 fn ack_frame(channel: u16) -> Frame {
     let mut out = BytesMut::new();
-    let ack = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-        delivery_tag: 1,
-        multiple: false,
-    }));
+    let ack = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: 1, multiple: false }));
     encode_method(&mut out, channel, &ack);
     decode_all(&out, FRAME_MIN_SIZE).unwrap().remove(0)
 }
@@ -71,10 +66,7 @@ fn empty_body_completes_on_the_header() {
     let frames = publish_frames(1, b"", FRAME_MIN_SIZE);
     assert_eq!(frames.len(), 2);
     let mut assembler = ContentAssembler::new(MESSAGE_SIZE_MAX_DEFAULT);
-    assert_eq!(
-        assembler.on_frame(frames[0].clone()),
-        Ok(Assembled::Pending)
-    );
+    assert_eq!(assembler.on_frame(frames[0].clone()), Ok(Assembled::Pending));
     let Ok(Assembled::Content(content)) = assembler.on_frame(frames[1].clone()) else {
         panic!("empty body must complete on the header");
     };
@@ -91,11 +83,7 @@ fn other_channels_may_interleave() {
     let mut done = Vec::new();
     for (a, b) in first.into_iter().zip(second) {
         for frame in [a, b] {
-            let assembler = if frame.channel() == 1 {
-                &mut one
-            } else {
-                &mut two
-            };
+            let assembler = if frame.channel() == 1 { &mut one } else { &mut two };
             if let Assembled::Content(content) = assembler.on_frame(frame).unwrap() {
                 done.push(content.body[0]);
             }
@@ -111,10 +99,7 @@ fn method_between_header_and_body_is_unexpected_frame() {
     feed(&mut assembler, frames[..2].to_vec());
     let error = assembler.on_frame(ack_frame(1)).unwrap_err();
     assert_eq!(error.code, ReplyCode::UnexpectedFrame);
-    assert_eq!(
-        (error.channel, error.class_id, error.method_id),
-        (1, 60, 40)
-    );
+    assert_eq!((error.channel, error.class_id, error.method_id), (1, 60, 40));
     assert!(error.is_hard());
     assert!(assembler.is_idle());
 }
@@ -126,11 +111,7 @@ fn method_between_publish_and_header_is_unexpected_frame() {
     feed(&mut assembler, frames[..1].to_vec());
     let error = assembler.on_frame(ack_frame(1)).unwrap_err();
     assert_eq!(error.code, ReplyCode::UnexpectedFrame);
-    assert!(
-        error.text.contains("expected content header"),
-        "{}",
-        error.text
-    );
+    assert!(error.text.contains("expected content header"), "{}", error.text);
 }
 
 #[test]
@@ -175,9 +156,7 @@ fn body_larger_than_declared_is_a_frame_error() {
     let frames = publish_frames(1, b"hello", FRAME_MIN_SIZE);
     let mut assembler = ContentAssembler::new(MESSAGE_SIZE_MAX_DEFAULT);
     feed(&mut assembler, frames[..2].to_vec());
-    let error = assembler
-        .on_body(Bytes::from_static(b"hello!"))
-        .unwrap_err();
+    let error = assembler.on_body(Bytes::from_static(b"hello!")).unwrap_err();
     assert_eq!(error.code, ReplyCode::FrameError);
     assert!(assembler.is_idle());
 }
@@ -191,14 +170,8 @@ fn oversize_message_is_precondition_failed_before_any_body() {
     let error = assembler.on_frame(frames[1].clone()).unwrap_err();
     assert_eq!(error.code, ReplyCode::PreconditionFailed);
     assert!(!error.is_hard());
-    assert_eq!(
-        (error.channel, error.class_id, error.method_id),
-        (3, 60, 40)
-    );
-    assert_eq!(
-        error.text,
-        "message size 1001 is larger than configured max size 1000"
-    );
+    assert_eq!((error.channel, error.class_id, error.method_id), (3, 60, 40));
+    assert_eq!(error.text, "message size 1001 is larger than configured max size 1000");
     assert!(assembler.is_idle());
 }
 
@@ -215,8 +188,6 @@ fn methods_pass_through_while_idle() {
     let mut assembler = ContentAssembler::new(MESSAGE_SIZE_MAX_DEFAULT);
     assert!(matches!(
         assembler.on_frame(ack_frame(1)),
-        Ok(Assembled::Method(AMQPClass::Basic(basic::AMQPMethod::Ack(
-            _
-        ))))
+        Ok(Assembled::Method(AMQPClass::Basic(basic::AMQPMethod::Ack(_))))
     ));
 }

@@ -12,14 +12,14 @@ mod common;
 
 use bytes::BytesMut;
 use common::{
-    content_header_payload_with_headers, decode_all, nested_table_entries, queue_declare_payload,
-    raw_frame, sample_table,
+    content_header_payload_with_headers, decode_all, nested_table_entries, queue_declare_payload, raw_frame,
+    sample_table,
 };
 use proptest::prelude::*;
 use weir_amqp_codec::amq_protocol::protocol::{basic, queue, AMQPClass, BasicProperties};
 use weir_amqp_codec::{
-    decode_frame, encode_confirm_ack, encode_deliver, encode_heartbeat, encode_method,
-    encode_properties, encode_publish, fuzz_one_input, ReplyCode, FUZZ_FRAME_MAX,
+    decode_frame, encode_confirm_ack, encode_deliver, encode_heartbeat, encode_method, encode_properties,
+    encode_publish, fuzz_one_input, ReplyCode, FUZZ_FRAME_MAX,
 };
 
 /// A valid stream touching every frame type and the table scanner.
@@ -49,16 +49,8 @@ fn valid_stream() -> Vec<u8> {
         ..Default::default()
     }));
     encode_method(&mut out, 3, &consume);
-    out.extend_from_slice(&raw_frame(
-        1,
-        1,
-        &queue_declare_payload(b"deep", &nested_table_entries(40)),
-    ));
-    out.extend_from_slice(&raw_frame(
-        2,
-        1,
-        &content_header_payload_with_headers(0, &nested_table_entries(30)),
-    ));
+    out.extend_from_slice(&raw_frame(1, 1, &queue_declare_payload(b"deep", &nested_table_entries(40))));
+    out.extend_from_slice(&raw_frame(2, 1, &content_header_payload_with_headers(0, &nested_table_entries(30))));
     out.to_vec()
 }
 
@@ -73,10 +65,7 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
-        (
-            any::<usize>(),
-            prop_oneof![any::<u8>(), Just(0xFF), Just(0), Just(b'F'), Just(b'A')]
-        )
+        (any::<usize>(), prop_oneof![any::<u8>(), Just(0xFF), Just(0), Just(b'F'), Just(b'A')])
             .prop_map(|(at, value)| Mutation::Set { at, value }),
         (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8))
             .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),

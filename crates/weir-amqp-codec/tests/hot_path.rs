@@ -15,9 +15,9 @@ use weir_amqp_codec::amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, Wr
 use weir_amqp_codec::amq_protocol::protocol::{basic, AMQPClass, BasicProperties};
 use weir_amqp_codec::amq_protocol::types::{AMQPValue, FieldTable};
 use weir_amqp_codec::{
-    encode_confirm_ack, encode_confirm_nack, encode_deliver, encode_get_ok, encode_properties,
-    encode_publish, encode_return, outbound_body_chunk_size_max, Assembled, ContentAssembler,
-    Frame, ReplyCode, FRAME_OVERHEAD, MESSAGE_SIZE_MAX_DEFAULT,
+    encode_confirm_ack, encode_confirm_nack, encode_deliver, encode_get_ok, encode_properties, encode_publish,
+    encode_return, outbound_body_chunk_size_max, Assembled, ContentAssembler, Frame, ReplyCode, FRAME_OVERHEAD,
+    MESSAGE_SIZE_MAX_DEFAULT,
 };
 
 fn short_string() -> impl Strategy<Value = String> {
@@ -58,32 +58,30 @@ fn properties() -> impl Strategy<Value = BasicProperties> {
         proptest::option::of(any::<u64>()),
         proptest::option::of(any::<i64>()),
     )
-        .prop_map(
-            |(content_type, delivery_mode, priority, correlation_id, timestamp, header)| {
-                let mut properties = BasicProperties::default();
-                if let Some(value) = content_type {
-                    properties = properties.with_content_type(value.into());
-                }
-                if let Some(value) = delivery_mode {
-                    properties = properties.with_delivery_mode(value);
-                }
-                if let Some(value) = priority {
-                    properties = properties.with_priority(value);
-                }
-                if let Some(value) = correlation_id {
-                    properties = properties.with_correlation_id(value.into());
-                }
-                if let Some(value) = timestamp {
-                    properties = properties.with_timestamp(value);
-                }
-                if let Some(value) = header {
-                    let mut headers = FieldTable::default();
-                    headers.insert("x-value".into(), AMQPValue::LongLongInt(value));
-                    properties = properties.with_headers(headers);
-                }
-                properties
-            },
-        )
+        .prop_map(|(content_type, delivery_mode, priority, correlation_id, timestamp, header)| {
+            let mut properties = BasicProperties::default();
+            if let Some(value) = content_type {
+                properties = properties.with_content_type(value.into());
+            }
+            if let Some(value) = delivery_mode {
+                properties = properties.with_delivery_mode(value);
+            }
+            if let Some(value) = priority {
+                properties = properties.with_priority(value);
+            }
+            if let Some(value) = correlation_id {
+                properties = properties.with_correlation_id(value.into());
+            }
+            if let Some(value) = timestamp {
+                properties = properties.with_timestamp(value);
+            }
+            if let Some(value) = header {
+                let mut headers = FieldTable::default();
+                headers.insert("x-value".into(), AMQPValue::LongLongInt(value));
+                properties = properties.with_headers(headers);
+            }
+            properties
+        })
 }
 
 /// Parses every frame of `bytes` with amq-protocol and returns (frame, encoded size).

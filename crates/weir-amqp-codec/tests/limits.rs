@@ -12,14 +12,14 @@ mod common;
 
 use bytes::BytesMut;
 use common::{
-    content_header_payload_with_headers, decode_all, nested_array_entries, nested_table_entries,
-    queue_declare_payload, raw_frame,
+    content_header_payload_with_headers, decode_all, nested_array_entries, nested_table_entries, queue_declare_payload,
+    raw_frame,
 };
 use weir_amqp_codec::amq_protocol::protocol::{queue, AMQPClass};
 use weir_amqp_codec::amq_protocol::types::AMQPValue;
 use weir_amqp_codec::{
-    decode_frame, decode_properties, encode_heartbeat, encode_publish, Frame, ReplyCode,
-    FIELD_TABLE_DEPTH_MAX, FRAME_HEADER_SIZE, FRAME_MIN_SIZE,
+    decode_frame, decode_properties, encode_heartbeat, encode_publish, Frame, ReplyCode, FIELD_TABLE_DEPTH_MAX,
+    FRAME_HEADER_SIZE, FRAME_MIN_SIZE,
 };
 
 /// Stack for the hostile deep-nesting tests: far below what recursion over 10 000 levels needs.
@@ -52,10 +52,7 @@ fn payload_of_frame_max_minus_8_is_accepted() {
     for frame_max in [FRAME_MIN_SIZE, 131_072] {
         let frame = body_frame(frame_max as usize - 8);
         assert_eq!(frame.len(), frame_max as usize);
-        assert!(matches!(
-            decode_one(&frame, frame_max),
-            Ok(Some(Frame::Body { .. }))
-        ));
+        assert!(matches!(decode_one(&frame, frame_max), Ok(Some(Frame::Body { .. }))));
     }
 }
 
@@ -64,10 +61,7 @@ fn payload_of_frame_max_minus_8_is_accepted() {
 fn payload_of_frame_max_is_accepted_and_frame_max_plus_1_rejected_from_the_header_alone() {
     for frame_max in [FRAME_MIN_SIZE, 131_072] {
         let accepted = body_frame(frame_max as usize);
-        assert!(matches!(
-            decode_one(&accepted, frame_max),
-            Ok(Some(Frame::Body { .. }))
-        ));
+        assert!(matches!(decode_one(&accepted, frame_max), Ok(Some(Frame::Body { .. }))));
 
         let rejected = body_frame(frame_max as usize + 1);
         let error = decode_one(&rejected[..FRAME_HEADER_SIZE], frame_max).unwrap_err();
@@ -87,10 +81,7 @@ fn huge_declared_size_is_rejected_before_buffering() {
 #[test]
 fn frame_max_below_the_minimum_counts_as_the_minimum() {
     let frame = body_frame(FRAME_MIN_SIZE as usize);
-    assert!(matches!(
-        decode_one(&frame, 0),
-        Ok(Some(Frame::Body { .. }))
-    ));
+    assert!(matches!(decode_one(&frame, 0), Ok(Some(Frame::Body { .. }))));
     assert!(decode_one(&body_frame(FRAME_MIN_SIZE as usize + 1), 0).is_err());
 }
 
@@ -117,10 +108,7 @@ fn heartbeat_on_a_channel_is_returned_for_the_connection_to_reject() {
     assert_eq!(frames, [Frame::Heartbeat { channel: 5 }]);
     let mut out = BytesMut::new();
     encode_heartbeat(&mut out);
-    assert_eq!(
-        decode_all(&out, FRAME_MIN_SIZE).unwrap(),
-        [Frame::Heartbeat { channel: 0 }]
-    );
+    assert_eq!(decode_all(&out, FRAME_MIN_SIZE).unwrap(), [Frame::Heartbeat { channel: 0 }]);
 }
 
 #[test]
@@ -130,10 +118,7 @@ fn unknown_class_or_method_is_not_implemented() {
         payload.extend_from_slice(&method_id.to_be_bytes());
         let error = decode_one(&raw_frame(1, 3, &payload), FRAME_MIN_SIZE).unwrap_err();
         assert_eq!(error.code, ReplyCode::NotImplemented);
-        assert_eq!(
-            (error.channel, error.class_id, error.method_id),
-            (3, class_id, method_id)
-        );
+        assert_eq!((error.channel, error.class_id, error.method_id), (3, class_id, method_id));
     }
 }
 
@@ -216,11 +201,7 @@ fn every_rabbitmq_field_value_tag_is_accepted() {
     }
     let payload = queue_declare_payload(b"q", &entries);
     let frames = decode_all(&raw_frame(1, 1, &payload), FRAME_MIN_SIZE).unwrap();
-    let [Frame::Method {
-        method: AMQPClass::Queue(queue::AMQPMethod::Declare(declare)),
-        ..
-    }] = &frames[..]
-    else {
+    let [Frame::Method { method: AMQPClass::Queue(queue::AMQPMethod::Declare(declare)), .. }] = &frames[..] else {
         panic!("{frames:?}");
     };
     assert!(declare.durable);
@@ -234,19 +215,11 @@ fn every_rabbitmq_field_value_tag_is_accepted() {
 }
 
 fn queue_declare_with_depth(depth: usize) -> Vec<u8> {
-    raw_frame(
-        1,
-        1,
-        &queue_declare_payload(b"q", &nested_table_entries(depth)),
-    )
+    raw_frame(1, 1, &queue_declare_payload(b"q", &nested_table_entries(depth)))
 }
 
 fn header_with_depth(depth: usize) -> Vec<u8> {
-    raw_frame(
-        2,
-        1,
-        &content_header_payload_with_headers(0, &nested_table_entries(depth)),
-    )
+    raw_frame(2, 1, &content_header_payload_with_headers(0, &nested_table_entries(depth)))
 }
 
 #[test]
@@ -254,21 +227,10 @@ fn arguments_nested_64_deep_are_accepted_and_65_rejected() {
     let frame_max = 131_072;
     let frames = decode_all(&queue_declare_with_depth(FIELD_TABLE_DEPTH_MAX), frame_max).unwrap();
     assert!(matches!(frames[..], [Frame::Method { class_id: 50, .. }]));
-    let error = decode_one(
-        &queue_declare_with_depth(FIELD_TABLE_DEPTH_MAX + 1),
-        frame_max,
-    )
-    .unwrap_err();
+    let error = decode_one(&queue_declare_with_depth(FIELD_TABLE_DEPTH_MAX + 1), frame_max).unwrap_err();
     assert_eq!(error.code, ReplyCode::SyntaxError);
-    assert_eq!(
-        (error.channel, error.class_id, error.method_id),
-        (1, 50, 10)
-    );
-    assert!(
-        error.text.contains("nested deeper than 64"),
-        "{}",
-        error.text
-    );
+    assert_eq!((error.channel, error.class_id, error.method_id), (1, 50, 10));
+    assert!(error.text.contains("nested deeper than 64"), "{}", error.text);
 }
 
 #[test]
@@ -297,15 +259,8 @@ fn arguments_nested_10000_deep_are_rejected_on_a_small_stack() {
         let frame = queue_declare_with_depth(HOSTILE_DEPTH);
         let error = decode_one(&frame, u32::MAX).unwrap_err();
         assert_eq!(error.code, ReplyCode::SyntaxError);
-        let arrays = raw_frame(
-            1,
-            1,
-            &queue_declare_payload(b"q", &nested_array_entries(HOSTILE_DEPTH)),
-        );
-        assert_eq!(
-            decode_one(&arrays, u32::MAX).unwrap_err().code,
-            ReplyCode::SyntaxError
-        );
+        let arrays = raw_frame(1, 1, &queue_declare_payload(b"q", &nested_array_entries(HOSTILE_DEPTH)));
+        assert_eq!(decode_one(&arrays, u32::MAX).unwrap_err().code, ReplyCode::SyntaxError);
     });
 }
 
@@ -318,10 +273,7 @@ fn headers_nested_10000_deep_are_rejected_on_a_small_stack() {
         let entries = nested_table_entries(HOSTILE_DEPTH);
         raw.extend_from_slice(&u32::try_from(entries.len()).unwrap().to_be_bytes());
         raw.extend_from_slice(&entries);
-        assert_eq!(
-            decode_properties(&raw).unwrap_err().code,
-            ReplyCode::SyntaxError
-        );
+        assert_eq!(decode_properties(&raw).unwrap_err().code, ReplyCode::SyntaxError);
     });
 }
 
@@ -371,17 +323,7 @@ fn malformed_properties_are_a_syntax_error() {
 #[test]
 fn body_and_header_payloads_are_zero_copy() {
     let mut out = BytesMut::new();
-    encode_publish(
-        &mut out,
-        1,
-        "",
-        "q",
-        false,
-        false,
-        &[0x10, 0, 2],
-        b"hello",
-        4096,
-    );
+    encode_publish(&mut out, 1, "", "q", false, false, &[0x10, 0, 2], b"hello", 4096);
     let mut buf = out.clone();
     let start = buf.as_ptr() as usize;
     let end = start + buf.len();
@@ -394,9 +336,7 @@ fn body_and_header_payloads_are_zero_copy() {
         }
     }
     assert_eq!(pointers.len(), 2);
-    assert!(pointers
-        .iter()
-        .all(|pointer| (start..end).contains(pointer)));
+    assert!(pointers.iter().all(|pointer| (start..end).contains(pointer)));
 }
 
 /// Every proper prefix of a valid stream decodes the frames it holds and then asks for
@@ -404,17 +344,7 @@ fn body_and_header_payloads_are_zero_copy() {
 #[test]
 fn truncated_input_returns_none_never_an_error() {
     let mut stream = BytesMut::new();
-    encode_publish(
-        &mut stream,
-        1,
-        "ex",
-        "rk",
-        true,
-        false,
-        &[0x10, 0, 2],
-        &[7; 5000],
-        4096,
-    );
+    encode_publish(&mut stream, 1, "ex", "rk", true, false, &[0x10, 0, 2], &[7; 5000], 4096);
     stream.extend_from_slice(&queue_declare_with_depth(10));
     stream.extend_from_slice(&header_with_depth(3));
     let complete = decode_all(&stream, 131_072).unwrap();

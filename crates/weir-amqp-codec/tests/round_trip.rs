@@ -41,15 +41,8 @@ fn assert_round_trip(method: AMQPClass) {
     assert!(rest.is_empty());
     assert_eq!(parsed, AMQPFrame::Method(CHANNEL, method.clone()));
 
-    let frames = decode_all(&out, FRAME_MAX)
-        .unwrap_or_else(|error| panic!("decode of {method:?} failed: {error}"));
-    let [Frame::Method {
-        channel,
-        class_id,
-        method_id,
-        method: decoded,
-    }] = &frames[..]
-    else {
+    let frames = decode_all(&out, FRAME_MAX).unwrap_or_else(|error| panic!("decode of {method:?} failed: {error}"));
+    let [Frame::Method { channel, class_id, method_id, method: decoded }] = &frames[..] else {
         panic!("expected one method frame, got {frames:?}");
     };
     assert_eq!(*channel, CHANNEL);
@@ -80,15 +73,10 @@ fn connection_method(method: connection::AMQPMethod) -> AMQPClass {
 fn connection_methods_round_trip() {
     use connection::AMQPMethod as M;
     let mut capabilities = FieldTable::default();
-    capabilities.insert(
-        "publisher_confirms".into(),
-        weir_amqp_codec::amq_protocol::types::AMQPValue::Boolean(true),
-    );
+    capabilities.insert("publisher_confirms".into(), weir_amqp_codec::amq_protocol::types::AMQPValue::Boolean(true));
     let mut server_properties = sample_table();
-    server_properties.insert(
-        "capabilities".into(),
-        weir_amqp_codec::amq_protocol::types::AMQPValue::FieldTable(capabilities),
-    );
+    server_properties
+        .insert("capabilities".into(), weir_amqp_codec::amq_protocol::types::AMQPValue::FieldTable(capabilities));
     for method in [
         M::Start(connection::Start {
             version_major: 0,
@@ -103,25 +91,11 @@ fn connection_methods_round_trip() {
             response: LongString::from(b"\0guest\0guest".to_vec()),
             locale: "en_US".into(),
         }),
-        M::Secure(connection::Secure {
-            challenge: LongString::from(b"\x01\x02challenge".to_vec()),
-        }),
-        M::SecureOk(connection::SecureOk {
-            response: LongString::from(b"answer\0".to_vec()),
-        }),
-        M::Tune(connection::Tune {
-            channel_max: 2047,
-            frame_max: 131_072,
-            heartbeat: 60,
-        }),
-        M::TuneOk(connection::TuneOk {
-            channel_max: 2047,
-            frame_max: FRAME_MIN_SIZE,
-            heartbeat: 0,
-        }),
-        M::Open(connection::Open {
-            virtual_host: "/".into(),
-        }),
+        M::Secure(connection::Secure { challenge: LongString::from(b"\x01\x02challenge".to_vec()) }),
+        M::SecureOk(connection::SecureOk { response: LongString::from(b"answer\0".to_vec()) }),
+        M::Tune(connection::Tune { channel_max: 2047, frame_max: 131_072, heartbeat: 60 }),
+        M::TuneOk(connection::TuneOk { channel_max: 2047, frame_max: FRAME_MIN_SIZE, heartbeat: 0 }),
+        M::Open(connection::Open { virtual_host: "/".into() }),
         M::OpenOk(connection::OpenOk {}),
         M::Close(connection::Close {
             reply_code: 320,
@@ -130,14 +104,9 @@ fn connection_methods_round_trip() {
             method_id: 10,
         }),
         M::CloseOk(connection::CloseOk {}),
-        M::Blocked(connection::Blocked {
-            reason: "low on memory".into(),
-        }),
+        M::Blocked(connection::Blocked { reason: "low on memory".into() }),
         M::Unblocked(connection::Unblocked {}),
-        M::UpdateSecret(connection::UpdateSecret {
-            new_secret: LongString::from("token"),
-            reason: "refresh".into(),
-        }),
+        M::UpdateSecret(connection::UpdateSecret { new_secret: LongString::from("token"), reason: "refresh".into() }),
         M::UpdateSecretOk(connection::UpdateSecretOk {}),
     ] {
         assert_round_trip(connection_method(method));
@@ -151,12 +120,7 @@ fn channel_methods_round_trip() {
     for method in [
         M::Open(channel::Open {}),
         M::OpenOk(channel::OpenOk {}),
-        M::Close(channel::Close {
-            reply_code: 0,
-            reply_text: "".into(),
-            class_id: 0,
-            method_id: 0,
-        }),
+        M::Close(channel::Close { reply_code: 0, reply_text: "".into(), class_id: 0, method_id: 0 }),
         M::Close(channel::Close {
             reply_code: 404,
             reply_text: "NOT_FOUND - no queue 'q' in vhost '/'".into(),
@@ -167,29 +131,16 @@ fn channel_methods_round_trip() {
     ] {
         assert_round_trip(wrap(method));
     }
-    assert_flags_round_trip(channel::Flow::default(), &[|m| m.active = true], |m| {
-        wrap(M::Flow(m))
-    });
-    assert_flags_round_trip(channel::FlowOk::default(), &[|m| m.active = true], |m| {
-        wrap(M::FlowOk(m))
-    });
+    assert_flags_round_trip(channel::Flow::default(), &[|m| m.active = true], |m| wrap(M::Flow(m)));
+    assert_flags_round_trip(channel::FlowOk::default(), &[|m| m.active = true], |m| wrap(M::FlowOk(m)));
 }
 
 #[test]
 fn access_methods_round_trip() {
     use access::AMQPMethod as M;
     assert_flags_round_trip(
-        access::Request {
-            realm: "/data".into(),
-            ..Default::default()
-        },
-        &[
-            |m| m.exclusive = true,
-            |m| m.passive = true,
-            |m| m.active = true,
-            |m| m.write = true,
-            |m| m.read = true,
-        ],
+        access::Request { realm: "/data".into(), ..Default::default() },
+        &[|m| m.exclusive = true, |m| m.passive = true, |m| m.active = true, |m| m.write = true, |m| m.read = true],
         |m| AMQPClass::Access(M::Request(m)),
     );
     assert_round_trip(AMQPClass::Access(M::RequestOk(access::RequestOk {})));
@@ -216,10 +167,7 @@ fn exchange_methods_round_trip() {
         |m| wrap(M::Declare(m)),
     );
     assert_flags_round_trip(
-        exchange::Delete {
-            exchange: "x".into(),
-            ..Default::default()
-        },
+        exchange::Delete { exchange: "x".into(), ..Default::default() },
         &[|m| m.if_unused = true, |m| m.nowait = true],
         |m| wrap(M::Delete(m)),
     );
@@ -260,11 +208,7 @@ fn queue_methods_round_trip() {
     use queue::AMQPMethod as M;
     let wrap = AMQPClass::Queue;
     assert_flags_round_trip(
-        queue::Declare {
-            queue: "celery".into(),
-            arguments: sample_table(),
-            ..Default::default()
-        },
+        queue::Declare { queue: "celery".into(), arguments: sample_table(), ..Default::default() },
         &[
             |m| m.passive = true,
             |m| m.durable = true,
@@ -285,24 +229,12 @@ fn queue_methods_round_trip() {
         &[|m| m.nowait = true],
         |m| wrap(M::Bind(m)),
     );
+    assert_flags_round_trip(queue::Purge { queue: "q".into(), ..Default::default() }, &[|m| m.nowait = true], |m| {
+        wrap(M::Purge(m))
+    });
     assert_flags_round_trip(
-        queue::Purge {
-            queue: "q".into(),
-            ..Default::default()
-        },
-        &[|m| m.nowait = true],
-        |m| wrap(M::Purge(m)),
-    );
-    assert_flags_round_trip(
-        queue::Delete {
-            queue: "q".into(),
-            ..Default::default()
-        },
-        &[
-            |m| m.if_unused = true,
-            |m| m.if_empty = true,
-            |m| m.nowait = true,
-        ],
+        queue::Delete { queue: "q".into(), ..Default::default() },
+        &[|m| m.if_unused = true, |m| m.if_empty = true, |m| m.nowait = true],
         |m| wrap(M::Delete(m)),
     );
     for method in [
@@ -320,9 +252,7 @@ fn queue_methods_round_trip() {
         }),
         M::UnbindOk(queue::UnbindOk {}),
         M::PurgeOk(queue::PurgeOk { message_count: 9 }),
-        M::DeleteOk(queue::DeleteOk {
-            message_count: u32::MAX,
-        }),
+        M::DeleteOk(queue::DeleteOk { message_count: u32::MAX }),
     ] {
         assert_round_trip(wrap(method));
     }
@@ -332,14 +262,9 @@ fn queue_methods_round_trip() {
 fn basic_methods_round_trip() {
     use basic::AMQPMethod as M;
     let wrap = AMQPClass::Basic;
-    assert_flags_round_trip(
-        basic::Qos {
-            prefetch_count: 8,
-            ..Default::default()
-        },
-        &[|m| m.global = true],
-        |m| wrap(M::Qos(m)),
-    );
+    assert_flags_round_trip(basic::Qos { prefetch_count: 8, ..Default::default() }, &[|m| m.global = true], |m| {
+        wrap(M::Qos(m))
+    });
     assert_flags_round_trip(
         basic::Consume {
             queue: "celery".into(),
@@ -347,28 +272,16 @@ fn basic_methods_round_trip() {
             arguments: sample_table(),
             ..Default::default()
         },
-        &[
-            |m| m.no_local = true,
-            |m| m.no_ack = true,
-            |m| m.exclusive = true,
-            |m| m.nowait = true,
-        ],
+        &[|m| m.no_local = true, |m| m.no_ack = true, |m| m.exclusive = true, |m| m.nowait = true],
         |m| wrap(M::Consume(m)),
     );
     assert_flags_round_trip(
-        basic::Cancel {
-            consumer_tag: "ctag-1".into(),
-            ..Default::default()
-        },
+        basic::Cancel { consumer_tag: "ctag-1".into(), ..Default::default() },
         &[|m| m.nowait = true],
         |m| wrap(M::Cancel(m)),
     );
     assert_flags_round_trip(
-        basic::Publish {
-            exchange: "celery".into(),
-            routing_key: "celery".into(),
-            ..Default::default()
-        },
+        basic::Publish { exchange: "celery".into(), routing_key: "celery".into(), ..Default::default() },
         &[|m| m.mandatory = true, |m| m.immediate = true],
         |m| wrap(M::Publish(m)),
     );
@@ -383,14 +296,9 @@ fn basic_methods_round_trip() {
         &[|m| m.redelivered = true],
         |m| wrap(M::Deliver(m)),
     );
-    assert_flags_round_trip(
-        basic::Get {
-            queue: "q".into(),
-            ..Default::default()
-        },
-        &[|m| m.no_ack = true],
-        |m| wrap(M::Get(m)),
-    );
+    assert_flags_round_trip(basic::Get { queue: "q".into(), ..Default::default() }, &[|m| m.no_ack = true], |m| {
+        wrap(M::Get(m))
+    });
     assert_flags_round_trip(
         basic::GetOk {
             delivery_tag: 2,
@@ -403,45 +311,24 @@ fn basic_methods_round_trip() {
         |m| wrap(M::GetOk(m)),
     );
     assert_flags_round_trip(
-        basic::Ack {
-            delivery_tag: 1 << 40,
-            ..Default::default()
-        },
+        basic::Ack { delivery_tag: 1 << 40, ..Default::default() },
         &[|m| m.multiple = true],
         |m| wrap(M::Ack(m)),
     );
-    assert_flags_round_trip(
-        basic::Reject {
-            delivery_tag: 3,
-            ..Default::default()
-        },
-        &[|m| m.requeue = true],
-        |m| wrap(M::Reject(m)),
-    );
-    assert_flags_round_trip(
-        basic::RecoverAsync::default(),
-        &[|m| m.requeue = true],
-        |m| wrap(M::RecoverAsync(m)),
-    );
-    assert_flags_round_trip(basic::Recover::default(), &[|m| m.requeue = true], |m| {
-        wrap(M::Recover(m))
+    assert_flags_round_trip(basic::Reject { delivery_tag: 3, ..Default::default() }, &[|m| m.requeue = true], |m| {
+        wrap(M::Reject(m))
     });
+    assert_flags_round_trip(basic::RecoverAsync::default(), &[|m| m.requeue = true], |m| wrap(M::RecoverAsync(m)));
+    assert_flags_round_trip(basic::Recover::default(), &[|m| m.requeue = true], |m| wrap(M::Recover(m)));
     assert_flags_round_trip(
-        basic::Nack {
-            delivery_tag: 0,
-            ..Default::default()
-        },
+        basic::Nack { delivery_tag: 0, ..Default::default() },
         &[|m| m.multiple = true, |m| m.requeue = true],
         |m| wrap(M::Nack(m)),
     );
     for method in [
         M::QosOk(basic::QosOk {}),
-        M::ConsumeOk(basic::ConsumeOk {
-            consumer_tag: "amq.ctag-1".into(),
-        }),
-        M::CancelOk(basic::CancelOk {
-            consumer_tag: "amq.ctag-1".into(),
-        }),
+        M::ConsumeOk(basic::ConsumeOk { consumer_tag: "amq.ctag-1".into() }),
+        M::CancelOk(basic::CancelOk { consumer_tag: "amq.ctag-1".into() }),
         M::Return(basic::Return {
             reply_code: 312,
             reply_text: "NO_ROUTE".into(),
@@ -469,9 +356,7 @@ fn tx_and_confirm_methods_round_trip() {
         assert_round_trip(AMQPClass::Tx(method));
     }
     use confirm::AMQPMethod as C;
-    assert_flags_round_trip(confirm::Select::default(), &[|m| m.nowait = true], |m| {
-        AMQPClass::Confirm(C::Select(m))
-    });
+    assert_flags_round_trip(confirm::Select::default(), &[|m| m.nowait = true], |m| AMQPClass::Confirm(C::Select(m)));
     assert_round_trip(AMQPClass::Confirm(C::SelectOk(confirm::SelectOk {})));
 }
 
@@ -486,10 +371,7 @@ fn dashed_flags_sit_on_the_spec_bits() {
         out[15]
     };
     let declare = |set: fn(&mut queue::Declare)| {
-        let mut method = queue::Declare {
-            queue: "q".into(),
-            ..Default::default()
-        };
+        let mut method = queue::Declare { queue: "q".into(), ..Default::default() };
         set(&mut method);
         AMQPClass::Queue(queue::AMQPMethod::Declare(method))
     };

@@ -168,9 +168,16 @@ pub enum Command {
     /// Stop: write a checkpoint, close the log, end the loop.
     Shutdown,
     /// Internal: the checkpoint thread finished writing the checkpoint for `lsn`.
+    #[doc(hidden)]
     CheckpointWritten {
         lsn: u64,
         result: Result<(), String>,
+    },
+    /// Internal: the scrub thread verified `segment`; the damage it found, if any.
+    #[doc(hidden)]
+    Scrubbed {
+        segment: u32,
+        result: Result<Vec<String>, String>,
     },
 }
 

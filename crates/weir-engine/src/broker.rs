@@ -145,6 +145,10 @@ pub(crate) struct Broker<S: Storage> {
     pub read_only: Option<String>,
     /// Payload bytes appended since the last checkpoint.
     pub bytes_since_checkpoint: u64,
+    /// LSN of the newest durable checkpoint. Two checkpoints are kept on disk and recovery
+    /// falls back to the older one if the newest is damaged, so segments are only released up
+    /// to the older of the two (see `engine::reclaim_segments`).
+    pub checkpoint_lsn: u64,
     scratch: Writer,
 }
 
@@ -173,6 +177,7 @@ impl<S: Storage> Broker<S> {
             pending_settles: Vec::new(),
             read_only: None,
             bytes_since_checkpoint: 0,
+            checkpoint_lsn: 0,
             scratch: Writer::default(),
         }
     }
@@ -222,7 +227,7 @@ impl<S: Storage> Broker<S> {
                 (origin, self.settle_tags(origin, delivery_tag, multiple, how))
             }
             Command::Recover { origin } => (origin, self.recover(origin)),
-            Command::Shutdown | Command::CheckpointWritten { .. } => {
+            Command::Shutdown | Command::CheckpointWritten { .. } | Command::Scrubbed { .. } => {
                 unreachable!("handled by the engine loop")
             }
         };

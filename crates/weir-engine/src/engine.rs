@@ -12,8 +12,12 @@
 //! nothing live are recycled, and sparse ones are compacted (their live messages re-written
 //! at the head) so one long-lived message cannot pin a whole segment.
 //!
-//! When idle, the loop scrubs one sealed segment per turn (crc check of every record), so
-//! corruption in old segments is found and reported without anyone reading that message.
+//! When idle, the loop hands one sealed segment at a time to the scrub thread (crc check of
+//! every record), so corruption in old segments is found and reported without anyone reading
+//! that message. A segment is never released while it is being scrubbed.
+//!
+//! A panic on the engine thread is a Weir bug with the state in an unknown shape: the process
+//! aborts, and the next start recovers from the log (crash-only design).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,10 +104,15 @@ impl Engine {
             crate::recovery::recover(storage.clone(), config.log.clone(), config.cache_budget_bytes)?;
         let (inbox_sender, inbox) = flume::bounded(config.inbox_capacity);
         let handle = EngineHandle { inbox: inbox_sender.clone(), next_connection: Arc::new(AtomicU64::new(1)) };
-        let checkpointer = Checkpointer::start(storage, inbox_sender)?;
-        let thread = std::thread::Builder::new()
-            .name("weir-engine".into())
-            .spawn(move || run(broker, inbox, checkpointer, config))?;
+        let checkpointer = Checkpointer::start(storage, inbox_sender.clone())?;
+        let scrubber = Scrubber::start(inbox_sender)?;
+        let thread = std::thread::Builder::new().name("weir-engine".into()).spawn(move || {
+            let run = std::panic::AssertUnwindSafe(|| run(broker, inbox, checkpointer, scrubber, config));
+            if std::panic::catch_unwind(run).is_err() {
+                eprintln!("weir: the engine thread panicked (a bug); aborting so that recovery starts from the log");
+                std::process::abort();
+            }
+        })?;
         Ok((Self { handle, thread: Some(thread) }, report))
     }
 
@@ -167,18 +176,87 @@ impl Checkpointer {
     }
 }
 
+/// The background verifier of sealed segments.
+struct Scrubber<F: weir_log::StorageFile> {
+    jobs: Option<flume::Sender<weir_log::SegmentScrubber<F>>>,
+    thread: Option<JoinHandle<()>>,
+    /// The segment being verified now: it must not be released meanwhile.
+    in_flight: Option<u32>,
+    done: HashSet<u32>,
+}
+
+impl<F: weir_log::StorageFile> Scrubber<F> {
+    fn start(inbox: flume::Sender<Command>) -> std::io::Result<Self> {
+        let (jobs, receiver) = flume::bounded::<weir_log::SegmentScrubber<F>>(1);
+        let thread = std::thread::Builder::new().name("weir-scrub".into()).spawn(move || {
+            for job in receiver {
+                let segment = job.segment();
+                let result = job
+                    .verify()
+                    .map(|found| found.iter().map(ToString::to_string).collect())
+                    .map_err(|e| e.to_string());
+                if inbox.send(Command::Scrubbed { segment, result }).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Self { jobs: Some(jobs), thread: Some(thread), in_flight: None, done: HashSet::new() })
+    }
+
+    /// Start verifying the next sealed segment not verified in this run, if none is running.
+    fn start_next<S: Storage<File = F>>(&mut self, broker: &Broker<S>) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let segments = broker.log.segments();
+        let Some(segment) = segments.into_iter().find(|s| !s.active && !self.done.contains(&s.id)) else {
+            return;
+        };
+        self.done.insert(segment.id);
+        let Ok(job) = broker.log.scrubber(segment.id) else {
+            return; // busy (being written) or gone: try it again in another run
+        };
+        if let Some(jobs) = &self.jobs {
+            if jobs.send(job).is_ok() {
+                self.in_flight = Some(segment.id);
+            }
+        }
+    }
+
+    fn finished<S: Storage>(&mut self, broker: &mut Broker<S>, segment: u32, result: Result<Vec<String>, String>) {
+        self.in_flight = None;
+        match result {
+            Ok(found) if found.is_empty() => {}
+            Ok(found) => {
+                for corruption in &found {
+                    tracing::error!(segment, "scrub found corruption: {corruption}");
+                }
+                broker.read_only.get_or_insert(format!("scrub found corruption: {}", found[0]));
+            }
+            Err(e) => tracing::warn!(segment, "scrub could not read segment: {e}"),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn run<S: Storage>(
     mut broker: Broker<S>,
     inbox: flume::Receiver<Command>,
     mut checkpointer: Checkpointer,
+    mut scrubber: Scrubber<S::File>,
     config: EngineConfig,
 ) {
-    let mut scrubbed: HashSet<u32> = HashSet::new();
     loop {
         let first = match inbox.recv_timeout(IDLE_WAIT) {
             Ok(command) => command,
             Err(flume::RecvTimeoutError::Timeout) => {
-                scrub_one(&mut broker, &mut scrubbed);
+                scrubber.start_next(&broker);
                 continue;
             }
             Err(flume::RecvTimeoutError::Disconnected) => break,
@@ -190,16 +268,23 @@ fn run<S: Storage>(
                 Command::CheckpointWritten { lsn, result } => {
                     checkpointer.in_flight = false;
                     match result {
-                        Ok(()) => reclaim_segments(&mut broker, lsn),
+                        Ok(()) => {
+                            // The previous checkpoint is now the older of the two kept: the
+                            // fallback if this one is ever found damaged. Release up to it only.
+                            let older = std::mem::replace(&mut broker.checkpoint_lsn, lsn);
+                            reclaim_segments(&mut broker, older, scrubber.in_flight);
+                        }
                         Err(e) => tracing::error!(lsn, "checkpoint write failed: {e}"),
                     }
                 }
+                Command::Scrubbed { segment, result } => scrubber.finished(&mut broker, segment, result),
                 other => broker.handle(other),
             }
         }
         end_turn(&mut broker);
         if shutdown {
             checkpointer.stop();
+            scrubber.stop();
             final_checkpoint(&mut broker);
             break;
         }
@@ -213,6 +298,7 @@ fn run<S: Storage>(
         }
     }
     checkpointer.stop();
+    scrubber.stop();
 }
 
 /// Deliver, log settlements, send ungated events, fsync, send the rest.
@@ -245,15 +331,15 @@ fn final_checkpoint<S: Storage>(broker: &mut Broker<S>) {
     }
 }
 
-/// A checkpoint for `lsn` is durable: recycle sealed segments at or below it that hold
-/// nothing live, and compact sparse ones.
-fn reclaim_segments<S: Storage>(broker: &mut Broker<S>, lsn: u64) {
+/// Recycle sealed segments at or below `lsn` (the older of the two kept checkpoints) that
+/// hold nothing live, and compact sparse ones.
+fn reclaim_segments<S: Storage>(broker: &mut Broker<S>, lsn: u64, scrubbing: Option<u32>) {
     if broker.read_only.is_some() {
         return; // keep every byte for the operator to look at
     }
     let mut sparse = HashSet::new();
     for segment in broker.log.segments() {
-        if segment.active || segment.last_lsn > lsn {
+        if segment.active || segment.last_lsn > lsn || scrubbing == Some(segment.id) {
             continue;
         }
         match broker.segment_live.get(&segment.id) {
@@ -326,24 +412,4 @@ fn compact<S: Storage>(broker: &mut Broker<S>, segments: &HashSet<u32>) {
     }
     tracing::info!(segments = segments.len(), moved_bytes, "compacted sparse segments");
     end_turn(broker);
-}
-
-/// Verify one sealed segment not verified yet in this run.
-fn scrub_one<S: Storage>(broker: &mut Broker<S>, scrubbed: &mut HashSet<u32>) {
-    let Some(segment) = broker.log.segments().into_iter().find(|s| !s.active && !scrubbed.contains(&s.id)) else {
-        return;
-    };
-    scrubbed.insert(segment.id);
-    match broker.log.verify_segment(segment.id) {
-        Ok(corruptions) if corruptions.is_empty() => {}
-        Ok(corruptions) => {
-            for corruption in &corruptions {
-                tracing::error!(segment = segment.id, "scrub found corruption: {corruption}");
-            }
-            broker
-                .read_only
-                .get_or_insert(format!("scrub found corruption in segment {}: {}", segment.id, corruptions[0]));
-        }
-        Err(e) => tracing::warn!(segment = segment.id, "scrub could not read segment: {e}"),
-    }
 }

@@ -137,6 +137,7 @@ pub(crate) fn recover<S: Storage>(
     broker.segment_live = rebuilt.segment_live;
     broker.next_message_seq = rebuilt.next_message_seq;
     broker.next_queue_id = rebuilt.next_queue_id;
+    broker.checkpoint_lsn = replay_after;
     if !report.corruptions.is_empty() {
         broker.read_only = Some(format!("recovery found corruption: {report}"));
     }

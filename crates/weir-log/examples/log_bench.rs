@@ -45,11 +45,7 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     let dir = dir.ok_or("--dir is required")?;
-    Ok(Args {
-        dir,
-        cell: Duration::from_secs_f64(seconds),
-        segment_bytes: segment_mib * 1024 * 1024,
-    })
+    Ok(Args { dir, cell: Duration::from_secs_f64(seconds), segment_bytes: segment_mib * 1024 * 1024 })
 }
 
 #[derive(Clone, Copy, Default)]
@@ -109,11 +105,7 @@ fn run_raw(
         batches += 1;
     }
     let records = batches * batch as u64;
-    Ok(Cell {
-        records,
-        payload_bytes: records * payload.len() as u64,
-        elapsed: start.elapsed(),
-    })
+    Ok(Cell { records, payload_bytes: records * payload.len() as u64, elapsed: start.elapsed() })
 }
 
 fn run_log(
@@ -137,20 +129,11 @@ fn run_log(
         batches += 1;
     }
     let records = batches * batch as u64;
-    Ok(Cell {
-        records,
-        payload_bytes: records * payload.len() as u64,
-        elapsed: start.elapsed(),
-    })
+    Ok(Cell { records, payload_bytes: records * payload.len() as u64, elapsed: start.elapsed() })
 }
 
 fn preallocate(path: &std::path::Path, bytes: u64) -> std::io::Result<std::fs::File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
     let zeros = vec![0u8; 1 << 20];
     let mut offset = 0;
     while offset < bytes {
@@ -213,11 +196,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             println!(
                 "| {} | {} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2} |",
-                if payload_len >= 1024 {
-                    format!("{} KiB", payload_len / 1024)
-                } else {
-                    format!("{payload_len} B")
-                },
+                if payload_len >= 1024 { format!("{} KiB", payload_len / 1024) } else { format!("{payload_len} B") },
                 batch,
                 raw.records_per_second(),
                 raw.megabytes_per_second(),

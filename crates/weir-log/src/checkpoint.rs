@@ -103,36 +103,25 @@ pub struct CheckpointLoad {
 /// removes all but the newest `CHECKPOINTS_KEPT` checkpoints. `lsn` must be durable in the log.
 pub fn write_checkpoint<S: Storage>(storage: &S, lsn: Lsn, payload: &[u8]) -> Result<(), LogError> {
     if payload.len() as u64 > MAX_CHECKPOINT_BYTES {
-        return Err(LogError::CheckpointTooLarge {
-            len_bytes: payload.len() as u64,
-            max_bytes: MAX_CHECKPOINT_BYTES,
-        });
+        return Err(LogError::CheckpointTooLarge { len_bytes: payload.len() as u64, max_bytes: MAX_CHECKPOINT_BYTES });
     }
     let name = checkpoint_file_name(lsn);
     let tmp = format!("{name}{TMP_SUFFIX}");
     let written = (|| {
-        let file = storage
-            .create(&tmp)
-            .map_err(|e| LogError::from_io("creating checkpoint", &tmp, e))?;
-        file.write_at(0, &encode_header(lsn, payload))
-            .map_err(|e| LogError::from_io("writing checkpoint", &tmp, e))?;
+        let file = storage.create(&tmp).map_err(|e| LogError::from_io("creating checkpoint", &tmp, e))?;
+        file.write_at(0, &encode_header(lsn, payload)).map_err(|e| LogError::from_io("writing checkpoint", &tmp, e))?;
         if !payload.is_empty() {
             file.write_at(CHECKPOINT_HEADER_BYTES as u64, payload)
                 .map_err(|e| LogError::from_io("writing checkpoint", &tmp, e))?;
         }
-        file.sync_data()
-            .map_err(|e| LogError::from_io("syncing checkpoint", &tmp, e))?;
-        storage
-            .rename(&tmp, &name)
-            .map_err(|e| LogError::from_io("naming checkpoint", &name, e))
+        file.sync_data().map_err(|e| LogError::from_io("syncing checkpoint", &tmp, e))?;
+        storage.rename(&tmp, &name).map_err(|e| LogError::from_io("naming checkpoint", &name, e))
     })();
     if let Err(error) = written {
         let _ = storage.remove(&tmp);
         return Err(error);
     }
-    storage
-        .sync_dir()
-        .map_err(|e| LogError::from_io("syncing directory", &name, e))?;
+    storage.sync_dir().map_err(|e| LogError::from_io("syncing directory", &name, e))?;
     remove_old_checkpoints(storage, lsn);
     Ok(())
 }
@@ -147,22 +136,13 @@ fn remove_old_checkpoints<S: Storage>(storage: &S, written_lsn: Lsn) {
             return;
         }
     };
-    let mut checkpoints: Vec<(Lsn, String)> = names
-        .iter()
-        .filter_map(|name| parse_checkpoint_file_name(name).map(|lsn| (lsn, name.clone())))
-        .collect();
+    let mut checkpoints: Vec<(Lsn, String)> =
+        names.iter().filter_map(|name| parse_checkpoint_file_name(name).map(|lsn| (lsn, name.clone()))).collect();
     checkpoints.sort_by_key(|(lsn, _)| std::cmp::Reverse(*lsn));
     let stale_tmp = names.iter().filter(|name| {
-        name.strip_suffix(TMP_SUFFIX)
-            .and_then(parse_checkpoint_file_name)
-            .is_some_and(|lsn| lsn < written_lsn)
+        name.strip_suffix(TMP_SUFFIX).and_then(parse_checkpoint_file_name).is_some_and(|lsn| lsn < written_lsn)
     });
-    for name in checkpoints
-        .iter()
-        .skip(CHECKPOINTS_KEPT)
-        .map(|(_, name)| name)
-        .chain(stale_tmp)
-    {
+    for name in checkpoints.iter().skip(CHECKPOINTS_KEPT).map(|(_, name)| name).chain(stale_tmp) {
         if let Err(error) = storage.remove(name) {
             tracing::warn!(%error, file = %name, "could not remove old checkpoint");
         }
@@ -173,30 +153,20 @@ fn remove_old_checkpoints<S: Storage>(storage: &S, written_lsn: Lsn) {
 /// `tracing::error!` and skipped in favour of the previous one (see `load_checkpoint_detailed`
 /// to get the rejections as data).
 pub fn load_checkpoint<S: Storage>(storage: &S) -> Result<Option<(Lsn, Vec<u8>)>, LogError> {
-    Ok(load_checkpoint_detailed(storage)?
-        .checkpoint
-        .map(|checkpoint| (checkpoint.lsn, checkpoint.payload)))
+    Ok(load_checkpoint_detailed(storage)?.checkpoint.map(|checkpoint| (checkpoint.lsn, checkpoint.payload)))
 }
 
 /// Like `load_checkpoint`, but also returns every damaged checkpoint that was skipped.
 pub fn load_checkpoint_detailed<S: Storage>(storage: &S) -> Result<CheckpointLoad, LogError> {
-    let names = storage
-        .list()
-        .map_err(|e| LogError::from_io("listing checkpoints", "", e))?;
-    let mut checkpoints: Vec<(Lsn, String)> = names
-        .into_iter()
-        .filter_map(|name| parse_checkpoint_file_name(&name).map(|lsn| (lsn, name)))
-        .collect();
+    let names = storage.list().map_err(|e| LogError::from_io("listing checkpoints", "", e))?;
+    let mut checkpoints: Vec<(Lsn, String)> =
+        names.into_iter().filter_map(|name| parse_checkpoint_file_name(&name).map(|lsn| (lsn, name))).collect();
     checkpoints.sort_by_key(|(lsn, _)| std::cmp::Reverse(*lsn));
     let mut load = CheckpointLoad::default();
     for (lsn, file_name) in checkpoints {
         match read_checkpoint(storage, lsn, &file_name) {
             Ok(payload) => {
-                load.checkpoint = Some(Checkpoint {
-                    lsn,
-                    file_name,
-                    payload,
-                });
+                load.checkpoint = Some(Checkpoint { lsn, file_name, payload });
                 break;
             }
             Err(defect) => {
@@ -209,9 +179,7 @@ pub fn load_checkpoint_detailed<S: Storage>(storage: &S) -> Result<CheckpointLoa
 }
 
 fn read_checkpoint<S: Storage>(storage: &S, name_lsn: Lsn, name: &str) -> Result<Vec<u8>, CheckpointDefect> {
-    let unreadable = |error: std::io::Error| CheckpointDefect::Unreadable {
-        message: error.to_string(),
-    };
+    let unreadable = |error: std::io::Error| CheckpointDefect::Unreadable { message: error.to_string() };
     let file = storage.open(name).map_err(unreadable)?;
     let file_bytes = file.len().map_err(unreadable)?;
     if file_bytes < CHECKPOINT_HEADER_BYTES as u64 {
@@ -228,10 +196,7 @@ fn read_checkpoint<S: Storage>(storage: &S, name_lsn: Lsn, name: &str) -> Result
     }
     let header_bytes = u16::from_le_bytes([header[10], header[11]]);
     if usize::from(header_bytes) != CHECKPOINT_HEADER_BYTES {
-        return Err(CheckpointDefect::BadField {
-            field: "header_bytes",
-            value: header_bytes.into(),
-        });
+        return Err(CheckpointDefect::BadField { field: "header_bytes", value: header_bytes.into() });
     }
     let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
     let header_lsn = word(16);
@@ -240,14 +205,10 @@ fn read_checkpoint<S: Storage>(storage: &S, name_lsn: Lsn, name: &str) -> Result
         return Err(CheckpointDefect::LsnMismatch { header_lsn, name_lsn });
     }
     if payload_bytes > MAX_CHECKPOINT_BYTES || payload_bytes != file_bytes - CHECKPOINT_HEADER_BYTES as u64 {
-        return Err(CheckpointDefect::LengthMismatch {
-            header_bytes: payload_bytes,
-            file_bytes,
-        });
+        return Err(CheckpointDefect::LengthMismatch { header_bytes: payload_bytes, file_bytes });
     }
     let mut payload = vec![0u8; payload_bytes as usize];
-    file.read_at(CHECKPOINT_HEADER_BYTES as u64, &mut payload)
-        .map_err(unreadable)?;
+    file.read_at(CHECKPOINT_HEADER_BYTES as u64, &mut payload).map_err(unreadable)?;
     let stored = u32::from_le_bytes(header[CHECKPOINT_CRC_OFFSET..].try_into().expect("4 bytes"));
     let computed = crc32c::crc32c_append(crc32c::crc32c(&header[..CHECKPOINT_CRC_OFFSET]), &payload);
     if stored != computed {
@@ -268,10 +229,7 @@ mod tests {
         for lsn in [10, 20, 30] {
             write_checkpoint(&storage, lsn, format!("state at {lsn}").as_bytes()).expect("write");
         }
-        assert_eq!(
-            load_checkpoint(&storage).expect("load"),
-            Some((30, b"state at 30".to_vec()))
-        );
+        assert_eq!(load_checkpoint(&storage).expect("load"), Some((30, b"state at 30".to_vec())));
         let names: Vec<String> = storage.file_names();
         assert_eq!(names, vec![checkpoint_file_name(20), checkpoint_file_name(30)]);
     }
@@ -281,9 +239,7 @@ mod tests {
         let storage = SimStorage::new();
         write_checkpoint(&storage, 10, b"ten").expect("write");
         write_checkpoint(&storage, 20, b"twenty").expect("write");
-        storage
-            .corrupt_byte(&checkpoint_file_name(20), CHECKPOINT_HEADER_BYTES as u64 + 1, 0x01)
-            .expect("corrupt");
+        storage.corrupt_byte(&checkpoint_file_name(20), CHECKPOINT_HEADER_BYTES as u64 + 1, 0x01).expect("corrupt");
         let load = load_checkpoint_detailed(&storage).expect("load");
         assert_eq!(load.checkpoint.map(|c| c.lsn), Some(10));
         assert_eq!(load.rejected.len(), 1);

@@ -72,10 +72,7 @@ impl LogConfig {
     pub fn validate(&self) -> Result<(), LogError> {
         let size = self.segment_size_bytes;
         if !(MIN_SEGMENT_SIZE_BYTES..=MAX_SEGMENT_SIZE_BYTES).contains(&size) {
-            return Err(LogError::InvalidConfig {
-                reason: "segment_size_bytes out of range",
-                value: size.into(),
-            });
+            return Err(LogError::InvalidConfig { reason: "segment_size_bytes out of range", value: size.into() });
         }
         if !size.is_multiple_of(SEGMENT_SIZE_GRANULE_BYTES) {
             return Err(LogError::InvalidConfig {

@@ -84,17 +84,9 @@ impl LogError {
     /// Maps a storage error, turning "device full" into `NoSpace`.
     pub(crate) fn from_io(op: &'static str, file: &str, source: io::Error) -> LogError {
         if is_no_space_error(&source) {
-            LogError::NoSpace {
-                op,
-                file: file.to_string(),
-                source,
-            }
+            LogError::NoSpace { op, file: file.to_string(), source }
         } else {
-            LogError::Io {
-                op,
-                file: file.to_string(),
-                source,
-            }
+            LogError::Io { op, file: file.to_string(), source }
         }
     }
 }

@@ -107,10 +107,7 @@ pub struct DecodedRecord<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RecordDecodeError {
     #[error("truncated record: {needed_bytes} bytes needed, {available_bytes} available")]
-    Truncated {
-        needed_bytes: usize,
-        available_bytes: usize,
-    },
+    Truncated { needed_bytes: usize, available_bytes: usize },
     #[error("record header is all zero (no record was written here)")]
     ZeroHeader,
     #[error("record header flags {flags:#06x} are not zero")]
@@ -131,10 +128,8 @@ pub enum RecordDecodeError {
 /// rejected before its crc is computed. Does not check the segment id (the caller knows which
 /// segment it is reading; see `DecodedRecord::segment`). Never panics.
 pub fn decode_record(buf: &[u8], expected_lsn: Option<Lsn>) -> Result<DecodedRecord<'_>, RecordDecodeError> {
-    let header = RecordHeader::peek(buf).ok_or(RecordDecodeError::Truncated {
-        needed_bytes: RECORD_HEADER_BYTES,
-        available_bytes: buf.len(),
-    })?;
+    let header = RecordHeader::peek(buf)
+        .ok_or(RecordDecodeError::Truncated { needed_bytes: RECORD_HEADER_BYTES, available_bytes: buf.len() })?;
     if buf[..RECORD_HEADER_BYTES].iter().all(|&byte| byte == 0) {
         return Err(RecordDecodeError::ZeroHeader);
     }
@@ -145,31 +140,20 @@ pub fn decode_record(buf: &[u8], expected_lsn: Option<Lsn>) -> Result<DecodedRec
         return Err(RecordDecodeError::ZeroLsn);
     }
     if header.payload_len > MAX_FORMAT_PAYLOAD_BYTES {
-        return Err(RecordDecodeError::LengthTooLarge {
-            payload_len: header.payload_len,
-        });
+        return Err(RecordDecodeError::LengthTooLarge { payload_len: header.payload_len });
     }
     if let Some(expected) = expected_lsn {
         if header.lsn != expected {
-            return Err(RecordDecodeError::LsnMismatch {
-                found: header.lsn,
-                expected,
-            });
+            return Err(RecordDecodeError::LsnMismatch { found: header.lsn, expected });
         }
     }
     let record_bytes = header.record_bytes();
     let Some(record) = buf.get(..record_bytes) else {
-        return Err(RecordDecodeError::Truncated {
-            needed_bytes: record_bytes,
-            available_bytes: buf.len(),
-        });
+        return Err(RecordDecodeError::Truncated { needed_bytes: record_bytes, available_bytes: buf.len() });
     };
     let computed = crc32c::crc32c(&record[4..]);
     if computed != header.crc {
-        return Err(RecordDecodeError::BadCrc {
-            stored: header.crc,
-            computed,
-        });
+        return Err(RecordDecodeError::BadCrc { stored: header.crc, computed });
     }
     if header.kind < FIRST_USER_KIND {
         return Err(RecordDecodeError::ReservedKind { kind: header.kind });
@@ -188,10 +172,7 @@ pub fn decode_record(buf: &[u8], expected_lsn: Option<Lsn>) -> Result<DecodedRec
 /// of bytes appended. Reuses `out`'s capacity: no allocation once the buffer is warm.
 pub fn encode_record_into(out: &mut Vec<u8>, lsn: Lsn, segment: u32, kind: u8, version: u8, payload: &[u8]) -> usize {
     let payload_len = u32::try_from(payload.len()).expect("caller checked the record size limit");
-    assert!(
-        payload_len <= MAX_FORMAT_PAYLOAD_BYTES,
-        "caller checked the record size limit"
-    );
+    assert!(payload_len <= MAX_FORMAT_PAYLOAD_BYTES, "caller checked the record size limit");
     assert!(lsn > 0, "LSN 0 is never written");
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
@@ -253,9 +234,7 @@ impl SegmentHeader {
     /// Decodes and validates a segment header. Never panics.
     pub fn decode(buf: &[u8]) -> Result<SegmentHeader, SegmentHeaderError> {
         let Some(bytes) = buf.get(..SEGMENT_HEADER_BYTES) else {
-            return Err(SegmentHeaderError::Short {
-                file_bytes: buf.len() as u64,
-            });
+            return Err(SegmentHeaderError::Short { file_bytes: buf.len() as u64 });
         };
         if bytes.iter().all(|&byte| byte == 0) {
             return Err(SegmentHeaderError::Zero);
@@ -274,17 +253,11 @@ impl SegmentHeader {
         }
         let header_bytes = u16::from_le_bytes([bytes[10], bytes[11]]);
         if usize::from(header_bytes) != SEGMENT_HEADER_BYTES {
-            return Err(SegmentHeaderError::BadField {
-                field: "header_bytes",
-                value: header_bytes.into(),
-            });
+            return Err(SegmentHeaderError::BadField { field: "header_bytes", value: header_bytes.into() });
         }
         let alignment = read_u32(bytes, 28);
         if alignment as usize != RECORD_ALIGNMENT_BYTES {
-            return Err(SegmentHeaderError::BadField {
-                field: "record_alignment",
-                value: alignment.into(),
-            });
+            return Err(SegmentHeaderError::BadField { field: "record_alignment", value: alignment.into() });
         }
         let header = SegmentHeader {
             segment: read_u32(bytes, 12),
@@ -292,19 +265,13 @@ impl SegmentHeader {
             segment_size_bytes: read_u32(bytes, 24),
         };
         if header.first_lsn == 0 {
-            return Err(SegmentHeaderError::BadField {
-                field: "first_lsn",
-                value: 0,
-            });
+            return Err(SegmentHeaderError::BadField { field: "first_lsn", value: 0 });
         }
         let size = header.segment_size_bytes;
         if !(crate::config::MIN_SEGMENT_SIZE_BYTES..=crate::config::MAX_SEGMENT_SIZE_BYTES).contains(&size)
             || !size.is_multiple_of(crate::config::SEGMENT_SIZE_GRANULE_BYTES)
         {
-            return Err(SegmentHeaderError::BadField {
-                field: "segment_size_bytes",
-                value: size.into(),
-            });
+            return Err(SegmentHeaderError::BadField { field: "segment_size_bytes", value: size.into() });
         }
         Ok(header)
     }
@@ -341,9 +308,7 @@ pub fn spare_file_name(number: u64) -> String {
 }
 
 pub fn parse_segment_file_name(name: &str) -> Option<u32> {
-    parse_numbered(name, SEGMENT_PREFIX, SEGMENT_SUFFIX, 10)?
-        .try_into()
-        .ok()
+    parse_numbered(name, SEGMENT_PREFIX, SEGMENT_SUFFIX, 10)?.try_into().ok()
 }
 
 pub fn parse_spare_file_name(name: &str) -> Option<u64> {
@@ -429,16 +394,10 @@ mod tests {
             })
         );
         assert_eq!(decode_record(&[0u8; 64], None), Err(RecordDecodeError::ZeroHeader));
-        assert_eq!(
-            decode_record(&bytes, Some(6)),
-            Err(RecordDecodeError::LsnMismatch { found: 5, expected: 6 })
-        );
+        assert_eq!(decode_record(&bytes, Some(6)), Err(RecordDecodeError::LsnMismatch { found: 5, expected: 6 }));
         let mut flags = bytes.clone();
         flags[22] = 1;
-        assert_eq!(
-            decode_record(&flags, None),
-            Err(RecordDecodeError::BadFlags { flags: 1 })
-        );
+        assert_eq!(decode_record(&flags, None), Err(RecordDecodeError::BadFlags { flags: 1 }));
         let mut zero_lsn = bytes.clone();
         zero_lsn[8..16].fill(0);
         assert_eq!(decode_record(&zero_lsn, None), Err(RecordDecodeError::ZeroLsn));
@@ -446,43 +405,26 @@ mod tests {
         huge[4..8].copy_from_slice(&(MAX_FORMAT_PAYLOAD_BYTES + 1).to_le_bytes());
         assert_eq!(
             decode_record(&huge, None),
-            Err(RecordDecodeError::LengthTooLarge {
-                payload_len: MAX_FORMAT_PAYLOAD_BYTES + 1
-            })
+            Err(RecordDecodeError::LengthTooLarge { payload_len: MAX_FORMAT_PAYLOAD_BYTES + 1 })
         );
         let mut reserved = Vec::new();
         encode_record_into(&mut reserved, 1, 1, FIRST_USER_KIND - 1, 0, b"");
-        assert_eq!(
-            decode_record(&reserved, None),
-            Err(RecordDecodeError::ReservedKind {
-                kind: FIRST_USER_KIND - 1
-            })
-        );
+        assert_eq!(decode_record(&reserved, None), Err(RecordDecodeError::ReservedKind { kind: FIRST_USER_KIND - 1 }));
     }
 
     #[test]
     fn max_format_payload_is_decodable_boundary() {
         let mut header = encoded(1, 1, b"");
         header[4..8].copy_from_slice(&MAX_FORMAT_PAYLOAD_BYTES.to_le_bytes());
-        assert!(matches!(
-            decode_record(&header, None),
-            Err(RecordDecodeError::Truncated { .. })
-        ));
+        assert!(matches!(decode_record(&header, None), Err(RecordDecodeError::Truncated { .. })));
     }
 
     #[test]
     fn segment_header_round_trips_and_rejects_damage() {
-        let header = SegmentHeader {
-            segment: 12,
-            first_lsn: 1000,
-            segment_size_bytes: 65536,
-        };
+        let header = SegmentHeader { segment: 12, first_lsn: 1000, segment_size_bytes: 65536 };
         let bytes = header.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
-        assert_eq!(
-            SegmentHeader::decode(&bytes[..63]),
-            Err(SegmentHeaderError::Short { file_bytes: 63 })
-        );
+        assert_eq!(SegmentHeader::decode(&bytes[..63]), Err(SegmentHeaderError::Short { file_bytes: 63 }));
         assert_eq!(SegmentHeader::decode(&[0u8; 64]), Err(SegmentHeaderError::Zero));
         for byte in 0..SEGMENT_HEADER_BYTES {
             let mut damaged = bytes;
@@ -501,24 +443,13 @@ mod tests {
             bytes[SEGMENT_HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
             bytes
         };
-        let good = SegmentHeader {
-            segment: 1,
-            first_lsn: 1,
-            segment_size_bytes: 4096,
-        }
-        .encode();
+        let good = SegmentHeader { segment: 1, first_lsn: 1, segment_size_bytes: 4096 }.encode();
         let mut version = good;
         version[8] = 2;
-        assert_eq!(
-            SegmentHeader::decode(&reseal(version)),
-            Err(SegmentHeaderError::UnsupportedVersion { found: 2 })
-        );
+        assert_eq!(SegmentHeader::decode(&reseal(version)), Err(SegmentHeaderError::UnsupportedVersion { found: 2 }));
         let mut size = good;
         size[24..28].copy_from_slice(&4095u32.to_le_bytes());
-        assert!(matches!(
-            SegmentHeader::decode(&reseal(size)),
-            Err(SegmentHeaderError::BadField { .. })
-        ));
+        assert!(matches!(SegmentHeader::decode(&reseal(size)), Err(SegmentHeaderError::BadField { .. })));
         let mut lsn = good;
         lsn[16..24].fill(0);
         assert!(matches!(

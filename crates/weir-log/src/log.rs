@@ -114,15 +114,9 @@ impl<S: Storage> Log<S> {
             return Err(LogError::ReservedKind { kind });
         }
         if payload.len() > self.config.max_record_bytes as usize {
-            return Err(LogError::RecordTooLarge {
-                len_bytes: payload.len(),
-                max_bytes: self.config.max_record_bytes,
-            });
+            return Err(LogError::RecordTooLarge { len_bytes: payload.len(), max_bytes: self.config.max_record_bytes });
         }
-        let lsn = self
-            .last_lsn
-            .checked_add(1)
-            .ok_or(LogError::Exhausted { what: "LSN space" })?;
+        let lsn = self.last_lsn.checked_add(1).ok_or(LogError::Exhausted { what: "LSN space" })?;
         let span = record_span_bytes(payload.len()) as u64;
         let fits = self
             .active
@@ -137,18 +131,10 @@ impl<S: Storage> Log<S> {
         let needs_range = self.pending.last().is_none_or(|range| range.segment != segment);
         if needs_range {
             let bytes = self.buffer_pool.pop().unwrap_or_default();
-            self.pending.push(PendingRange {
-                segment,
-                start: offset,
-                bytes,
-            });
+            self.pending.push(PendingRange { segment, start: offset, bytes });
         }
         let range = self.pending.last_mut().expect("just ensured");
-        assert_eq!(
-            range.start + range.bytes.len() as u64,
-            offset,
-            "pending range is contiguous"
-        );
+        assert_eq!(range.start + range.bytes.len() as u64, offset, "pending range is contiguous");
         let written = encode_record_into(&mut range.bytes, lsn, segment, kind, version, payload);
         assert_eq!(written as u64, span);
         slot.write_offset += span;
@@ -194,31 +180,24 @@ impl<S: Storage> Log<S> {
 
     fn write_pending(&mut self) -> Result<(), LogError> {
         for range in &self.pending {
-            let slot = self
-                .segments
-                .get_mut(&range.segment)
-                .expect("pending ranges name known segments");
+            let slot = self.segments.get_mut(&range.segment).expect("pending ranges name known segments");
             if let Some(from) = slot.activation_from.take() {
-                self.storage
-                    .rename(&from, &slot.file_name)
-                    .map_err(|source| LogError::Io {
-                        op: "activating segment",
-                        file: slot.file_name.clone(),
-                        source,
-                    })?;
+                self.storage.rename(&from, &slot.file_name).map_err(|source| LogError::Io {
+                    op: "activating segment",
+                    file: slot.file_name.clone(),
+                    source,
+                })?;
                 self.storage.sync_dir().map_err(|source| LogError::Io {
                     op: "syncing directory",
                     file: slot.file_name.clone(),
                     source,
                 })?;
             }
-            slot.file
-                .write_at(range.start, &range.bytes)
-                .map_err(|source| LogError::Io {
-                    op: "writing records",
-                    file: slot.file_name.clone(),
-                    source,
-                })?;
+            slot.file.write_at(range.start, &range.bytes).map_err(|source| LogError::Io {
+                op: "writing records",
+                file: slot.file_name.clone(),
+                source,
+            })?;
             slot.file.sync_data().map_err(|source| LogError::Io {
                 op: "syncing records",
                 file: slot.file_name.clone(),
@@ -238,18 +217,10 @@ impl<S: Storage> Log<S> {
         if let Some(old) = self.active.and_then(|old| self.segments.get_mut(&old)) {
             old.last_lsn_exact = true;
         }
-        let header = SegmentHeader {
-            segment: id,
-            first_lsn,
-            segment_size_bytes: size_bytes,
-        };
+        let header = SegmentHeader { segment: id, first_lsn, segment_size_bytes: size_bytes };
         let mut bytes = self.buffer_pool.pop().unwrap_or_default();
         bytes.extend_from_slice(&header.encode());
-        self.pending.push(PendingRange {
-            segment: id,
-            start: 0,
-            bytes,
-        });
+        self.pending.push(PendingRange { segment: id, start: 0, bytes });
         self.segments.insert(
             id,
             SegmentSlot {
@@ -275,32 +246,19 @@ impl<S: Storage> Log<S> {
     /// advances the next spare a step at a time. Does not poison on error.
     pub fn prepare_spares(&mut self) -> Result<(), LogError> {
         self.check_not_poisoned()?;
-        self.spares.fill_to(
-            &self.storage,
-            self.config.segment_size_bytes.into(),
-            self.config.spare_segments,
-        )
+        self.spares.fill_to(&self.storage, self.config.segment_size_bytes.into(), self.config.spare_segments)
     }
 
     /// Reads one record back by position, from the write buffer if it is not committed yet.
     /// Verifies crc, segment id and that the LSN belongs to the segment.
     pub fn read(&self, pos: RecordPos) -> Result<Record, LogError> {
-        let slot = self
-            .segments
-            .get(&pos.segment)
-            .ok_or(LogError::NotFound { segment: pos.segment })?;
+        let slot = self.segments.get(&pos.segment).ok_or(LogError::NotFound { segment: pos.segment })?;
         let offset = u64::from(pos.offset);
         if offset < SEGMENT_HEADER_BYTES as u64 || offset % RECORD_ALIGNMENT_BYTES as u64 != 0 {
-            return Err(LogError::InvalidPosition {
-                pos,
-                reason: "not a record boundary",
-            });
+            return Err(LogError::InvalidPosition { pos, reason: "not a record boundary" });
         }
         if offset + RECORD_HEADER_BYTES as u64 > slot.write_offset {
-            return Err(LogError::InvalidPosition {
-                pos,
-                reason: "beyond the end of the segment's records",
-            });
+            return Err(LogError::InvalidPosition { pos, reason: "beyond the end of the segment's records" });
         }
         let in_buffer = self.pending.iter().find(|range| {
             range.segment == pos.segment && offset >= range.start && offset < range.start + range.bytes.len() as u64
@@ -315,7 +273,9 @@ impl<S: Storage> Log<S> {
                     .map_err(|e| LogError::from_io("reading record", &slot.file_name, e))?;
                 if let Some(header) = crate::format::RecordHeader::peek(&buf) {
                     let needed = header.record_bytes();
-                    if needed > buf.len() && (needed as u64) <= slot.write_offset - offset {
+                    // Only a header that names this segment is worth reading in full.
+                    let plausible = header.segment == pos.segment && (needed as u64) <= slot.write_offset - offset;
+                    if needed > buf.len() && plausible {
                         let have = buf.len();
                         buf.resize(needed, 0);
                         slot.file
@@ -345,10 +305,7 @@ impl<S: Storage> Log<S> {
             return Err(corrupt(RecordDefect::ForeignSegment { found: record.segment }));
         }
         if record.lsn < slot.first_lsn || record.lsn > slot.last_lsn {
-            return Err(corrupt(RecordDefect::UnexpectedLsn {
-                found: record.lsn,
-                expected: slot.first_lsn,
-            }));
+            return Err(corrupt(RecordDefect::UnexpectedLsn { found: record.lsn, expected: slot.first_lsn }));
         }
         Ok(Record {
             lsn: record.lsn,
@@ -382,10 +339,7 @@ impl<S: Storage> Log<S> {
             .map_err(|e| LogError::from_io("releasing segment", &slot.file_name, e))?;
         let slot = self.segments.remove(&id).expect("checked above");
         if slot.size_bytes == u64::from(self.config.segment_size_bytes) {
-            self.spares.push(SpareFile {
-                name: spare_name,
-                file: slot.file,
-            });
+            self.spares.push(SpareFile { name: spare_name, file: slot.file });
         } else {
             // A segment of an older configured size cannot be reused; drop it.
             drop(slot);
@@ -497,10 +451,7 @@ impl<F: StorageFile> SegmentScrubber<F> {
             kind,
         };
         let mut header = [0u8; SEGMENT_HEADER_BYTES];
-        let file_len = self
-            .file
-            .len()
-            .map_err(|e| LogError::from_io("scrubbing segment", &self.file_name, e))?;
+        let file_len = self.file.len().map_err(|e| LogError::from_io("scrubbing segment", &self.file_name, e))?;
         if file_len >= SEGMENT_HEADER_BYTES as u64 {
             self.file
                 .read_at(0, &mut header)
@@ -512,9 +463,7 @@ impl<F: StorageFile> SegmentScrubber<F> {
                 0,
                 0,
                 None,
-                CorruptionKind::SegmentIdMismatch {
-                    header_segment: decoded.segment,
-                },
+                CorruptionKind::SegmentIdMismatch { header_segment: decoded.segment },
             )),
             Err(error) => found.push(corruption(0, 0, None, CorruptionKind::BadSegmentHeader(error))),
         }
@@ -529,28 +478,19 @@ impl<F: StorageFile> SegmentScrubber<F> {
             ));
         }
         let found_last = summary.next_lsn - 1;
-        let short = if self.last_lsn_exact {
-            found_last != self.last_lsn
-        } else {
-            found_last > self.last_lsn
-        };
+        let short = if self.last_lsn_exact { found_last != self.last_lsn } else { found_last > self.last_lsn };
         if short {
             let bytes = match summary.end {
                 SegmentEnd::Torn { bytes, .. } => bytes,
                 SegmentEnd::Clean => 0,
             };
-            let lsn_lost = (found_last < self.last_lsn).then_some(crate::report::LsnRange {
-                first: summary.next_lsn,
-                last: self.last_lsn,
-            });
+            let lsn_lost = (found_last < self.last_lsn)
+                .then_some(crate::report::LsnRange { first: summary.next_lsn, last: self.last_lsn });
             found.push(corruption(
                 summary.end_offset,
                 bytes,
                 lsn_lost,
-                CorruptionKind::TruncatedSegment {
-                    expected_last_lsn: self.last_lsn,
-                    found_last_lsn: found_last,
-                },
+                CorruptionKind::TruncatedSegment { expected_last_lsn: self.last_lsn, found_last_lsn: found_last },
             ));
         }
         for corruption in &found {

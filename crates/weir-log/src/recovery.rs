@@ -59,18 +59,9 @@ pub(crate) fn open<S: Storage>(
     on_record: &mut ReplayFn<'_>,
 ) -> Result<(Log<S>, RecoveryReport), LogError> {
     config.validate()?;
-    let mut report = RecoveryReport {
-        replay_after,
-        ..RecoveryReport::default()
-    };
+    let mut report = RecoveryReport { replay_after, ..RecoveryReport::default() };
     let discovered = discover(&storage, &config, &mut report)?;
-    let Discovered {
-        found,
-        spares,
-        next_segment_id,
-        next_spare_number,
-        dir_changed,
-    } = discovered;
+    let Discovered { found, spares, next_segment_id, next_spare_number, dir_changed } = discovered;
 
     let replay_from = replay_after.saturating_add(1);
     // The scan starts at the newest segment that begins at or before the first LSN to replay;
@@ -98,24 +89,14 @@ pub(crate) fn open<S: Storage>(
     for (index, segment) in found.into_iter().skip(start).enumerate() {
         chain.scan(segment, index + 1 == scanned)?;
     }
-    let Chain {
-        expected,
-        previous_end,
-        active_writable,
-        segments,
-        ..
-    } = chain;
+    let Chain { expected, previous_end, active_writable, segments, .. } = chain;
 
     let mut force_rollover = !active_writable;
     let mut next_lsn = expected;
     if replay_after >= expected {
         // The checkpoint covers LSNs the log does not hold: durable records were lost. Never
         // reuse those LSNs, and start a fresh segment so the chain stays unbroken on disk.
-        report.corruptions.push(log_ends_before_checkpoint(
-            previous_end.as_ref(),
-            expected,
-            replay_after,
-        ));
+        report.corruptions.push(log_ends_before_checkpoint(previous_end.as_ref(), expected, replay_after));
         next_lsn = replay_from;
         force_rollover = true;
     }
@@ -123,14 +104,10 @@ pub(crate) fn open<S: Storage>(
     if let Some(slot) = active.and_then(|id| segments.get(&id)) {
         // Replayed records may still sit only in the page cache (a process crash): make them
         // durable before the engine acts on them.
-        slot.file
-            .sync_data()
-            .map_err(|e| LogError::from_io("syncing active segment", &slot.file_name, e))?;
+        slot.file.sync_data().map_err(|e| LogError::from_io("syncing active segment", &slot.file_name, e))?;
     }
     if dir_changed {
-        storage
-            .sync_dir()
-            .map_err(|e| LogError::from_io("syncing directory", "", e))?;
+        storage.sync_dir().map_err(|e| LogError::from_io("syncing directory", "", e))?;
     }
     report.last_lsn = next_lsn - 1;
     let mut log = Log::from_parts(
@@ -169,9 +146,7 @@ fn discover<S: Storage>(
     config: &LogConfig,
     report: &mut RecoveryReport,
 ) -> Result<Discovered<S::File>, LogError> {
-    let names = storage
-        .list()
-        .map_err(|e| LogError::from_io("listing log directory", "", e))?;
+    let names = storage.list().map_err(|e| LogError::from_io("listing log directory", "", e))?;
     let mut segment_names = Vec::new();
     let mut spare_names = Vec::new();
     let mut next_spare_number = 0u64;
@@ -185,9 +160,7 @@ fn discover<S: Storage>(
         } else if let Some(number) = name.strip_suffix(TMP_SUFFIX).and_then(parse_spare_file_name) {
             // A spare whose preparation was interrupted.
             next_spare_number = next_spare_number.max(number + 1);
-            storage
-                .remove(&name)
-                .map_err(|e| LogError::from_io("removing stale file", &name, e))?;
+            storage.remove(&name).map_err(|e| LogError::from_io("removing stale file", &name, e))?;
             report.stale_files_removed += 1;
             dir_changed = true;
         }
@@ -220,34 +193,19 @@ fn discover<S: Storage>(
     }
     let mut spares = VecDeque::new();
     for (_, name) in spare_names {
-        let file = storage
-            .open(&name)
-            .map_err(|e| LogError::from_io("opening spare segment", &name, e))?;
-        let len = file
-            .len()
-            .map_err(|e| LogError::from_io("opening spare segment", &name, e))?;
+        let file = storage.open(&name).map_err(|e| LogError::from_io("opening spare segment", &name, e))?;
+        let len = file.len().map_err(|e| LogError::from_io("opening spare segment", &name, e))?;
         if len == u64::from(config.segment_size_bytes) {
-            spares.push_back(SpareFile {
-                name,
-                file: Arc::new(file),
-            });
+            spares.push_back(SpareFile { name, file: Arc::new(file) });
         } else {
             // Prepared for another segment size (or cut short): not reusable.
             drop(file);
-            storage
-                .remove(&name)
-                .map_err(|e| LogError::from_io("removing stale spare", &name, e))?;
+            storage.remove(&name).map_err(|e| LogError::from_io("removing stale spare", &name, e))?;
             report.stale_files_removed += 1;
             dir_changed = true;
         }
     }
-    Ok(Discovered {
-        found,
-        spares,
-        next_segment_id,
-        next_spare_number,
-        dir_changed,
-    })
+    Ok(Discovered { found, spares, next_segment_id, next_spare_number, dir_changed })
 }
 
 /// The LSN chain walked across the scanned segments.
@@ -273,56 +231,32 @@ impl<F: StorageFile> Chain<'_, '_, F> {
         let replay_after = self.replay_after;
         let on_record = &mut *self.on_record;
         let replayed = &mut self.report.records_replayed;
-        let summary = scan_segment(
-            &*segment.file,
-            segment_id,
-            data_end,
-            self.expected,
-            &mut |record, offset| {
-                if record.lsn > replay_after {
-                    let pos = RecordPos {
-                        segment: segment_id,
-                        offset: offset as u32,
-                    };
-                    let view = RecordView {
-                        lsn: record.lsn,
-                        kind: record.kind,
-                        version: record.version,
-                        pos,
-                        payload: record.payload,
-                    };
-                    on_record(view).map_err(|source| LogError::Replay {
-                        lsn: record.lsn,
-                        source,
-                    })?;
-                    *replayed += 1;
-                }
-                Ok(())
-            },
-        )?;
+        let summary = scan_segment(&*segment.file, segment_id, data_end, self.expected, &mut |record, offset| {
+            if record.lsn > replay_after {
+                let pos = RecordPos { segment: segment_id, offset: offset as u32 };
+                let view = RecordView {
+                    lsn: record.lsn,
+                    kind: record.kind,
+                    version: record.version,
+                    pos,
+                    payload: record.payload,
+                };
+                on_record(view).map_err(|source| LogError::Replay { lsn: record.lsn, source })?;
+                *replayed += 1;
+            }
+            Ok(())
+        })?;
         self.report.segments_scanned += 1;
         for damage in &summary.damage {
-            let mut corruption = corruption_at(
-                &segment,
-                damage.offset,
-                damage.lsn_lost,
-                CorruptionKind::BadRecord(damage.defect),
-            );
+            let mut corruption =
+                corruption_at(&segment, damage.offset, damage.lsn_lost, CorruptionKind::BadRecord(damage.defect));
             corruption.bytes_skipped = damage.resume_offset - damage.offset;
             self.report.corruptions.push(corruption);
         }
         self.expected = summary.next_lsn;
         let torn_bytes = match summary.end {
             SegmentEnd::Torn { bytes, defect } if is_newest => {
-                drop_torn_tail(
-                    &segment,
-                    summary.end_offset,
-                    bytes,
-                    defect,
-                    writable,
-                    self.expected,
-                    self.report,
-                )?;
+                drop_torn_tail(&segment, summary.end_offset, bytes, defect, writable, self.expected, self.report)?;
                 0
             }
             SegmentEnd::Torn { bytes, .. } => bytes,
@@ -359,38 +293,22 @@ impl<F: StorageFile> Chain<'_, '_, F> {
             Ok(header) => header,
             Err(kind) => {
                 // Still scanned: records name their segment, so they are found without it.
-                self.report
-                    .corruptions
-                    .push(corruption_at(segment, 0, None, kind.clone()));
+                self.report.corruptions.push(corruption_at(segment, 0, None, kind.clone()));
                 return (segment.file_len.min(u64::from(MAX_SEGMENT_SIZE_BYTES)), false);
             }
         };
         if header.first_lsn > self.expected {
-            let range = LsnRange {
-                first: self.expected,
-                last: header.first_lsn - 1,
-            };
-            let kind = CorruptionKind::LsnGap {
-                next_segment: Some(segment.id),
-                next_first_lsn: header.first_lsn,
-            };
-            self.report
-                .corruptions
-                .push(gap_corruption(self.previous_end.as_ref(), segment, range, kind));
+            let range = LsnRange { first: self.expected, last: header.first_lsn - 1 };
+            let kind = CorruptionKind::LsnGap { next_segment: Some(segment.id), next_first_lsn: header.first_lsn };
+            self.report.corruptions.push(gap_corruption(self.previous_end.as_ref(), segment, range, kind));
             self.expected = header.first_lsn;
         } else if header.first_lsn < self.expected {
-            let kind = CorruptionKind::SegmentOverlap {
-                first_lsn: header.first_lsn,
-                expected_lsn: self.expected,
-            };
+            let kind = CorruptionKind::SegmentOverlap { first_lsn: header.first_lsn, expected_lsn: self.expected };
             self.report.corruptions.push(corruption_at(segment, 0, None, kind));
         }
         let size = u64::from(header.segment_size_bytes);
         if segment.file_len != size {
-            let kind = CorruptionKind::SegmentLengthMismatch {
-                file_bytes: segment.file_len,
-                header_bytes: size,
-            };
+            let kind = CorruptionKind::SegmentLengthMismatch { file_bytes: segment.file_len, header_bytes: size };
             self.report.corruptions.push(corruption_at(segment, 0, None, kind));
             return (size, false);
         }
@@ -404,26 +322,17 @@ fn log_ends_before_checkpoint(previous_end: Option<&ChainEnd>, expected: Lsn, re
         file_name: previous_end.map_or_else(|| "(no segment files)".to_string(), |end| end.file_name.clone()),
         offset: previous_end.map_or(0, |end| end.offset),
         bytes_skipped: 0,
-        lsn_lost: Some(LsnRange {
-            first: expected,
-            last: replay_after,
-        }),
-        kind: CorruptionKind::LogEndsBeforeCheckpoint {
-            log_end_lsn: expected - 1,
-            checkpoint_lsn: replay_after,
-        },
+        lsn_lost: Some(LsnRange { first: expected, last: replay_after }),
+        kind: CorruptionKind::LogEndsBeforeCheckpoint { log_end_lsn: expected - 1, checkpoint_lsn: replay_after },
     }
 }
 
 fn read_segment_header<S: Storage>(storage: &S, id: u32, name: String) -> Result<FoundSegment<S::File>, LogError> {
-    let file = storage
-        .open(&name)
-        .map_err(|e| LogError::from_io("opening segment", &name, e))?;
+    let file = storage.open(&name).map_err(|e| LogError::from_io("opening segment", &name, e))?;
     let file_len = file.len().map_err(|e| LogError::from_io("opening segment", &name, e))?;
     let mut bytes = [0u8; SEGMENT_HEADER_BYTES];
     let readable = (file_len as usize).min(SEGMENT_HEADER_BYTES);
-    file.read_at(0, &mut bytes[..readable])
-        .map_err(|e| LogError::from_io("reading segment header", &name, e))?;
+    file.read_at(0, &mut bytes[..readable]).map_err(|e| LogError::from_io("reading segment header", &name, e))?;
     let decoded = if readable < SEGMENT_HEADER_BYTES {
         Err(SegmentHeaderError::Short { file_bytes: file_len })
     } else {
@@ -431,25 +340,10 @@ fn read_segment_header<S: Storage>(storage: &S, id: u32, name: String) -> Result
     };
     let (header, unwritten) = match decoded {
         Ok(header) if header.segment == id => (Ok(header), false),
-        Ok(header) => (
-            Err(CorruptionKind::SegmentIdMismatch {
-                header_segment: header.segment,
-            }),
-            header.segment < id,
-        ),
-        Err(error) => (
-            Err(CorruptionKind::BadSegmentHeader(error)),
-            error == SegmentHeaderError::Zero,
-        ),
+        Ok(header) => (Err(CorruptionKind::SegmentIdMismatch { header_segment: header.segment }), header.segment < id),
+        Err(error) => (Err(CorruptionKind::BadSegmentHeader(error)), error == SegmentHeaderError::Zero),
     };
-    Ok(FoundSegment {
-        id,
-        name,
-        file: Arc::new(file),
-        file_len,
-        header,
-        unwritten,
-    })
+    Ok(FoundSegment { id, name, file: Arc::new(file), file_len, header, unwritten })
 }
 
 /// Registers the segments before the scan start: wholly covered by the checkpoint, only their
@@ -463,9 +357,7 @@ fn add_cold_segments<F: StorageFile>(
     let mut previous_last = 0;
     for (index, segment) in cold.iter().enumerate() {
         let next = cold.get(index + 1).or(first_scanned);
-        let next_first = next
-            .and_then(|next| next.header.as_ref().ok())
-            .map(|header| header.first_lsn);
+        let next_first = next.and_then(|next| next.header.as_ref().ok()).map(|header| header.first_lsn);
         let first_lsn = match &segment.header {
             Ok(header) => header.first_lsn,
             Err(kind) => {
@@ -477,10 +369,8 @@ fn add_cold_segments<F: StorageFile>(
             .map_or(first_lsn.saturating_sub(1), |next_first| next_first.saturating_sub(1))
             .max(first_lsn - 1);
         previous_last = last_lsn;
-        let size_bytes = segment
-            .header
-            .as_ref()
-            .map_or(segment.file_len, |header| u64::from(header.segment_size_bytes));
+        let size_bytes =
+            segment.header.as_ref().map_or(segment.file_len, |header| u64::from(header.segment_size_bytes));
         segments.insert(
             segment.id,
             SegmentSlot {
@@ -505,14 +395,7 @@ fn corruption_at<F>(
     lsn_lost: Option<LsnRange>,
     kind: CorruptionKind,
 ) -> Corruption {
-    Corruption {
-        segment: segment.id,
-        file_name: segment.name.clone(),
-        offset,
-        bytes_skipped: 0,
-        lsn_lost,
-        kind,
-    }
+    Corruption { segment: segment.id, file_name: segment.name.clone(), offset, bytes_skipped: 0, lsn_lost, kind }
 }
 
 /// A gap between segments is reported where the chain broke: the end of the previous scanned
@@ -559,10 +442,7 @@ fn drop_torn_tail<F: StorageFile>(
                 .map_err(|e| LogError::from_io("zeroing torn tail", &segment.name, e))?;
             done += chunk as u64;
         }
-        segment
-            .file
-            .sync_data()
-            .map_err(|e| LogError::from_io("zeroing torn tail", &segment.name, e))?;
+        segment.file.sync_data().map_err(|e| LogError::from_io("zeroing torn tail", &segment.name, e))?;
     }
     report.torn_tail = Some(TornTail {
         segment: segment.id,

@@ -64,10 +64,7 @@ pub enum CorruptionKind {
     /// A damaged record with valid records after it; recovery resynchronised after it.
     BadRecord(RecordDefect),
     /// The LSN chain jumps between this segment's last valid record and the next segment.
-    LsnGap {
-        next_segment: Option<u32>,
-        next_first_lsn: Lsn,
-    },
+    LsnGap { next_segment: Option<u32>, next_first_lsn: Lsn },
     /// The segment header does not decode.
     BadSegmentHeader(SegmentHeaderError),
     /// The header names another segment id than the file name.
@@ -79,67 +76,34 @@ pub enum CorruptionKind {
     /// A checkpoint covers LSNs the log no longer holds (durable records were lost).
     LogEndsBeforeCheckpoint { log_end_lsn: Lsn, checkpoint_lsn: Lsn },
     /// Scrub: the segment's valid records end before the segment was known to end.
-    TruncatedSegment {
-        expected_last_lsn: Lsn,
-        found_last_lsn: Lsn,
-    },
+    TruncatedSegment { expected_last_lsn: Lsn, found_last_lsn: Lsn },
 }
 
 impl fmt::Display for CorruptionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CorruptionKind::BadRecord(defect) => write!(f, "damaged record ({defect})"),
-            CorruptionKind::LsnGap {
-                next_segment: Some(next),
-                next_first_lsn,
-            } => {
-                write!(
-                    f,
-                    "LSN chain breaks; next segment {next} starts at LSN {next_first_lsn}"
-                )
+            CorruptionKind::LsnGap { next_segment: Some(next), next_first_lsn } => {
+                write!(f, "LSN chain breaks; next segment {next} starts at LSN {next_first_lsn}")
             }
-            CorruptionKind::LsnGap {
-                next_segment: None,
-                next_first_lsn,
-            } => {
+            CorruptionKind::LsnGap { next_segment: None, next_first_lsn } => {
                 write!(f, "LSN chain breaks; next valid LSN is {next_first_lsn}")
             }
             CorruptionKind::BadSegmentHeader(error) => write!(f, "bad segment header ({error})"),
             CorruptionKind::SegmentIdMismatch { header_segment } => {
                 write!(f, "segment header names segment {header_segment}")
             }
-            CorruptionKind::SegmentLengthMismatch {
-                file_bytes,
-                header_bytes,
-            } => {
+            CorruptionKind::SegmentLengthMismatch { file_bytes, header_bytes } => {
                 write!(f, "file is {file_bytes} bytes but its header says {header_bytes}")
             }
-            CorruptionKind::SegmentOverlap {
-                first_lsn,
-                expected_lsn,
-            } => {
-                write!(
-                    f,
-                    "segment starts at LSN {first_lsn} but LSN {expected_lsn} was expected"
-                )
+            CorruptionKind::SegmentOverlap { first_lsn, expected_lsn } => {
+                write!(f, "segment starts at LSN {first_lsn} but LSN {expected_lsn} was expected")
             }
-            CorruptionKind::LogEndsBeforeCheckpoint {
-                log_end_lsn,
-                checkpoint_lsn,
-            } => {
-                write!(
-                    f,
-                    "log ends at LSN {log_end_lsn} but the checkpoint covers LSN {checkpoint_lsn}"
-                )
+            CorruptionKind::LogEndsBeforeCheckpoint { log_end_lsn, checkpoint_lsn } => {
+                write!(f, "log ends at LSN {log_end_lsn} but the checkpoint covers LSN {checkpoint_lsn}")
             }
-            CorruptionKind::TruncatedSegment {
-                expected_last_lsn,
-                found_last_lsn,
-            } => {
-                write!(
-                    f,
-                    "valid records end at LSN {found_last_lsn}, segment should end at LSN {expected_last_lsn}"
-                )
+            CorruptionKind::TruncatedSegment { expected_last_lsn, found_last_lsn } => {
+                write!(f, "valid records end at LSN {found_last_lsn}, segment should end at LSN {expected_last_lsn}")
             }
         }
     }
@@ -168,11 +132,7 @@ impl Corruption {
 
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "segment {} ({}) at byte {}: {}",
-            self.segment, self.file_name, self.offset, self.kind
-        )?;
+        write!(f, "segment {} ({}) at byte {}: {}", self.segment, self.file_name, self.offset, self.kind)?;
         if self.bytes_skipped > 0 {
             write!(f, "; {} bytes skipped", self.bytes_skipped)?;
         }

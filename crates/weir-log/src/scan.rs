@@ -15,7 +15,8 @@
 
 use crate::error::LogError;
 use crate::format::{
-    decode_record, DecodedRecord, RecordHeader, RECORD_ALIGNMENT_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    decode_record, DecodedRecord, RecordDecodeError, RecordHeader, RECORD_ALIGNMENT_BYTES, RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES,
 };
 use crate::report::{LsnRange, RecordDefect};
 use crate::storage::StorageFile;
@@ -34,12 +35,7 @@ pub(crate) struct SegmentReader<'f, F: StorageFile> {
 
 impl<'f, F: StorageFile> SegmentReader<'f, F> {
     pub(crate) fn new(file: &'f F, data_end: u64) -> Self {
-        SegmentReader {
-            file,
-            data_end,
-            buf: Vec::new(),
-            buf_start: 0,
-        }
+        SegmentReader { file, data_end, buf: Vec::new(), buf_start: 0 }
     }
 
     /// The buffered bytes from `offset` on: at least `min_len` of them unless the data ends
@@ -130,17 +126,11 @@ pub(crate) fn scan_segment<F: StorageFile>(
     let mut damage = Vec::new();
     loop {
         if offset + RECORD_HEADER_BYTES as u64 > data_end {
-            return Ok(ScanSummary {
-                next_lsn: expected,
-                end_offset: offset,
-                end: SegmentEnd::Clean,
-                damage,
-            });
+            return Ok(ScanSummary { next_lsn: expected, end_offset: offset, end: SegmentEnd::Clean, damage });
         }
         let header = RecordHeader::peek(reader.bytes_at(offset, RECORD_HEADER_BYTES).map_err(io_error)?);
-        let bytes = reader
-            .bytes_at(offset, wanted_bytes(header, segment, expected, offset, data_end))
-            .map_err(io_error)?;
+        let bytes =
+            reader.bytes_at(offset, wanted_bytes(header, segment, expected, offset, data_end)).map_err(io_error)?;
         let defect = match check_record(bytes, segment, expected) {
             Ok(record) => {
                 on_record(record, offset)?;
@@ -150,46 +140,29 @@ pub(crate) fn scan_segment<F: StorageFile>(
             }
             Err(defect) => defect,
         };
-        let hint = header
-            .filter(|h| h.segment == segment)
-            .map(|h| offset + h.span_bytes() as u64);
+        let hint = header.filter(|h| h.segment == segment).map(|h| offset + h.span_bytes() as u64);
         match find_resync(&mut reader, segment, offset, expected, hint).map_err(io_error)? {
             Some((resume_offset, resume_lsn)) => {
-                let lsn_lost = (resume_lsn > expected).then(|| LsnRange {
-                    first: expected,
-                    last: resume_lsn - 1,
-                });
-                damage.push(Damage {
-                    offset,
-                    resume_offset,
-                    lsn_lost,
-                    defect,
-                });
+                let lsn_lost = (resume_lsn > expected).then(|| LsnRange { first: expected, last: resume_lsn - 1 });
+                damage.push(Damage { offset, resume_offset, lsn_lost, defect });
                 offset = resume_offset;
                 expected = resume_lsn;
             }
             None => {
                 let end = match header {
-XX
+                    Some(h)
+                        if h.segment == segment && defect != RecordDefect::Decode(RecordDecodeError::ZeroHeader) =>
                     {
                         let claimed = if (h.record_bytes() as u64) <= data_end - offset {
                             h.span_bytes() as u64
                         } else {
                             RECORD_HEADER_BYTES as u64
                         };
-                        SegmentEnd::Torn {
-                            bytes: claimed.min(data_end - offset),
-                            defect,
-                        }
+                        SegmentEnd::Torn { bytes: claimed.min(data_end - offset), defect }
                     }
                     _ => SegmentEnd::Clean,
                 };
-                return Ok(ScanSummary {
-                    next_lsn: expected,
-                    end_offset: offset,
-                    end,
-                    damage,
-                });
+                return Ok(ScanSummary { next_lsn: expected, end_offset: offset, end, damage });
             }
         }
     }
@@ -252,23 +225,12 @@ mod tests {
     /// A segment file with records `first..first+count` of `payload_len` bytes; returns their
     /// offsets.
     fn build(storage: &SimStorage, segment: u32, first: Lsn, count: u64, payload_len: usize) -> Vec<u64> {
-        let header = SegmentHeader {
-            segment,
-            first_lsn: first,
-            segment_size_bytes: SIZE as u32,
-        };
+        let header = SegmentHeader { segment, first_lsn: first, segment_size_bytes: SIZE as u32 };
         let mut bytes = header.encode().to_vec();
         let mut offsets = Vec::new();
         for lsn in first..first + count {
             offsets.push(bytes.len() as u64);
-            encode_record_into(
-                &mut bytes,
-                lsn,
-                segment,
-                FIRST_USER_KIND,
-                0,
-                &vec![lsn as u8; payload_len],
-            );
+            encode_record_into(&mut bytes, lsn, segment, FIRST_USER_KIND, 0, &vec![lsn as u8; payload_len]);
         }
         bytes.resize(SIZE as usize, 0);
         storage.write_durable("s", 0, &bytes);
@@ -328,11 +290,7 @@ mod tests {
         let (summary, seen) = scan(&storage, 1, 10);
         assert_eq!(seen, vec![10, 11, 12, 13]);
         assert_eq!(summary.end_offset, offsets[4]);
-        assert!(
-            matches!(summary.end, SegmentEnd::Torn { bytes: 48, .. }),
-            "{:?}",
-            summary.end
-        );
+        assert!(matches!(summary.end, SegmentEnd::Torn { bytes: 48, .. }), "{:?}", summary.end);
     }
 
     #[test]
@@ -340,13 +298,7 @@ mod tests {
         let storage = SimStorage::new();
         build(&storage, 1, 10, 8, 20);
         // Recycle: a new header and two records for segment 2 over the stale ones.
-        let mut fresh = SegmentHeader {
-            segment: 2,
-            first_lsn: 100,
-            segment_size_bytes: SIZE as u32,
-        }
-        .encode()
-        .to_vec();
+        let mut fresh = SegmentHeader { segment: 2, first_lsn: 100, segment_size_bytes: SIZE as u32 }.encode().to_vec();
         encode_record_into(&mut fresh, 100, 2, FIRST_USER_KIND, 0, &[7u8; 20]);
         encode_record_into(&mut fresh, 101, 2, FIRST_USER_KIND, 0, &[7u8; 20]);
         storage.write_durable("s", 0, &fresh);

@@ -151,11 +151,7 @@ impl Disk {
     }
 
     fn used_bytes(&self) -> u64 {
-        self.dir
-            .values()
-            .filter_map(|id| self.inodes.get(id))
-            .map(|inode| inode.written.len() as u64)
-            .sum()
+        self.dir.values().filter_map(|id| self.inodes.get(id)).map(|inode| inode.written.len() as u64).sum()
     }
 
     fn new_inode(&mut self) -> InodeId {
@@ -220,11 +216,7 @@ impl SimStorage {
             let new_id = match images.get(&old_id) {
                 Some(&id) => id,
                 None => {
-                    let image = disk
-                        .inodes
-                        .get(&old_id)
-                        .map(|inode| crash_image(inode, &mut rng))
-                        .unwrap_or_default();
+                    let image = disk.inodes.get(&old_id).map(|inode| crash_image(inode, &mut rng)).unwrap_or_default();
                     let id = crashed.new_inode();
                     let inode = crashed.inodes.get_mut(&id).expect("just inserted");
                     inode.written = image.clone();
@@ -236,9 +228,7 @@ impl SimStorage {
             crashed.dir.insert(name, new_id);
         }
         crashed.durable_dir = crashed.dir.clone();
-        SimStorage {
-            disk: Arc::new(Mutex::new(crashed)),
-        }
+        SimStorage { disk: Arc::new(Mutex::new(crashed)) }
     }
 
     /// The `n`th `sync_data` from now (0 = the next one) fails with EIO and loses its writes.
@@ -284,10 +274,7 @@ impl SimStorage {
     /// The written image of a file.
     pub fn file_contents(&self, name: &str) -> Option<Vec<u8>> {
         let disk = self.disk();
-        disk.dir
-            .get(name)
-            .and_then(|id| disk.inodes.get(id))
-            .map(|inode| inode.written.clone())
+        disk.dir.get(name).and_then(|id| disk.inodes.get(id)).map(|inode| inode.written.clone())
     }
 
     /// Bit rot: XORs `mask` into one byte of both the written and the durable image.
@@ -365,24 +352,15 @@ impl Storage for SimStorage {
         disk.power_check("create")?;
         let inode = disk.new_inode();
         disk.dir.insert(name.to_string(), inode);
-        disk.queued_dir_ops.push(DirOp::Link {
-            name: name.to_string(),
-            inode,
-        });
+        disk.queued_dir_ops.push(DirOp::Link { name: name.to_string(), inode });
         disk.stats.creates += 1;
-        Ok(SimFile {
-            disk: Arc::clone(&self.disk),
-            inode,
-        })
+        Ok(SimFile { disk: Arc::clone(&self.disk), inode })
     }
 
     fn open(&self, name: &str) -> io::Result<SimFile> {
         let disk = self.disk();
         let inode = *disk.dir.get(name).ok_or_else(|| not_found(name))?;
-        Ok(SimFile {
-            disk: Arc::clone(&self.disk),
-            inode,
-        })
+        Ok(SimFile { disk: Arc::clone(&self.disk), inode })
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -399,10 +377,7 @@ impl Storage for SimStorage {
         disk.power_check("rename")?;
         let inode = disk.dir.remove(from).ok_or_else(|| not_found(from))?;
         disk.dir.insert(to.to_string(), inode);
-        disk.queued_dir_ops.push(DirOp::Rename {
-            from: from.to_string(),
-            to: to.to_string(),
-        });
+        disk.queued_dir_ops.push(DirOp::Rename { from: from.to_string(), to: to.to_string() });
         disk.stats.renames += 1;
         Ok(())
     }
@@ -437,10 +412,7 @@ impl StorageFile for SimFile {
         if count_down(&mut disk.faults.writes_until_failure) {
             return Err(eio("injected write failure"));
         }
-        let current = disk
-            .inodes
-            .get(&self.inode)
-            .map_or(0, |inode| inode.written.len() as u64);
+        let current = disk.inodes.get(&self.inode).map_or(0, |inode| inode.written.len() as u64);
         let growth = (offset + data.len() as u64).saturating_sub(current);
         if let Some(limit) = disk.faults.space_limit_bytes {
             if growth > 0 && disk.used_bytes() + growth > limit {
@@ -474,10 +446,7 @@ impl StorageFile for SimFile {
 
     fn len(&self) -> io::Result<u64> {
         let disk = Disk::lock(&self.disk);
-        Ok(disk
-            .inodes
-            .get(&self.inode)
-            .map_or(0, |inode| inode.written.len() as u64))
+        Ok(disk.inodes.get(&self.inode).map_or(0, |inode| inode.written.len() as u64))
     }
 }
 
@@ -498,17 +467,11 @@ mod tests {
             let crashed = storage.crash(seed);
             let image = crashed.file_contents("f").expect("file survives");
             assert_eq!(&image[..1024], &[1u8; 1024][..], "seed {seed}");
-            assert!(
-                image.len() == 1024 || image.len().is_multiple_of(512),
-                "seed {seed}: sector-granular tear"
-            );
+            assert!(image.len() == 1024 || image.len().is_multiple_of(512), "seed {seed}: sector-granular tear");
             assert!(image[1024..].iter().all(|&byte| byte == 2), "seed {seed}");
             outcomes.insert(image.len());
         }
-        assert!(
-            outcomes.len() >= 3,
-            "none, torn and full outcomes all occur: {outcomes:?}"
-        );
+        assert!(outcomes.len() >= 3, "none, torn and full outcomes all occur: {outcomes:?}");
     }
 
     #[test]
@@ -530,8 +493,7 @@ mod tests {
         file.write_at(0, b"lost").expect("write");
         storage.fail_sync_after(0);
         assert!(file.sync_data().is_err());
-        file.sync_data()
-            .expect("a later sync succeeds, but the data is not in it");
+        file.sync_data().expect("a later sync succeeds, but the data is not in it");
         for seed in 0..16 {
             assert_eq!(storage.crash(seed).file_contents("f"), Some(Vec::new()), "seed {seed}");
         }

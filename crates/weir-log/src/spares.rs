@@ -53,12 +53,7 @@ pub(crate) struct SparePool<F> {
 
 impl<F: StorageFile> SparePool<F> {
     pub(crate) fn new(ready: VecDeque<SpareFile<F>>, next_number: u64) -> Self {
-        SparePool {
-            ready,
-            in_progress: None,
-            next_number,
-            backoff: false,
-        }
+        SparePool { ready, in_progress: None, next_number, backoff: false }
     }
 
     /// Spares ready for a rollover.
@@ -87,10 +82,7 @@ impl<F: StorageFile> SparePool<F> {
         if self.ready.is_empty() {
             self.advance(storage, segment_bytes, u64::MAX)?;
         }
-        Ok(self
-            .ready
-            .pop_front()
-            .expect("advance with an unlimited budget completes a spare"))
+        Ok(self.ready.pop_front().expect("advance with an unlimited budget completes a spare"))
     }
 
     /// Prepares spares inline until `target` are ready.
@@ -118,9 +110,7 @@ impl<F: StorageFile> SparePool<F> {
         if self.backoff || self.ready.len() >= target {
             return;
         }
-        let budget = committed_bytes
-            .saturating_mul(ZERO_FILL_STEP_FACTOR)
-            .max(MIN_ZERO_FILL_STEP_BYTES);
+        let budget = committed_bytes.saturating_mul(ZERO_FILL_STEP_FACTOR).max(MIN_ZERO_FILL_STEP_BYTES);
         if let Err(error) = self.advance(storage, segment_bytes, budget) {
             tracing::warn!(%error, "could not prepare a spare segment; the next rollover retries");
             self.backoff = true;
@@ -133,15 +123,9 @@ impl<F: StorageFile> SparePool<F> {
         if self.in_progress.is_none() {
             let name = self.allocate_name();
             let tmp_name = format!("{name}{TMP_SUFFIX}");
-            let file = storage
-                .create(&tmp_name)
-                .map_err(|e| LogError::from_io("creating spare segment", &tmp_name, e))?;
-            self.in_progress = Some(SpareInProgress {
-                name,
-                tmp_name,
-                file,
-                filled_bytes: 0,
-            });
+            let file =
+                storage.create(&tmp_name).map_err(|e| LogError::from_io("creating spare segment", &tmp_name, e))?;
+            self.in_progress = Some(SpareInProgress { name, tmp_name, file, filled_bytes: 0 });
         }
         let result = self.fill_in_progress(storage, segment_bytes, budget);
         if result.is_err() {
@@ -175,21 +159,11 @@ impl<F: StorageFile> SparePool<F> {
             return Ok(());
         }
         let (tmp_name, name) = (&progress.tmp_name, &progress.name);
-        progress
-            .file
-            .sync_data()
-            .map_err(|e| LogError::from_io("syncing spare segment", tmp_name, e))?;
-        storage
-            .rename(tmp_name, name)
-            .map_err(|e| LogError::from_io("naming spare segment", name, e))?;
-        storage
-            .sync_dir()
-            .map_err(|e| LogError::from_io("syncing directory", name, e))?;
+        progress.file.sync_data().map_err(|e| LogError::from_io("syncing spare segment", tmp_name, e))?;
+        storage.rename(tmp_name, name).map_err(|e| LogError::from_io("naming spare segment", name, e))?;
+        storage.sync_dir().map_err(|e| LogError::from_io("syncing directory", name, e))?;
         let done = self.in_progress.take().expect("checked above");
-        self.ready.push_back(SpareFile {
-            name: done.name,
-            file: Arc::new(done.file),
-        });
+        self.ready.push_back(SpareFile { name: done.name, file: Arc::new(done.file) });
         Ok(())
     }
 }
@@ -214,16 +188,9 @@ mod tests {
         pool.advance_after_commit(&storage, SEGMENT, 1, 1 << 20);
         assert_eq!(pool.ready_count(), 1);
         assert_eq!(storage.file_names(), vec!["spare-0000000000.wlog".to_string()]);
-        assert_eq!(
-            storage.file_contents("spare-0000000000.wlog").map(|c| c.len() as u64),
-            Some(SEGMENT)
-        );
+        assert_eq!(storage.file_contents("spare-0000000000.wlog").map(|c| c.len() as u64), Some(SEGMENT));
         pool.advance_after_commit(&storage, SEGMENT, 1, 1 << 20);
-        assert_eq!(
-            storage.stats().bytes_written,
-            SEGMENT,
-            "nothing more once the target is met"
-        );
+        assert_eq!(storage.stats().bytes_written, SEGMENT, "nothing more once the target is met");
     }
 
     #[test]

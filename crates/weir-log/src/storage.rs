@@ -92,13 +92,7 @@ impl FileStorage {
                 LogError::from_io("locking directory", &shown, source)
             }
         })?;
-        Ok(FileStorage {
-            inner: Arc::new(FileStorageInner {
-                dir,
-                dir_handle,
-                _lock: lock,
-            }),
-        })
+        Ok(FileStorage { inner: Arc::new(FileStorageInner { dir, dir_handle, _lock: lock }) })
     }
 
     pub fn path(&self) -> &Path {
@@ -108,10 +102,7 @@ impl FileStorage {
     fn path_of(&self, name: &str) -> io::Result<PathBuf> {
         // The log only ever uses its own flat names; refuse anything that could escape.
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("bad file name {name:?}"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad file name {name:?}")));
         }
         Ok(self.inner.dir.join(name))
     }
@@ -148,12 +139,7 @@ impl Storage for FileStorage {
     }
 
     fn create(&self, name: &str) -> io::Result<FileStorageFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(self.path_of(name)?)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(self.path_of(name)?)?;
         Ok(FileStorageFile { file })
     }
 

@@ -11,7 +11,7 @@
 //! - LSNs continue at `last_lsn + 1`; a poisoned log refuses writes.
 //!
 //! One seed reproduces a run: `WEIR_SEED=<seed> cargo test -p weir-log --test crash_model`.
-//! `WEIR_SEEDS=<n>` changes how many seeds run (default 300). Every failure prints its seed.
+//! `WEIR_SEEDS=<n>` changes how many seeds run (default 1000). Every failure prints its seed.
 
 mod common;
 
@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use weir_log::{load_checkpoint, write_checkpoint, Log, LogConfig, LogError, Lsn, RecordPos, SimStorage};
 
-const DEFAULT_SEEDS: u64 = 300;
+const DEFAULT_SEEDS: u64 = 1000;
 const SEGMENT_BYTES: u32 = 16 * 1024;
 const MAX_SESSIONS: u32 = 6;
 const MAX_STEPS_PER_SESSION: u32 = 30;
@@ -93,21 +93,14 @@ fn random_record(rng: &mut StdRng, max_payload: usize) -> ModelRecord {
     };
     let mut payload = vec![0u8; len];
     rng.fill_bytes(&mut payload);
-    ModelRecord {
-        kind: rng.gen_range(weir_log::FIRST_USER_KIND..=u8::MAX),
-        version: rng.gen(),
-        payload,
-    }
+    ModelRecord { kind: rng.gen_range(weir_log::FIRST_USER_KIND..=u8::MAX), version: rng.gen(), payload }
 }
 
 fn seeds() -> Vec<u64> {
     if let Ok(seed) = std::env::var("WEIR_SEED") {
         return vec![seed.trim().parse().expect("WEIR_SEED must be a u64")];
     }
-    let count = std::env::var("WEIR_SEEDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_SEEDS);
+    let count = std::env::var("WEIR_SEEDS").ok().and_then(|n| n.parse().ok()).unwrap_or(DEFAULT_SEEDS);
     let base: u64 = rand::random();
     (0..count).map(|i| base.wrapping_add(i)).collect()
 }
@@ -171,32 +164,19 @@ fn reopen_and_check(storage: &SimStorage, config: &LogConfig, model: &mut Model,
     let replay_after = checkpoint.as_ref().map_or(0, |(lsn, _)| *lsn);
     if let Some((lsn, payload)) = &checkpoint {
         assert_eq!(payload, &checkpoint_payload(*lsn), "{ctx}: checkpoint payload");
-        assert!(
-            *lsn <= model.durable.len() as u64,
-            "{ctx}: checkpoint beyond confirmed records"
-        );
+        assert!(*lsn <= model.durable.len() as u64, "{ctx}: checkpoint beyond confirmed records");
     }
-    assert!(
-        replay_after >= model.checkpoint.unwrap_or(0),
-        "{ctx}: a finished checkpoint was lost"
-    );
+    assert!(replay_after >= model.checkpoint.unwrap_or(0), "{ctx}: a finished checkpoint was lost");
     let mut replayed = Vec::new();
     let opened = Log::open(storage.clone(), config.clone(), replay_after, &mut |view| {
-        let record = ModelRecord {
-            kind: view.kind,
-            version: view.version,
-            payload: view.payload.to_vec(),
-        };
+        let record = ModelRecord { kind: view.kind, version: view.version, payload: view.payload.to_vec() };
         replayed.push((view.lsn, view.pos, record));
         Ok(())
     });
     let (log, report) = match opened {
         Ok(opened) => opened,
         Err(error) => {
-            assert!(
-                matches!(error, LogError::Io { .. } | LogError::NoSpace { .. }),
-                "{ctx}: open failed: {error}"
-            );
+            assert!(matches!(error, LogError::Io { .. } | LogError::NoSpace { .. }), "{ctx}: open failed: {error}");
             count(&COVERAGE.failed_opens, 1);
             return None; // the injected power cut hit recovery; the next session retries
         }
@@ -207,11 +187,7 @@ fn reopen_and_check(storage: &SimStorage, config: &LogConfig, model: &mut Model,
     count(&COVERAGE.reclaimed, report.segments_reclaimed.into());
     let confirmed = model.durable.len() as u64;
     for (index, (lsn, pos, record)) in replayed.iter().enumerate() {
-        assert_eq!(
-            *lsn,
-            replay_after + 1 + index as u64,
-            "{ctx}: replay out of order or with holes"
-        );
+        assert_eq!(*lsn, replay_after + 1 + index as u64, "{ctx}: replay out of order or with holes");
         let expected = if *lsn <= confirmed {
             &model.durable[(*lsn - 1) as usize]
         } else {
@@ -224,10 +200,7 @@ fn reopen_and_check(storage: &SimStorage, config: &LogConfig, model: &mut Model,
         model.positions.insert(*lsn, *pos);
     }
     let end = replay_after + replayed.len() as u64;
-    assert!(
-        end >= confirmed,
-        "{ctx}: confirmed records lost: log ends at {end}, {confirmed} confirmed\n{report}"
-    );
+    assert!(end >= confirmed, "{ctx}: confirmed records lost: log ends at {end}, {confirmed} confirmed\n{report}");
     assert_eq!(log.last_lsn(), end, "{ctx}: last_lsn after reopen");
     assert_eq!(log.durable_lsn(), end, "{ctx}: durable_lsn after reopen");
     // Recovered in-flight records are durable now; the rest of the batch is gone.
@@ -318,14 +291,8 @@ fn append_and_commit(
                 log.storage().set_space_limit(None);
             }
             Err(error) => {
-                assert!(
-                    matches!(error, LogError::Io { .. }),
-                    "{ctx}: unexpected append error {error}"
-                );
-                assert!(
-                    log.is_poisoned().is_none(),
-                    "{ctx}: failing to prepare a segment must not poison"
-                );
+                assert!(matches!(error, LogError::Io { .. }), "{ctx}: unexpected append error {error}");
+                assert!(log.is_poisoned().is_none(), "{ctx}: failing to prepare a segment must not poison");
                 return false;
             }
         }
@@ -335,26 +302,17 @@ fn append_and_commit(
             count(&COVERAGE.commits, 1);
             count(&COVERAGE.records_confirmed, model.in_flight.len() as u64);
             model.durable.append(&mut model.in_flight);
-            assert_eq!(
-                log.durable_lsn(),
-                model.durable.len() as u64,
-                "{ctx}: durable_lsn after commit"
-            );
+            assert_eq!(log.durable_lsn(), model.durable.len() as u64, "{ctx}: durable_lsn after commit");
             true
         }
         Err(error) => {
-            let cause = log
-                .is_poisoned()
-                .unwrap_or_else(|| panic!("{ctx}: failed commit ({error}) must poison"));
+            let cause = log.is_poisoned().unwrap_or_else(|| panic!("{ctx}: failed commit ({error}) must poison"));
             count(&COVERAGE.poisoned, 1);
             match log.append(0x10, 0, b"after poison") {
                 Err(LogError::Poisoned { cause: reported }) => assert_eq!(reported, cause, "{ctx}"),
                 other => panic!("{ctx}: poisoned log accepted an append: {other:?}"),
             }
-            assert!(
-                log.commit().is_err_and(|e| e.is_poisoned()),
-                "{ctx}: poisoned log committed"
-            );
+            assert!(log.commit().is_err_and(|e| e.is_poisoned()), "{ctx}: poisoned log committed");
             false
         }
     }
@@ -376,14 +334,8 @@ fn check_reads(log: &Log<SimStorage>, model: &Model, rng: &mut StdRng, ctx: &str
         } else {
             &model.in_flight[lsn as usize - model.durable.len() - 1]
         };
-        let record = log
-            .read(*pos)
-            .unwrap_or_else(|e| panic!("{ctx}: read of LSN {lsn} at {pos:?}: {e}"));
-        assert_eq!(
-            (record.lsn, &record.payload, record.kind),
-            (lsn, &expected.payload, expected.kind),
-            "{ctx}"
-        );
+        let record = log.read(*pos).unwrap_or_else(|e| panic!("{ctx}: read of LSN {lsn} at {pos:?}: {e}"));
+        assert_eq!((record.lsn, &record.payload, record.kind), (lsn, &expected.payload, expected.kind), "{ctx}");
     }
 }
 
@@ -414,12 +366,8 @@ fn release_covered(log: &mut Log<SimStorage>, model: &Model, rng: &mut StdRng, c
     let Some(covered) = model.checkpoint else {
         return true;
     };
-    let candidates: Vec<u32> = log
-        .segments()
-        .iter()
-        .filter(|info| !info.active && info.last_lsn <= covered)
-        .map(|info| info.id)
-        .collect();
+    let candidates: Vec<u32> =
+        log.segments().iter().filter(|info| !info.active && info.last_lsn <= covered).map(|info| info.id).collect();
     for id in candidates {
         if rng.gen_bool(0.3) {
             continue;

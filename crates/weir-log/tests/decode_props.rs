@@ -11,14 +11,7 @@ use weir_log::{
 fn assert_self_consistent(buf: &[u8]) {
     if let Ok(record) = decode_record(buf, None) {
         let mut again = Vec::new();
-        encode_record_into(
-            &mut again,
-            record.lsn,
-            record.segment,
-            record.kind,
-            record.version,
-            record.payload,
-        );
+        encode_record_into(&mut again, record.lsn, record.segment, record.kind, record.version, record.payload);
         let used = RECORD_HEADER_BYTES + record.payload.len();
         assert_eq!(&again[..used], &buf[..used]);
         assert!(record.kind >= FIRST_USER_KIND);

@@ -15,15 +15,8 @@ fn file_storage_append_commit_reopen_read() {
     let positions = append_committed(&mut log, 300, 900);
     let segments = log.segments();
     assert!(segments.len() >= 4, "{segments:?}");
-    for path in std::fs::read_dir(dir.path())
-        .expect("list")
-        .map(|entry| entry.expect("entry").path())
-    {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
+    for path in std::fs::read_dir(dir.path()).expect("list").map(|entry| entry.expect("entry").path()) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         if name.ends_with(".wlog") {
             let len = std::fs::metadata(&path).expect("metadata").len();
             assert_eq!(len, u64::from(common::SEGMENT_BYTES), "{name} is preallocated");
@@ -39,10 +32,7 @@ fn file_storage_append_commit_reopen_read() {
     assert_eq!(lsns(&replayed), (201..=300).collect::<Vec<_>>());
     for (index, pos) in positions.iter().enumerate() {
         let record = log.read(*pos).expect("read");
-        assert_eq!(
-            (record.lsn, record.payload),
-            (index as u64 + 1, payload(index as u64 + 1, 900))
-        );
+        assert_eq!((record.lsn, record.payload), (index as u64 + 1, payload(index as u64 + 1, 900)));
     }
     let first_segment = log.segments()[0].id;
     log.release_segment(first_segment).expect("release");

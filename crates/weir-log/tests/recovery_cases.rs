@@ -52,17 +52,12 @@ fn torn_tail_is_truncated_and_reported() {
     let positions = append_committed(&mut log, 8, 100);
     drop(log);
     // The last record's bytes fail their crc: exactly what a torn final write looks like.
-    storage
-        .corrupt_byte(&segment_file_name(1), u64::from(positions[7].offset) + 40, 0x55)
-        .expect("corrupt");
+    storage.corrupt_byte(&segment_file_name(1), u64::from(positions[7].offset) + 40, 0x55).expect("corrupt");
     let (mut log, report, replayed) = open_collect(storage.clone(), config(), 0);
     assert_eq!(lsns(&replayed), (1..=7).collect::<Vec<_>>());
     assert!(report.is_clean(), "a torn tail is not corruption: {report}");
     let torn = report.torn_tail.clone().expect("torn tail reported");
-    assert_eq!(
-        (torn.segment, torn.offset, torn.lsn, torn.bytes_dropped),
-        (1, positions[7].offset.into(), 8, 128)
-    );
+    assert_eq!((torn.segment, torn.offset, torn.lsn, torn.bytes_dropped), (1, positions[7].offset.into(), 8, 128));
     assert!(report.to_string().contains("torn tail: segment 1"), "{report}");
     // Appends continue at the torn record's place, and the next open is clean.
     let (lsn, pos) = log.append(KIND, 1, b"replacement").expect("append");
@@ -114,9 +109,7 @@ fn corrupt_record_in_middle_is_reported_by_open_and_later_records_replayed() {
     let storage = SimStorage::new();
     let positions = fill_segments(&storage, 3);
     let damaged = positions[9]; // LSN 10, in segment 1
-    storage
-        .corrupt_byte(&segment_file_name(1), u64::from(damaged.offset) + 500, 0x01)
-        .expect("corrupt");
+    storage.corrupt_byte(&segment_file_name(1), u64::from(damaged.offset) + 500, 0x01).expect("corrupt");
     let (log, report, replayed) = open_collect(storage, config(), 0);
     let expected: Vec<u64> = (1..=3 * RECORDS_PER_SEGMENT).filter(|&lsn| lsn != 10).collect();
     assert_eq!(lsns(&replayed), expected);
@@ -127,10 +120,7 @@ fn corrupt_record_in_middle_is_reported_by_open_and_later_records_replayed() {
     assert_eq!(corruption.offset, u64::from(damaged.offset));
     assert_eq!(corruption.bytes_skipped, 1024);
     assert_eq!(corruption.lsn_lost, Some(LsnRange { first: 10, last: 10 }));
-    assert!(matches!(
-        corruption.kind,
-        CorruptionKind::BadRecord(RecordDefect::Decode(_))
-    ));
+    assert!(matches!(corruption.kind, CorruptionKind::BadRecord(RecordDefect::Decode(_))));
     assert!(report.torn_tail.is_none());
     assert_eq!(log.last_lsn(), 3 * RECORDS_PER_SEGMENT);
     assert!(matches!(log.read(damaged), Err(LogError::Corrupt(_))));
@@ -143,14 +133,9 @@ fn corrupt_record_before_checkpoint_is_found_by_verify_segment() {
     let checkpoint_lsn = 2 * RECORDS_PER_SEGMENT + 5;
     write_checkpoint(&storage, checkpoint_lsn, b"snapshot").expect("checkpoint");
     let damaged = positions[20];
-    storage
-        .corrupt_byte(&segment_file_name(1), u64::from(damaged.offset) + 100, 0x80)
-        .expect("corrupt");
+    storage.corrupt_byte(&segment_file_name(1), u64::from(damaged.offset) + 100, 0x80).expect("corrupt");
     let (log, report, replayed) = open_collect(storage, config(), checkpoint_lsn);
-    assert_eq!(
-        lsns(&replayed),
-        (checkpoint_lsn + 1..=3 * RECORDS_PER_SEGMENT).collect::<Vec<_>>()
-    );
+    assert_eq!(lsns(&replayed), (checkpoint_lsn + 1..=3 * RECORDS_PER_SEGMENT).collect::<Vec<_>>());
     assert_eq!((report.segments_skipped, report.segments_scanned), (2, 1), "{report}");
     assert!(report.is_clean(), "cold segments are not scanned at open: {report}");
     let found = log.verify_segment(1).expect("verify");
@@ -158,10 +143,7 @@ fn corrupt_record_before_checkpoint_is_found_by_verify_segment() {
     assert_eq!((found[0].segment, found[0].offset), (1, u64::from(damaged.offset)));
     assert_eq!(found[0].lsn_lost, Some(LsnRange { first: 21, last: 21 }));
     assert!(log.verify_segment(2).expect("verify").is_empty());
-    assert!(matches!(
-        log.verify_segment(3),
-        Err(LogError::ActiveSegment { segment: 3 })
-    ));
+    assert!(matches!(log.verify_segment(3), Err(LogError::ActiveSegment { segment: 3 })));
 }
 
 #[test]
@@ -170,40 +152,25 @@ fn missing_middle_segment_is_reported_as_lsn_gap() {
     fill_segments(&storage, 3);
     storage.remove_durable(&segment_file_name(2));
     let (_, report, replayed) = open_collect(storage, config(), 0);
-    let lost = LsnRange {
-        first: RECORDS_PER_SEGMENT + 1,
-        last: 2 * RECORDS_PER_SEGMENT,
-    };
-    let expected: Vec<u64> = (1..=3 * RECORDS_PER_SEGMENT)
-        .filter(|lsn| !(lost.first..=lost.last).contains(lsn))
-        .collect();
+    let lost = LsnRange { first: RECORDS_PER_SEGMENT + 1, last: 2 * RECORDS_PER_SEGMENT };
+    let expected: Vec<u64> =
+        (1..=3 * RECORDS_PER_SEGMENT).filter(|lsn| !(lost.first..=lost.last).contains(lsn)).collect();
     assert_eq!(lsns(&replayed), expected);
     assert_eq!(report.corruptions.len(), 1, "{report}");
     assert_eq!(report.corruptions[0].lsn_lost, Some(lost));
     assert_eq!(report.corruptions[0].segment, 1);
-    assert!(matches!(
-        report.corruptions[0].kind,
-        CorruptionKind::LsnGap {
-            next_segment: Some(3),
-            ..
-        }
-    ));
+    assert!(matches!(report.corruptions[0].kind, CorruptionKind::LsnGap { next_segment: Some(3), .. }));
 }
 
 #[test]
 fn damaged_segment_header_in_middle_is_reported_and_its_records_recovered() {
     let storage = SimStorage::new();
     fill_segments(&storage, 3);
-    storage
-        .corrupt_byte(&segment_file_name(2), 20, 0x04)
-        .expect("corrupt header");
+    storage.corrupt_byte(&segment_file_name(2), 20, 0x04).expect("corrupt header");
     let (_, report, replayed) = open_collect(storage, config(), 0);
     assert_eq!(lsns(&replayed), (1..=3 * RECORDS_PER_SEGMENT).collect::<Vec<_>>());
     assert_eq!(report.corruptions.len(), 1, "{report}");
-    assert!(matches!(
-        report.corruptions[0].kind,
-        CorruptionKind::BadSegmentHeader(_)
-    ));
+    assert!(matches!(report.corruptions[0].kind, CorruptionKind::BadSegmentHeader(_)));
     assert_eq!(report.corruptions[0].lsn_lost, None);
 }
 
@@ -218,11 +185,7 @@ fn log_ending_before_checkpoint_is_reported_and_lsns_not_reused() {
     assert_eq!(report.corruptions[0].lsn_lost, Some(LsnRange { first: 11, last: 1000 }));
     assert_eq!(log.last_lsn(), 1000);
     let (lsn, pos) = log.append(KIND, 1, b"after").expect("append");
-    assert_eq!(
-        (lsn, pos.segment),
-        (1001, 2),
-        "a fresh segment keeps the chain unbroken"
-    );
+    assert_eq!((lsn, pos.segment), (1001, 2), "a fresh segment keeps the chain unbroken");
     log.commit().expect("commit");
     drop(log);
     let (_, report, replayed) = open_collect(storage, config(), 1000);
@@ -247,11 +210,7 @@ fn fsync_failure_poisons_the_log_for_ever() {
     assert_eq!(log.durable_lsn(), 3);
     drop(log);
     let (log, report, replayed) = open_collect(storage.crash(7), config(), 0);
-    assert_eq!(
-        lsns(&replayed),
-        vec![1, 2, 3],
-        "the failed batch is gone: its fsync lost it"
-    );
+    assert_eq!(lsns(&replayed), vec![1, 2, 3], "the failed batch is gone: its fsync lost it");
     assert!(report.is_clean());
     assert!(log.is_poisoned().is_none());
 }
@@ -270,37 +229,21 @@ fn write_failure_poisons_the_log() {
 #[test]
 fn enospc_on_segment_preparation_is_not_poison() {
     let storage = SimStorage::new();
-    let config = LogConfig {
-        spare_segments: 0,
-        ..config()
-    };
+    let config = LogConfig { spare_segments: 0, ..config() };
     let (mut log, _, _) = open_collect(storage.clone(), config.clone(), 0);
     append_committed(&mut log, 60, KIB_RECORD_PAYLOAD);
     storage.set_space_limit(Some(storage.used_bytes()));
     for lsn in 61..=RECORDS_PER_SEGMENT {
-        log.append(KIND, 1, &payload(lsn, KIB_RECORD_PAYLOAD))
-            .expect("fits in the active segment");
+        log.append(KIND, 1, &payload(lsn, KIB_RECORD_PAYLOAD)).expect("fits in the active segment");
     }
-    let error = log
-        .append(KIND, 1, &payload(64, KIB_RECORD_PAYLOAD))
-        .expect_err("needs a new segment");
+    let error = log.append(KIND, 1, &payload(64, KIB_RECORD_PAYLOAD)).expect_err("needs a new segment");
     assert!(error.is_no_space(), "{error}");
     assert!(log.is_poisoned().is_none());
-    log.commit()
-        .expect("records already in the active segment still commit");
-    assert!(log
-        .append(KIND, 1, &payload(64, KIB_RECORD_PAYLOAD))
-        .expect_err("still full")
-        .is_no_space());
-    assert!(
-        !storage.file_names().iter().any(|name| name.ends_with(".tmp")),
-        "{:?}",
-        storage.file_names()
-    );
+    log.commit().expect("records already in the active segment still commit");
+    assert!(log.append(KIND, 1, &payload(64, KIB_RECORD_PAYLOAD)).expect_err("still full").is_no_space());
+    assert!(!storage.file_names().iter().any(|name| name.ends_with(".tmp")), "{:?}", storage.file_names());
     storage.set_space_limit(None);
-    let (lsn, pos) = log
-        .append(KIND, 1, &payload(64, KIB_RECORD_PAYLOAD))
-        .expect("space again");
+    let (lsn, pos) = log.append(KIND, 1, &payload(64, KIB_RECORD_PAYLOAD)).expect("space again");
     assert_eq!((lsn, pos.segment), (64, 2));
     log.commit().expect("commit");
     drop(log);
@@ -324,10 +267,7 @@ fn enospc_while_replenishing_spares_after_commit_is_not_an_error() {
 #[test]
 fn recycled_segment_stale_records_are_not_replayed() {
     let storage = SimStorage::new();
-    let config = LogConfig {
-        spare_segments: 0,
-        ..config()
-    };
+    let config = LogConfig { spare_segments: 0, ..config() };
     let (mut log, _, _) = open_collect(storage.clone(), config.clone(), 0);
     append_committed(&mut log, (4 * RECORDS_PER_SEGMENT) as usize, KIB_RECORD_PAYLOAD);
     let checkpoint_lsn = 2 * RECORDS_PER_SEGMENT;
@@ -339,16 +279,10 @@ fn recycled_segment_stale_records_are_not_replayed() {
     let new_segment = log.segments().last().map(|info| info.id).expect("segment");
     assert_eq!(new_segment, 5);
     let contents = storage.file_contents(&segment_file_name(5)).expect("file");
-    assert!(
-        contents[64 + 6 * 1024..].iter().any(|&byte| byte != 0),
-        "stale records must remain for this test"
-    );
+    assert!(contents[64 + 6 * 1024..].iter().any(|&byte| byte != 0), "stale records must remain for this test");
     drop(log);
     let (log, report, replayed) = open_collect(storage, config, checkpoint_lsn);
-    assert_eq!(
-        lsns(&replayed),
-        (checkpoint_lsn + 1..=4 * RECORDS_PER_SEGMENT + 5).collect::<Vec<_>>()
-    );
+    assert_eq!(lsns(&replayed), (checkpoint_lsn + 1..=4 * RECORDS_PER_SEGMENT + 5).collect::<Vec<_>>());
     assert!(report.is_clean() && report.torn_tail.is_none(), "{report}");
     assert_eq!(log.segments().iter().map(|s| s.id).collect::<Vec<_>>(), vec![3, 4, 5]);
 }
@@ -358,8 +292,7 @@ fn interrupted_rollover_segment_is_reclaimed_and_its_id_not_reused() {
     let storage = SimStorage::new();
     let (mut log, _, _) = open_collect(storage.clone(), config(), 0);
     append_committed(&mut log, RECORDS_PER_SEGMENT as usize, KIB_RECORD_PAYLOAD);
-    log.append(KIND, 1, &payload(64, KIB_RECORD_PAYLOAD))
-        .expect("rolls over");
+    log.append(KIND, 1, &payload(64, KIB_RECORD_PAYLOAD)).expect("rolls over");
     storage.power_cut_after(2); // rename + directory sync happen, the write does not
     assert!(log.commit().is_err());
     drop(log);
@@ -389,11 +322,7 @@ fn checkpoint_crash_during_write_leaves_previous_loadable() {
                 "{context}: {loaded:?}"
             );
             if finished {
-                assert_eq!(
-                    loaded,
-                    Some((20, b"twenty".to_vec())),
-                    "{context}: a finished checkpoint is durable"
-                );
+                assert_eq!(loaded, Some((20, b"twenty".to_vec())), "{context}: a finished checkpoint is durable");
             }
         }
     }
@@ -408,10 +337,7 @@ fn records_are_readable_before_and_after_commit_and_after_reopen() {
         let (_, pos) = log.append(KIND, 2, &payload(lsn, 700)).expect("append");
         positions.push(pos);
         let record = log.read(pos).expect("read uncommitted");
-        assert_eq!(
-            (record.lsn, record.version, record.payload.clone()),
-            (lsn, 2, payload(lsn, 700))
-        );
+        assert_eq!((record.lsn, record.version, record.payload.clone()), (lsn, 2, payload(lsn, 700)));
     }
     log.commit().expect("commit");
     for (index, pos) in positions.iter().enumerate() {
@@ -423,22 +349,10 @@ fn records_are_readable_before_and_after_commit_and_after_reopen() {
         let record = log.read(*pos).expect("read after reopen");
         assert_eq!(record.payload, payload(index as u64 + 1, 700));
     }
-    let bogus = weir_log::RecordPos {
-        segment: positions[0].segment,
-        offset: positions[0].offset + 8,
-    };
+    let bogus = weir_log::RecordPos { segment: positions[0].segment, offset: positions[0].offset + 8 };
     assert!(log.read(bogus).is_err());
-    assert!(matches!(
-        log.read(weir_log::RecordPos {
-            segment: 99,
-            offset: 64
-        }),
-        Err(LogError::NotFound { .. })
-    ));
-    assert!(matches!(
-        log.read(weir_log::RecordPos { segment: 1, offset: 3 }),
-        Err(LogError::InvalidPosition { .. })
-    ));
+    assert!(matches!(log.read(weir_log::RecordPos { segment: 99, offset: 64 }), Err(LogError::NotFound { .. })));
+    assert!(matches!(log.read(weir_log::RecordPos { segment: 1, offset: 3 }), Err(LogError::InvalidPosition { .. })));
 }
 
 #[test]
@@ -462,19 +376,10 @@ fn record_limits_are_enforced_at_the_boundary() {
     let storage = SimStorage::new();
     let (mut log, _, _) = open_collect(storage, config(), 0);
     let max = LogConfig::max_payload_for_segment(SEGMENT_BYTES) as usize;
-    assert!(matches!(
-        log.append(KIND, 0, &vec![0; max + 1]),
-        Err(LogError::RecordTooLarge { .. })
-    ));
-    assert!(matches!(
-        log.append(FIRST_USER_KIND - 1, 0, b""),
-        Err(LogError::ReservedKind { .. })
-    ));
-    log.append(FIRST_USER_KIND, 0, b"")
-        .expect("smallest kind, empty payload");
-    let (_, pos) = log
-        .append(0xFF, 0xFF, &vec![7; max])
-        .expect("largest record fills a fresh segment");
+    assert!(matches!(log.append(KIND, 0, &vec![0; max + 1]), Err(LogError::RecordTooLarge { .. })));
+    assert!(matches!(log.append(FIRST_USER_KIND - 1, 0, b""), Err(LogError::ReservedKind { .. })));
+    log.append(FIRST_USER_KIND, 0, b"").expect("smallest kind, empty payload");
+    let (_, pos) = log.append(0xFF, 0xFF, &vec![7; max]).expect("largest record fills a fresh segment");
     assert_eq!(pos.offset, 64);
     log.commit().expect("commit");
     assert_eq!(log.read(pos).expect("read").payload.len(), max);
@@ -485,27 +390,17 @@ fn release_rules() {
     let storage = SimStorage::new();
     let (mut log, _, _) = open_collect(storage, config(), 0);
     append_committed(&mut log, RECORDS_PER_SEGMENT as usize, KIB_RECORD_PAYLOAD);
-    assert!(matches!(
-        log.release_segment(1),
-        Err(LogError::ActiveSegment { segment: 1 })
-    ));
+    assert!(matches!(log.release_segment(1), Err(LogError::ActiveSegment { segment: 1 })));
     assert!(matches!(log.release_segment(9), Err(LogError::NotFound { segment: 9 })));
-    log.append(KIND, 1, &payload(64, KIB_RECORD_PAYLOAD))
-        .expect("rolls over, sealing segment 1");
+    log.append(KIND, 1, &payload(64, KIB_RECORD_PAYLOAD)).expect("rolls over, sealing segment 1");
     log.append(KIND, 1, &payload(65, KIB_RECORD_PAYLOAD)).expect("append");
     let infos = log.segments();
     assert_eq!(infos.len(), 2);
-    assert_eq!(
-        (infos[0].first_lsn, infos[0].last_lsn, infos[0].active),
-        (1, RECORDS_PER_SEGMENT, false)
-    );
+    assert_eq!((infos[0].first_lsn, infos[0].last_lsn, infos[0].active), (1, RECORDS_PER_SEGMENT, false));
     assert_eq!((infos[1].first_lsn, infos[1].last_lsn, infos[1].active), (64, 65, true));
     log.commit().expect("commit");
     log.release_segment(1).expect("sealed and committed");
-    assert!(matches!(
-        log.read(weir_log::RecordPos { segment: 1, offset: 64 }),
-        Err(LogError::NotFound { .. })
-    ));
+    assert!(matches!(log.read(weir_log::RecordPos { segment: 1, offset: 64 }), Err(LogError::NotFound { .. })));
 }
 
 #[test]
@@ -534,61 +429,32 @@ fn corrupt_last_record_of_sealed_segment_is_a_gap_not_a_torn_tail() {
     let storage = SimStorage::new();
     let positions = fill_segments(&storage, 2);
     let last_of_first = positions[(RECORDS_PER_SEGMENT - 1) as usize];
-    storage
-        .corrupt_byte(&segment_file_name(1), u64::from(last_of_first.offset) + 30, 0x02)
-        .expect("corrupt");
+    storage.corrupt_byte(&segment_file_name(1), u64::from(last_of_first.offset) + 30, 0x02).expect("corrupt");
     let (_, report, replayed) = open_collect(storage, config(), 0);
     assert_eq!(replayed.len() as u64, 2 * RECORDS_PER_SEGMENT - 1);
     assert!(report.torn_tail.is_none(), "{report}");
     assert_eq!(report.corruptions.len(), 1, "{report}");
     let corruption = &report.corruptions[0];
-    assert_eq!(
-        (corruption.segment, corruption.offset),
-        (1, u64::from(last_of_first.offset))
-    );
+    assert_eq!((corruption.segment, corruption.offset), (1, u64::from(last_of_first.offset)));
     assert_eq!(corruption.bytes_skipped, 1024);
-    assert_eq!(
-        corruption.lsn_lost,
-        Some(LsnRange {
-            first: RECORDS_PER_SEGMENT,
-            last: RECORDS_PER_SEGMENT
-        })
-    );
-    assert!(matches!(
-        corruption.kind,
-        CorruptionKind::LsnGap {
-            next_segment: Some(2),
-            ..
-        }
-    ));
+    assert_eq!(corruption.lsn_lost, Some(LsnRange { first: RECORDS_PER_SEGMENT, last: RECORDS_PER_SEGMENT }));
+    assert!(matches!(corruption.kind, CorruptionKind::LsnGap { next_segment: Some(2), .. }));
 }
 
 #[test]
 fn damaged_header_of_newest_segment_is_reported_and_not_appended_to() {
     let storage = SimStorage::new();
     fill_segments(&storage, 2);
-    storage
-        .corrupt_byte(&segment_file_name(2), 13, 0x01)
-        .expect("corrupt header");
+    storage.corrupt_byte(&segment_file_name(2), 13, 0x01).expect("corrupt header");
     let (mut log, report, replayed) = open_collect(storage.clone(), config(), 0);
-    assert_eq!(
-        replayed.len() as u64,
-        2 * RECORDS_PER_SEGMENT,
-        "records are found by their segment id"
-    );
+    assert_eq!(replayed.len() as u64, 2 * RECORDS_PER_SEGMENT, "records are found by their segment id");
     assert_eq!(report.corruptions.len(), 1, "{report}");
-    assert!(matches!(
-        report.corruptions[0].kind,
-        CorruptionKind::BadSegmentHeader(_)
-    ));
+    assert!(matches!(report.corruptions[0].kind, CorruptionKind::BadSegmentHeader(_)));
     let (_, pos) = log.append(KIND, 1, b"next").expect("append");
     assert_eq!(pos.segment, 3, "appends go to a fresh segment");
     log.commit().expect("commit");
     let bytes = storage.file_contents(&segment_file_name(2)).expect("file");
-    assert!(
-        weir_log::SegmentHeader::decode(&bytes).is_err(),
-        "the damaged header is left as evidence"
-    );
+    assert!(weir_log::SegmentHeader::decode(&bytes).is_err(), "the damaged header is left as evidence");
 }
 
 #[test]
@@ -603,18 +469,11 @@ fn truncated_segment_file_is_reported() {
     let kept = (SEGMENT_BYTES as u64 / 2 - 64) / 1024;
     assert_eq!(replayed.len() as u64, kept + RECORDS_PER_SEGMENT);
     assert!(
-        report
-            .corruptions
-            .iter()
-            .any(|c| matches!(c.kind, CorruptionKind::SegmentLengthMismatch { .. })),
+        report.corruptions.iter().any(|c| matches!(c.kind, CorruptionKind::SegmentLengthMismatch { .. })),
         "{report}"
     );
     assert!(
-        report.corruptions.iter().any(|c| c.lsn_lost
-            == Some(LsnRange {
-                first: kept + 1,
-                last: RECORDS_PER_SEGMENT
-            })),
+        report.corruptions.iter().any(|c| c.lsn_lost == Some(LsnRange { first: kept + 1, last: RECORDS_PER_SEGMENT })),
         "{report}"
     );
 }
@@ -623,19 +482,13 @@ fn truncated_segment_file_is_reported() {
 fn overlapping_segment_header_is_reported() {
     let storage = SimStorage::new();
     fill_segments(&storage, 2);
-    let header = weir_log::SegmentHeader {
-        segment: 2,
-        first_lsn: RECORDS_PER_SEGMENT - 4,
-        segment_size_bytes: SEGMENT_BYTES,
-    };
+    let header =
+        weir_log::SegmentHeader { segment: 2, first_lsn: RECORDS_PER_SEGMENT - 4, segment_size_bytes: SEGMENT_BYTES };
     storage.write_durable(&segment_file_name(2), 0, &header.encode());
     let (_, report, replayed) = open_collect(storage, config(), 0);
     assert_eq!(lsns(&replayed), (1..=2 * RECORDS_PER_SEGMENT).collect::<Vec<_>>());
     assert_eq!(report.corruptions.len(), 1, "{report}");
-    assert!(matches!(
-        report.corruptions[0].kind,
-        CorruptionKind::SegmentOverlap { .. }
-    ));
+    assert!(matches!(report.corruptions[0].kind, CorruptionKind::SegmentOverlap { .. }));
 }
 
 #[test]
@@ -648,16 +501,7 @@ fn leftover_temporary_and_wrong_size_spares_are_removed() {
     assert_eq!(report.stale_files_removed, 2, "{report}");
     let names = storage.file_names();
     assert!(names.contains(&"unrelated.txt".to_string()));
-    assert!(
-        !names
-            .iter()
-            .any(|name| name.contains("0000000099") || name == "spare-0000000007.wlog"),
-        "{names:?}"
-    );
-    assert_eq!(
-        log.spare_count(),
-        1,
-        "a fresh spare is prepared, numbered after the leftovers"
-    );
+    assert!(!names.iter().any(|name| name.contains("0000000099") || name == "spare-0000000007.wlog"), "{names:?}");
+    assert_eq!(log.spare_count(), 1, "a fresh spare is prepared, numbered after the leftovers");
     assert!(names.contains(&"spare-0000000100.wlog".to_string()), "{names:?}");
 }

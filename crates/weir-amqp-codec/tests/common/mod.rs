@@ -8,9 +8,7 @@
 
 use bytes::BytesMut;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
-use weir_amqp_codec::amq_protocol::types::{
-    AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString,
-};
+use weir_amqp_codec::amq_protocol::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString};
 use weir_amqp_codec::{decode_frame, Frame, FrameError, FRAME_END};
 
 /// A complete frame around `payload`.
@@ -56,26 +54,14 @@ pub fn sample_table() -> FieldTable {
     table.insert("i64".into(), AMQPValue::LongLongInt(-5_000_000_000));
     table.insert("f32".into(), AMQPValue::Float(1.5));
     table.insert("f64".into(), AMQPValue::Double(-2.25));
-    table.insert(
-        "decimal".into(),
-        AMQPValue::DecimalValue(DecimalValue {
-            scale: 2,
-            value: 12_345,
-        }),
-    );
+    table.insert("decimal".into(), AMQPValue::DecimalValue(DecimalValue { scale: 2, value: 12_345 }));
     table.insert("long-string".into(), AMQPValue::LongString("héllo".into()));
     table.insert("array".into(), AMQPValue::FieldArray(array));
     table.insert("timestamp".into(), AMQPValue::Timestamp(1_700_000_000));
     table.insert("table".into(), AMQPValue::FieldTable(inner));
-    table.insert(
-        "bytes".into(),
-        AMQPValue::ByteArray(ByteArray::from(vec![0u8, 1, 255])),
-    );
+    table.insert("bytes".into(), AMQPValue::ByteArray(ByteArray::from(vec![0u8, 1, 255])));
     table.insert("void".into(), AMQPValue::Void);
-    table.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(LongString::from(b"dlx".to_vec())),
-    );
+    table.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(b"dlx".to_vec())));
     table
 }
 
@@ -121,11 +107,7 @@ pub fn queue_declare_payload(queue: &[u8], arguments_entries: &[u8]) -> Vec<u8> 
     payload.push(u8::try_from(queue.len()).unwrap());
     payload.extend_from_slice(queue);
     payload.push(0b0000_0010); // durable
-    payload.extend_from_slice(
-        &u32::try_from(arguments_entries.len())
-            .unwrap()
-            .to_be_bytes(),
-    );
+    payload.extend_from_slice(&u32::try_from(arguments_entries.len()).unwrap().to_be_bytes());
     payload.extend_from_slice(arguments_entries);
     payload
 }
@@ -147,9 +129,7 @@ pub fn content_header_payload_with_headers(body_size: u64, entries: &[u8]) -> Ve
 pub fn proptest_config(cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
         ..ProptestConfig::default()
     }
 }

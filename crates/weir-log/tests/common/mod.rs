@@ -37,9 +37,7 @@ pub fn open_collect<S: Storage>(
 
 /// A payload of `len` bytes derived from `lsn`.
 pub fn payload(lsn: Lsn, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (lsn as usize).wrapping_mul(31).wrapping_add(i) as u8)
-        .collect()
+    (0..len).map(|i| (lsn as usize).wrapping_mul(31).wrapping_add(i) as u8).collect()
 }
 
 /// Appends `count` records of `len` bytes and commits; returns their positions.
