@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use amq_protocol::protocol::{basic, channel, confirm, connection, queue, AMQPClass};
+use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
 use weir_amqp_codec::{
@@ -21,7 +21,8 @@ use weir_amqp_codec::{
     parse_amqplain, parse_plain, Content, ContentAssembler, Frame, FrameError, ReplyCode, FRAME_MIN_SIZE,
 };
 use weir_engine::{
-    ChannelId, Command, ConnectionId, EngineError, Event, EventSink, Message, Origin, Publish, QueueDeclare,
+    BindRequest, BindTarget, ChannelId, Command, ConnectionId, EngineError, Event, EventSink, ExchangeDeclare, Message,
+    Origin, Publish, QueueDeclare,
 };
 
 use crate::convert::{arguments, reply_code, short};
@@ -77,6 +78,8 @@ struct ChannelState {
     content: ContentAssembler,
     confirm_mode: bool,
     next_publish_sequence: u64,
+    /// The last queue declared on this channel: what an empty queue name means (AMQP rule).
+    last_queue: Option<String>,
 }
 
 /// What the adapter must do after a call.
@@ -476,6 +479,7 @@ impl Connection {
                     content: ContentAssembler::new(self.limits.message_size_max),
                     confirm_mode: false,
                     next_publish_sequence: 1,
+                    last_queue: None,
                 },
             );
             commands.push(Command::ChannelOpen { origin });
@@ -526,7 +530,16 @@ impl Connection {
                     &AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: true })),
                 );
             }
-            AMQPClass::Queue(method) => queue_method(origin, method, commands)?,
+            AMQPClass::Queue(method) => {
+                if let queue::AMQPMethod::Declare(declare) = &method {
+                    if !declare.queue.as_str().is_empty() {
+                        state.last_queue = Some(declare.queue.as_str().to_string());
+                    }
+                }
+                let last_queue = state.last_queue.clone();
+                queue_method(origin, method, last_queue.as_deref(), commands)?
+            }
+            AMQPClass::Exchange(method) => exchange_method(origin, method, commands)?,
             AMQPClass::Basic(method) => self.basic_method(origin, method, out, commands)?,
             AMQPClass::Confirm(confirm::AMQPMethod::Select(select)) => {
                 state.confirm_mode = true;
@@ -566,7 +579,7 @@ impl Connection {
             }
             basic::AMQPMethod::Consume(consume) => Command::Consume {
                 origin,
-                queue: consume.queue.as_str().to_string(),
+                queue: queue_name(consume.queue.as_str(), state.last_queue.as_deref())?,
                 consumer_tag: consume.consumer_tag.as_str().to_string(),
                 no_ack: consume.no_ack,
                 exclusive: consume.exclusive,
@@ -577,9 +590,11 @@ impl Connection {
                 consumer_tag: cancel.consumer_tag.as_str().to_string(),
                 no_wait: cancel.nowait,
             },
-            basic::AMQPMethod::Get(get) => {
-                Command::Get { origin, queue: get.queue.as_str().to_string(), no_ack: get.no_ack }
-            }
+            basic::AMQPMethod::Get(get) => Command::Get {
+                origin,
+                queue: queue_name(get.queue.as_str(), state.last_queue.as_deref())?,
+                no_ack: get.no_ack,
+            },
             basic::AMQPMethod::Ack(ack) => {
                 Command::Ack { origin, delivery_tag: ack.delivery_tag, multiple: ack.multiple }
             }
@@ -633,6 +648,7 @@ impl Connection {
             sequence
         });
         let persistent = *content.properties.delivery_mode() == Some(2);
+        let headers = content.properties.headers().as_ref().map(arguments).unwrap_or_default();
         let publish = content.publish;
         commands.push(Command::Publish(Box::new(Publish {
             origin: self.origin(channel, 60, 40),
@@ -641,6 +657,7 @@ impl Connection {
             mandatory: publish.mandatory,
             persistent,
             confirm,
+            headers,
             message: Arc::new(Message {
                 exchange: publish.exchange.as_str().to_string(),
                 routing_key: publish.routing_key.as_str().to_string(),
@@ -722,6 +739,11 @@ impl Connection {
                 if !self.channel_is_open(channel) {
                     return Flow::Continue; // stale: the channel closed meanwhile
                 }
+                if let Event::QueueDeclareOk { queue, .. } = &event {
+                    if let Some(state) = self.channels.get_mut(&channel) {
+                        state.last_queue = Some(queue.clone());
+                    }
+                }
                 self.encode_event(event, frame_max, out);
             }
         }
@@ -773,6 +795,24 @@ impl Connection {
                 &message.body,
                 frame_max,
             ),
+            Event::ExchangeDeclareOk { channel } => {
+                method(out, channel, AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})))
+            }
+            Event::ExchangeDeleteOk { channel } => {
+                method(out, channel, AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})))
+            }
+            Event::BindOk { channel, to_exchange: false } => {
+                method(out, channel, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})))
+            }
+            Event::BindOk { channel, to_exchange: true } => {
+                method(out, channel, AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})))
+            }
+            Event::UnbindOk { channel, to_exchange: false } => {
+                method(out, channel, AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})))
+            }
+            Event::UnbindOk { channel, to_exchange: true } => {
+                method(out, channel, AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})))
+            }
             Event::QueueDeclareOk { channel, queue, message_count, consumer_count } => method(
                 out,
                 channel,
@@ -845,7 +885,21 @@ impl Connection {
     }
 }
 
-fn queue_method(origin: Origin, method: queue::AMQPMethod, commands: &mut Vec<Command>) -> Result<(), FrameError> {
+/// An empty queue name means the last queue declared on the channel (AMQP 0-9-1 rule);
+/// with none declared it is 404, as RabbitMQ answers.
+fn queue_name(name: &str, last_queue: Option<&str>) -> Result<String, FrameError> {
+    if !name.is_empty() {
+        return Ok(name.to_string());
+    }
+    last_queue.map(str::to_string).ok_or_else(|| FrameError::new(ReplyCode::NotFound, "no previously declared queue"))
+}
+
+fn queue_method(
+    origin: Origin,
+    method: queue::AMQPMethod,
+    last_queue: Option<&str>,
+    commands: &mut Vec<Command>,
+) -> Result<(), FrameError> {
     let command = match method {
         queue::AMQPMethod::Declare(declare) => Command::QueueDeclare {
             origin,
@@ -861,15 +915,97 @@ fn queue_method(origin: Origin, method: queue::AMQPMethod, commands: &mut Vec<Co
         },
         queue::AMQPMethod::Delete(delete) => Command::QueueDelete {
             origin,
-            queue: delete.queue.as_str().to_string(),
+            queue: queue_name(delete.queue.as_str(), last_queue)?,
             if_unused: delete.if_unused,
             if_empty: delete.if_empty,
             no_wait: delete.nowait,
         },
         queue::AMQPMethod::Purge(purge) => {
-            Command::QueuePurge { origin, queue: purge.queue.as_str().to_string(), no_wait: purge.nowait }
+            Command::QueuePurge { origin, queue: queue_name(purge.queue.as_str(), last_queue)?, no_wait: purge.nowait }
         }
-        other => return Err(hard(ReplyCode::NotImplemented, format!("queue method {other:?} is not implemented yet"))),
+        queue::AMQPMethod::Bind(bind) => {
+            let queue = queue_name(bind.queue.as_str(), last_queue)?;
+            // With the queue name left empty, an empty routing key means that queue's name.
+            let routing_key = if bind.queue.as_str().is_empty() && bind.routing_key.as_str().is_empty() {
+                queue.clone()
+            } else {
+                bind.routing_key.as_str().to_string()
+            };
+            Command::Bind {
+                origin,
+                bind: BindRequest {
+                    source: bind.exchange.as_str().to_string(),
+                    destination: BindTarget::Queue(queue),
+                    routing_key,
+                    arguments: arguments(&bind.arguments),
+                },
+                no_wait: bind.nowait,
+            }
+        }
+        queue::AMQPMethod::Unbind(unbind) => Command::Unbind {
+            origin,
+            bind: BindRequest {
+                source: unbind.exchange.as_str().to_string(),
+                destination: BindTarget::Queue(queue_name(unbind.queue.as_str(), last_queue)?),
+                routing_key: unbind.routing_key.as_str().to_string(),
+                arguments: arguments(&unbind.arguments),
+            },
+            no_wait: false,
+        },
+        other => return Err(hard(ReplyCode::CommandInvalid, format!("queue method {other:?} is not sent by clients"))),
+    };
+    commands.push(command);
+    Ok(())
+}
+
+fn exchange_method(
+    origin: Origin,
+    method: exchange::AMQPMethod,
+    commands: &mut Vec<Command>,
+) -> Result<(), FrameError> {
+    let command = match method {
+        exchange::AMQPMethod::Declare(declare) => Command::ExchangeDeclare {
+            origin,
+            declare: ExchangeDeclare {
+                name: declare.exchange.as_str().to_string(),
+                kind: declare.kind.as_str().to_string(),
+                passive: declare.passive,
+                durable: declare.durable,
+                auto_delete: declare.auto_delete,
+                internal: declare.internal,
+                arguments: arguments(&declare.arguments),
+            },
+            no_wait: declare.nowait,
+        },
+        exchange::AMQPMethod::Delete(delete) => Command::ExchangeDelete {
+            origin,
+            exchange: delete.exchange.as_str().to_string(),
+            if_unused: delete.if_unused,
+            no_wait: delete.nowait,
+        },
+        exchange::AMQPMethod::Bind(bind) => Command::Bind {
+            origin,
+            bind: BindRequest {
+                source: bind.source.as_str().to_string(),
+                destination: BindTarget::Exchange(bind.destination.as_str().to_string()),
+                routing_key: bind.routing_key.as_str().to_string(),
+                arguments: arguments(&bind.arguments),
+            },
+            no_wait: bind.nowait,
+        },
+        exchange::AMQPMethod::Unbind(unbind) => Command::Unbind {
+            origin,
+            bind: BindRequest {
+                source: unbind.source.as_str().to_string(),
+                destination: BindTarget::Exchange(unbind.destination.as_str().to_string()),
+                routing_key: unbind.routing_key.as_str().to_string(),
+                arguments: arguments(&unbind.arguments),
+            },
+            no_wait: unbind.nowait,
+        },
+        other => {
+            return Err(hard(ReplyCode::CommandInvalid, format!("exchange method {other:?} is not sent by clients")))
+        }
     };
     commands.push(command);
     Ok(())
@@ -883,6 +1019,10 @@ fn engine_error(error: &EngineError, class_id: u16, method_id: u16) -> FrameErro
 fn event_channel(event: &Event) -> ChannelId {
     match event {
         Event::QueueDeclareOk { channel, .. }
+        | Event::ExchangeDeclareOk { channel }
+        | Event::ExchangeDeleteOk { channel }
+        | Event::BindOk { channel, .. }
+        | Event::UnbindOk { channel, .. }
         | Event::QueueDeleteOk { channel, .. }
         | Event::QueuePurgeOk { channel, .. }
         | Event::ConsumeOk { channel, .. }

@@ -16,6 +16,7 @@ pub fn reply_code(kind: ErrorKind) -> ReplyCode {
         ErrorKind::NotAllowed => ReplyCode::NotAllowed,
         ErrorKind::InternalError => ReplyCode::InternalError,
         ErrorKind::ResourceError => ReplyCode::ResourceError,
+        ErrorKind::CommandInvalid => ReplyCode::CommandInvalid,
     }
 }
 

@@ -70,6 +70,36 @@ pub struct QueueDeclare {
     pub arguments: Vec<(String, ArgValue)>,
 }
 
+/// `exchange.declare` as the engine sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExchangeDeclare {
+    pub name: String,
+    /// `direct`, `fanout`, `topic` or `headers`; anything else is refused.
+    pub kind: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    /// Sorted by key, keys unique.
+    pub arguments: Vec<(String, ArgValue)>,
+}
+
+/// What a binding leads to, by name, as a client names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BindTarget {
+    Queue(String),
+    Exchange(String),
+}
+
+/// `queue.bind`/`unbind` and `exchange.bind`/`unbind`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BindRequest {
+    pub source: String,
+    pub destination: BindTarget,
+    pub routing_key: String,
+    pub arguments: Vec<(String, ArgValue)>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Publish {
     pub origin: Origin,
@@ -80,6 +110,8 @@ pub struct Publish {
     pub persistent: bool,
     /// Publisher-confirm sequence number when the channel is in confirm mode.
     pub confirm: Option<u64>,
+    /// The message's headers table, decoded (for headers exchanges). Empty if none.
+    pub headers: Vec<(String, ArgValue)>,
     pub message: Arc<Message>,
 }
 
@@ -118,6 +150,27 @@ pub enum Command {
     QueuePurge {
         origin: Origin,
         queue: String,
+        no_wait: bool,
+    },
+    ExchangeDeclare {
+        origin: Origin,
+        declare: ExchangeDeclare,
+        no_wait: bool,
+    },
+    ExchangeDelete {
+        origin: Origin,
+        exchange: String,
+        if_unused: bool,
+        no_wait: bool,
+    },
+    Bind {
+        origin: Origin,
+        bind: BindRequest,
+        no_wait: bool,
+    },
+    Unbind {
+        origin: Origin,
+        bind: BindRequest,
         no_wait: bool,
     },
     Publish(Box<Publish>),
@@ -197,6 +250,21 @@ pub enum Event {
     QueuePurgeOk {
         channel: ChannelId,
         message_count: u32,
+    },
+    ExchangeDeclareOk {
+        channel: ChannelId,
+    },
+    ExchangeDeleteOk {
+        channel: ChannelId,
+    },
+    /// Answer to [`Command::Bind`]: `queue.bind-ok` or `exchange.bind-ok`, by destination.
+    BindOk {
+        channel: ChannelId,
+        to_exchange: bool,
+    },
+    UnbindOk {
+        channel: ChannelId,
+        to_exchange: bool,
     },
     ConsumeOk {
         channel: ChannelId,

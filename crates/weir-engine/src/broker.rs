@@ -23,8 +23,13 @@ use crate::content::ContentStore;
 use crate::error::{EngineError, ErrorKind};
 use crate::outbox::Outbox;
 use crate::records::{self, location_of, pos_of, QueueRecord, Writer, LOCATION_MEMORY};
+use crate::topology::{Destination, Vhost};
 
-pub type QueueId = u32;
+mod exchanges;
+
+pub(crate) use exchanges::{binding_record, exchange_from};
+
+pub use crate::topology::QueueId;
 
 /// The vhost every broker has.
 pub const DEFAULT_VHOST: &str = "/";
@@ -130,7 +135,7 @@ pub(crate) struct SegmentLive {
 
 pub(crate) struct Broker<S: Storage> {
     pub log: Log<S>,
-    pub vhosts: HashMap<String, HashMap<String, QueueId>>,
+    pub vhosts: HashMap<String, Vhost>,
     pub queues: HashMap<QueueId, QueueState>,
     connections: HashMap<ConnectionId, ConnectionState>,
     pub sinks: HashMap<ConnectionId, EventSink>,
@@ -156,6 +161,10 @@ fn error(kind: ErrorKind, text: String) -> EngineError {
     EngineError::new(kind, text)
 }
 
+fn no_exchange(name: &str, vhost: &str) -> EngineError {
+    error(ErrorKind::NotFound, format!("no exchange '{name}' in vhost '{vhost}'"))
+}
+
 fn no_queue(name: &str, vhost: &str) -> EngineError {
     error(ErrorKind::NotFound, format!("no queue '{name}' in vhost '{vhost}'"))
 }
@@ -164,7 +173,7 @@ impl<S: Storage> Broker<S> {
     pub fn new(log: Log<S>, cache_budget_bytes: u64) -> Self {
         Self {
             log,
-            vhosts: HashMap::from([(DEFAULT_VHOST.to_string(), HashMap::new())]),
+            vhosts: HashMap::from([(DEFAULT_VHOST.to_string(), Vhost::new())]),
             queues: HashMap::new(),
             connections: HashMap::new(),
             sinks: HashMap::new(),
@@ -212,6 +221,14 @@ impl<S: Storage> Broker<S> {
                 (origin, self.queue_delete(origin, &queue, if_unused, if_empty, no_wait))
             }
             Command::QueuePurge { origin, queue, no_wait } => (origin, self.queue_purge(origin, &queue, no_wait)),
+            Command::ExchangeDeclare { origin, declare, no_wait } => {
+                (origin, self.exchange_declare(origin, declare, no_wait))
+            }
+            Command::ExchangeDelete { origin, exchange, if_unused, no_wait } => {
+                (origin, self.exchange_delete(origin, &exchange, if_unused, no_wait))
+            }
+            Command::Bind { origin, bind, no_wait } => (origin, self.bind(origin, bind, no_wait)),
+            Command::Unbind { origin, bind, no_wait } => (origin, self.unbind(origin, bind, no_wait)),
             Command::Publish(publish) => (publish.origin, self.publish(*publish)),
             Command::Consume { origin, queue, consumer_tag, no_ack, exclusive, no_wait } => {
                 (origin, self.consume(origin, &queue, consumer_tag, no_ack, exclusive, no_wait))
@@ -324,7 +341,7 @@ impl<S: Storage> Broker<S> {
     /// Find a queue the connection may use (not another connection's exclusive queue).
     fn lookup_queue(&self, connection: ConnectionId, name: &str) -> Result<QueueId, EngineError> {
         let vhost = self.vhost_of(connection)?;
-        let id = *self.vhosts.get(vhost).and_then(|queues| queues.get(name)).ok_or_else(|| no_queue(name, vhost))?;
+        let id = *self.vhosts.get(vhost).and_then(|v| v.queues.get(name)).ok_or_else(|| no_queue(name, vhost))?;
         let queue = &self.queues[&id];
         match queue.exclusive_owner {
             Some(owner) if owner != connection => Err(error(
@@ -356,7 +373,7 @@ impl<S: Storage> Broker<S> {
         } else {
             declare.name.clone()
         };
-        let existing = self.vhosts[&vhost].get(&name).copied();
+        let existing = self.vhosts[&vhost].queues.get(&name).copied();
         let id = match existing {
             Some(_) => {
                 let id = self.lookup_queue(origin.connection, &name)?;
@@ -423,7 +440,7 @@ impl<S: Storage> Broker<S> {
         if declare.exclusive {
             self.connection_mut(connection)?.exclusive_queues.push(id);
         }
-        self.vhosts.get_mut(vhost).expect("vhost exists").insert(name, id);
+        self.vhosts.get_mut(vhost).expect("vhost exists").queues.insert(name, id);
         self.queues.insert(id, queue);
         Ok(id)
     }
@@ -479,8 +496,10 @@ impl<S: Storage> Broker<S> {
             // refusal reaches clients through the gated replies of this batch.
             let _ = self.append(records::KIND_QUEUE_DELETE, &records::encode_queue_delete(id));
         }
-        if let Some(queues) = self.vhosts.get_mut(&queue.vhost) {
-            queues.remove(&queue.name);
+        if let Some(vhost) = self.vhosts.get_mut(&queue.vhost) {
+            vhost.queues.remove(&queue.name);
+            let auto_deleted = vhost.remove_bindings_to(&Destination::Queue(id));
+            self.log_exchanges_deleted(&queue.vhost.clone(), &auto_deleted);
         }
         for consumer in std::mem::take(&mut queue.consumers) {
             if let Some(channel) =
@@ -579,21 +598,27 @@ impl<S: Storage> Broker<S> {
         Ok(())
     }
 
-    /// The queues a publish reaches. Only the default exchange exists so far: the routing
-    /// key names the queue.
+    /// The queues a publish reaches: unknown exchanges are 404, internal ones 403, and another
+    /// connection's exclusive queue reached through the default exchange is 405.
     fn route(&self, vhost: &str, publish: &Publish) -> Result<Vec<QueueId>, EngineError> {
+        let topology = &self.vhosts[vhost];
         if !publish.exchange.is_empty() {
-            return Err(error(ErrorKind::NotFound, format!("no exchange '{}' in vhost '{vhost}'", publish.exchange)));
-        }
-        let Some(&id) = self.vhosts[vhost].get(&publish.routing_key) else {
-            return Ok(Vec::new());
-        };
-        match self.queues[&id].exclusive_owner {
-            Some(owner) if owner != publish.origin.connection => {
-                Err(self.lookup_queue(publish.origin.connection, &publish.routing_key).expect_err("locked"))
+            match topology.exchanges.get(&publish.exchange) {
+                None => return Err(no_exchange(&publish.exchange, vhost)),
+                Some(exchange) if exchange.internal => {
+                    return Err(error(
+                        ErrorKind::AccessRefused,
+                        format!("cannot publish to internal exchange '{}' in vhost '{vhost}'", publish.exchange),
+                    ))
+                }
+                Some(_) => {}
             }
-            _ => Ok(vec![id]),
+        } else if let Some(&id) = topology.queues.get(&publish.routing_key) {
+            if self.queues[&id].exclusive_owner.is_some_and(|owner| owner != publish.origin.connection) {
+                return Err(self.lookup_queue(publish.origin.connection, &publish.routing_key).expect_err("locked"));
+            }
         }
+        Ok(topology.route(&publish.exchange, &publish.routing_key, &publish.headers))
     }
 
     // -----------------------------------------------------------------------------------
@@ -958,6 +983,16 @@ impl<S: Storage> Broker<S> {
             tracing::error!("cannot log settlements: {e}");
         }
         self.scratch = w;
+    }
+
+    /// Encode a record with `encode` into the scratch buffer and append it.
+    fn append_with(&mut self, kind: u8, encode: impl FnOnce(&mut Writer)) -> Result<(), EngineError> {
+        let mut w = std::mem::take(&mut self.scratch);
+        w.buf.clear();
+        encode(&mut w);
+        let result = self.log_append(kind, &w.buf).map(|_| ());
+        self.scratch = w;
+        result
     }
 
     fn append(&mut self, kind: u8, payload: &[u8]) -> Result<(), EngineError> {

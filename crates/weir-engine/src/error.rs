@@ -18,6 +18,9 @@ pub enum ErrorKind {
     InternalError,
     /// A limit was reached (AMQP 506).
     ResourceError,
+    /// A request the protocol does not allow, such as an unknown exchange type (AMQP 503,
+    /// connection-level, as RabbitMQ 3.x).
+    CommandInvalid,
 }
 
 /// An error with the human text RabbitMQ-style clients show.

@@ -8,7 +8,8 @@
 //!
 //! Layout: `api` (the vocabulary), `broker` (state and command handlers), `records` (the
 //! log record formats), `recovery` (checkpoint + replay), `engine` (the thread and loop),
-//! `outbox` (event ordering and the durability gate), `content` (message bodies in memory).
+//! `outbox` (event ordering and the durability gate), `content` (message bodies in memory),
+//! `topology` (vhosts, exchanges, bindings and routing).
 
 mod api;
 mod broker;
@@ -18,10 +19,11 @@ mod error;
 mod outbox;
 pub mod records;
 mod recovery;
+mod topology;
 
 pub use api::{
-    ArgValue, ChannelId, Command, ConnectionId, ConnectionShared, Event, EventSink, Message, Origin, Publish,
-    QueueDeclare, CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
+    ArgValue, BindRequest, BindTarget, ChannelId, Command, ConnectionId, ConnectionShared, Event, EventSink,
+    ExchangeDeclare, Message, Origin, Publish, QueueDeclare, CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
 };
 pub use broker::DEFAULT_VHOST;
 pub use engine::{Engine, EngineConfig, EngineHandle, EngineStopped, BATCH_COMMANDS_MAX};

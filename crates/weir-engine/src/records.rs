@@ -10,13 +10,19 @@ use weir_log::RecordPos;
 use weir_queue::MessageEntry;
 
 use crate::api::{ArgValue, Message};
+use crate::topology::{Destination, ExchangeKind};
 
 pub const KIND_QUEUE_DECLARE: u8 = 0x10;
 pub const KIND_QUEUE_DELETE: u8 = 0x11;
 pub const KIND_ENQUEUE: u8 = 0x12;
 pub const KIND_SETTLE: u8 = 0x13;
+pub const KIND_EXCHANGE_DECLARE: u8 = 0x14;
+pub const KIND_EXCHANGE_DELETE: u8 = 0x15;
+pub const KIND_BIND: u8 = 0x16;
+pub const KIND_UNBIND: u8 = 0x17;
 pub const RECORD_VERSION: u8 = 1;
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Version 2 added exchanges and bindings after the queues.
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// `Enqueue.flags`: this record re-writes a live message that compaction moved out of an old
 /// segment; replay only updates the location of entries that still exist.
@@ -61,12 +67,36 @@ pub struct EnqueueRecord {
     pub message: Message,
 }
 
+/// A durable exchange's definition as logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExchangeRecord {
+    pub vhost: String,
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: Vec<(String, ArgValue)>,
+}
+
+/// A durable binding (its source exchange and its destination are both durable).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BindingRecord {
+    pub vhost: String,
+    pub source: String,
+    pub destination: Destination,
+    pub routing_key: String,
+    pub arguments: Vec<(String, ArgValue)>,
+}
+
 /// The state a checkpoint holds: everything needed to resume without the log before it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub next_message_seq: u64,
     pub next_queue_id: u32,
     pub queues: Vec<(QueueRecord, Vec<MessageEntry>)>,
+    pub exchanges: Vec<ExchangeRecord>,
+    pub bindings: Vec<BindingRecord>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -188,8 +218,12 @@ pub fn encode_queue(w: &mut Writer, q: &QueueRecord) {
         flags |= QUEUE_FLAG_AUTO_DELETE;
     }
     w.u8(flags);
-    w.u32(q.arguments.len() as u32);
-    for (key, value) in &q.arguments {
+    encode_arguments(w, &q.arguments);
+}
+
+fn encode_arguments(w: &mut Writer, arguments: &[(String, ArgValue)]) {
+    w.u32(arguments.len() as u32);
+    for (key, value) in arguments {
         w.str16(key);
         match value {
             ArgValue::Bool(b) => {
@@ -222,6 +256,19 @@ pub fn decode_queue(r: &mut Reader<'_>) -> Result<QueueRecord, DecodeError> {
     let vhost = r.str16()?;
     let name = r.str16()?;
     let flags = r.u8()?;
+    let arguments = decode_arguments(r)?;
+    Ok(QueueRecord {
+        queue_id,
+        vhost,
+        name,
+        durable: flags & QUEUE_FLAG_DURABLE != 0,
+        exclusive: flags & QUEUE_FLAG_EXCLUSIVE != 0,
+        auto_delete: flags & QUEUE_FLAG_AUTO_DELETE != 0,
+        arguments,
+    })
+}
+
+fn decode_arguments(r: &mut Reader<'_>) -> Result<Vec<(String, ArgValue)>, DecodeError> {
     let count = r.u32()?;
     let mut arguments = Vec::new();
     for _ in 0..count {
@@ -239,15 +286,109 @@ pub fn decode_queue(r: &mut Reader<'_>) -> Result<QueueRecord, DecodeError> {
         };
         arguments.push((key, value));
     }
-    Ok(QueueRecord {
-        queue_id,
+    Ok(arguments)
+}
+
+// ---------------------------------------------------------------------------------------
+// Exchanges and bindings
+
+const EXCHANGE_FLAG_DURABLE: u8 = 1;
+const EXCHANGE_FLAG_AUTO_DELETE: u8 = 2;
+const EXCHANGE_FLAG_INTERNAL: u8 = 4;
+const DESTINATION_QUEUE: u8 = 1;
+const DESTINATION_EXCHANGE: u8 = 2;
+
+pub fn encode_exchange(w: &mut Writer, e: &ExchangeRecord) {
+    w.str16(&e.vhost);
+    w.str16(&e.name);
+    w.str16(e.kind.name());
+    let mut flags = 0;
+    if e.durable {
+        flags |= EXCHANGE_FLAG_DURABLE;
+    }
+    if e.auto_delete {
+        flags |= EXCHANGE_FLAG_AUTO_DELETE;
+    }
+    if e.internal {
+        flags |= EXCHANGE_FLAG_INTERNAL;
+    }
+    w.u8(flags);
+    encode_arguments(w, &e.arguments);
+}
+
+pub fn decode_exchange(r: &mut Reader<'_>) -> Result<ExchangeRecord, DecodeError> {
+    let vhost = r.str16()?;
+    let name = r.str16()?;
+    let kind_name = r.str16()?;
+    let kind = ExchangeKind::parse(&kind_name).ok_or_else(|| r.err(format!("unknown exchange type {kind_name}")))?;
+    let flags = r.u8()?;
+    let arguments = decode_arguments(r)?;
+    Ok(ExchangeRecord {
         vhost,
         name,
-        durable: flags & QUEUE_FLAG_DURABLE != 0,
-        exclusive: flags & QUEUE_FLAG_EXCLUSIVE != 0,
-        auto_delete: flags & QUEUE_FLAG_AUTO_DELETE != 0,
+        kind,
+        durable: flags & EXCHANGE_FLAG_DURABLE != 0,
+        auto_delete: flags & EXCHANGE_FLAG_AUTO_DELETE != 0,
+        internal: flags & EXCHANGE_FLAG_INTERNAL != 0,
         arguments,
     })
+}
+
+/// Exchange delete: the vhost and the name.
+pub fn encode_exchange_delete(w: &mut Writer, vhost: &str, name: &str) {
+    w.str16(vhost);
+    w.str16(name);
+}
+
+pub fn decode_exchange_delete(payload: &[u8]) -> Result<(String, String), DecodeError> {
+    let mut r = Reader::new(payload, "exchange delete record");
+    let vhost = r.str16()?;
+    let name = r.str16()?;
+    r.finish()?;
+    Ok((vhost, name))
+}
+
+/// Bind and unbind records share this payload.
+pub fn encode_binding(w: &mut Writer, b: &BindingRecord) {
+    w.str16(&b.vhost);
+    w.str16(&b.source);
+    match &b.destination {
+        Destination::Queue(id) => {
+            w.u8(DESTINATION_QUEUE);
+            w.u32(*id);
+        }
+        Destination::Exchange(name) => {
+            w.u8(DESTINATION_EXCHANGE);
+            w.str16(name);
+        }
+    }
+    w.str16(&b.routing_key);
+    encode_arguments(w, &b.arguments);
+}
+
+pub fn decode_binding(r: &mut Reader<'_>) -> Result<BindingRecord, DecodeError> {
+    let vhost = r.str16()?;
+    let source = r.str16()?;
+    let destination = match r.u8()? {
+        DESTINATION_QUEUE => Destination::Queue(r.u32()?),
+        DESTINATION_EXCHANGE => Destination::Exchange(r.str16()?),
+        tag => return Err(r.err(format!("unknown binding destination tag {tag}"))),
+    };
+    let routing_key = r.str16()?;
+    let arguments = decode_arguments(r)?;
+    Ok(BindingRecord { vhost, source, destination, routing_key, arguments })
+}
+
+/// Decode a whole record payload with `decode`, refusing trailing bytes.
+pub fn decode_whole<T>(
+    payload: &[u8],
+    what: &'static str,
+    decode: impl FnOnce(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let mut r = Reader::new(payload, what);
+    let value = decode(&mut r)?;
+    r.finish()?;
+    Ok(value)
 }
 
 pub fn encode_queue_delete(queue_id: u32) -> Vec<u8> {
@@ -378,13 +519,21 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
             w.u8(e.flags);
         }
     }
+    w.u32(snapshot.exchanges.len() as u32);
+    for exchange in &snapshot.exchanges {
+        encode_exchange(&mut w, exchange);
+    }
+    w.u32(snapshot.bindings.len() as u32);
+    for binding in &snapshot.bindings {
+        encode_binding(&mut w, binding);
+    }
     w.buf
 }
 
 pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
     let mut r = Reader::new(payload, "checkpoint snapshot");
     let version = r.u32()?;
-    if version != SNAPSHOT_VERSION {
+    if version != 1 && version != SNAPSHOT_VERSION {
         return Err(r.err(format!("unknown snapshot version {version}")));
     }
     let next_message_seq = r.u64()?;
@@ -410,8 +559,18 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
         }
         queues.push((queue, entries));
     }
+    let mut exchanges = Vec::new();
+    let mut bindings = Vec::new();
+    if version >= 2 {
+        for _ in 0..r.u32()? {
+            exchanges.push(decode_exchange(&mut r)?);
+        }
+        for _ in 0..r.u32()? {
+            bindings.push(decode_binding(&mut r)?);
+        }
+    }
     r.finish()?;
-    Ok(Snapshot { next_message_seq, next_queue_id, queues })
+    Ok(Snapshot { next_message_seq, next_queue_id, queues, exchanges, bindings })
 }
 
 #[cfg(test)]
@@ -468,7 +627,36 @@ mod tests {
     #[test]
     fn snapshot_round_trip() {
         let entry = MessageEntry { seq: 3, location: 9, size_bytes: 4, delivery_count: 1, flags: 1 };
-        let snapshot = Snapshot { next_message_seq: 10, next_queue_id: 8, queues: vec![(queue(), vec![entry])] };
+        let snapshot = Snapshot {
+            next_message_seq: 10,
+            next_queue_id: 8,
+            queues: vec![(queue(), vec![entry])],
+            exchanges: vec![ExchangeRecord {
+                vhost: "/".into(),
+                name: "logs".into(),
+                kind: ExchangeKind::Topic,
+                durable: true,
+                auto_delete: false,
+                internal: true,
+                arguments: vec![("alternate-exchange".into(), ArgValue::Str("ae".into()))],
+            }],
+            bindings: vec![
+                BindingRecord {
+                    vhost: "/".into(),
+                    source: "logs".into(),
+                    destination: Destination::Queue(7),
+                    routing_key: "*.error".into(),
+                    arguments: Vec::new(),
+                },
+                BindingRecord {
+                    vhost: "/".into(),
+                    source: "logs".into(),
+                    destination: Destination::Exchange("other".into()),
+                    routing_key: "#".into(),
+                    arguments: vec![("x-match".into(), ArgValue::Str("any".into()))],
+                },
+            ],
+        };
         let bytes = encode_snapshot(&snapshot);
         assert_eq!(decode_snapshot(&bytes).unwrap(), snapshot);
         assert!(decode_snapshot(&bytes[..bytes.len() - 1]).is_err());

@@ -13,13 +13,15 @@ use std::collections::HashMap;
 use weir_log::{Log, LogConfig, RecordView, RecoveryReport, ReplayError, Storage};
 use weir_queue::{MessageEntry, ENTRY_FLAG_PERSISTENT};
 
+use crate::broker::{binding_record, exchange_from};
 use crate::broker::{track_segment_live, Broker, QueueId, QueueState, SegmentLive, DEFAULT_VHOST};
 use crate::error::StartError;
 use crate::records::{self, location_of, Snapshot, ENQUEUE_FLAG_RELOCATED};
+use crate::topology::{Binding, Destination, Vhost};
 
 /// The durable state as it is rebuilt, before the broker around it exists.
 struct Rebuilt {
-    vhosts: HashMap<String, HashMap<String, QueueId>>,
+    vhosts: HashMap<String, Vhost>,
     queues: HashMap<QueueId, QueueState>,
     segment_live: HashMap<u32, SegmentLive>,
     next_message_seq: u64,
@@ -29,12 +31,16 @@ struct Rebuilt {
 impl Rebuilt {
     fn from_snapshot(snapshot: Snapshot) -> Self {
         let mut rebuilt = Self {
-            vhosts: HashMap::from([(DEFAULT_VHOST.to_string(), HashMap::new())]),
+            vhosts: HashMap::from([(DEFAULT_VHOST.to_string(), Vhost::new())]),
             queues: HashMap::new(),
             segment_live: HashMap::new(),
             next_message_seq: snapshot.next_message_seq.max(1),
             next_queue_id: snapshot.next_queue_id.max(1),
         };
+        for exchange in snapshot.exchanges {
+            let vhost = rebuilt.vhosts.entry(exchange.vhost.clone()).or_default();
+            vhost.exchanges.insert(exchange.name.clone(), exchange_from(exchange));
+        }
         for (record, mut entries) in snapshot.queues {
             let id = record.queue_id;
             rebuilt.add_queue(QueueState::from_record(record));
@@ -45,11 +51,14 @@ impl Rebuilt {
                 queue.messages.push(entry);
             }
         }
+        for binding in snapshot.bindings {
+            rebuilt.apply_binding(binding, true);
+        }
         rebuilt
     }
 
     fn add_queue(&mut self, queue: QueueState) {
-        self.vhosts.entry(queue.vhost.clone()).or_default().insert(queue.name.clone(), queue.id);
+        self.vhosts.entry(queue.vhost.clone()).or_default().queues.insert(queue.name.clone(), queue.id);
         self.next_queue_id = self.next_queue_id.max(queue.id + 1);
         self.queues.insert(queue.id, queue);
     }
@@ -65,8 +74,9 @@ impl Rebuilt {
             records::KIND_QUEUE_DELETE => {
                 let id = records::decode_queue_delete(record.payload).map_err(|e| e.to_string())?;
                 if let Some(queue) = self.queues.remove(&id) {
-                    if let Some(names) = self.vhosts.get_mut(&queue.vhost) {
-                        names.remove(&queue.name);
+                    if let Some(vhost) = self.vhosts.get_mut(&queue.vhost) {
+                        vhost.queues.remove(&queue.name);
+                        vhost.remove_bindings_to(&Destination::Queue(id));
                     }
                     for entry in queue.messages.entries() {
                         track_segment_live(&mut self.segment_live, entry, -1);
@@ -102,9 +112,50 @@ impl Rebuilt {
                     }
                 }
             }
+            records::KIND_EXCHANGE_DECLARE => {
+                let exchange =
+                    records::decode_whole(record.payload, "exchange declare record", records::decode_exchange)
+                        .map_err(|e| e.to_string())?;
+                let vhost = self.vhosts.entry(exchange.vhost.clone()).or_default();
+                vhost.exchanges.insert(exchange.name.clone(), exchange_from(exchange));
+            }
+            records::KIND_EXCHANGE_DELETE => {
+                let (vhost, name) = records::decode_exchange_delete(record.payload).map_err(|e| e.to_string())?;
+                if let Some(vhost) = self.vhosts.get_mut(&vhost) {
+                    vhost.delete_exchange(&name);
+                }
+            }
+            records::KIND_BIND | records::KIND_UNBIND => {
+                let binding = records::decode_whole(record.payload, "binding record", records::decode_binding)
+                    .map_err(|e| e.to_string())?;
+                self.apply_binding(binding, record.kind == records::KIND_BIND);
+            }
             kind => return Err(format!("unknown record kind {kind:#x}")),
         }
         Ok(())
+    }
+}
+
+impl Rebuilt {
+    /// Replay one bind or unbind. A binding whose ends are gone (deleted later in the log than
+    /// it was written, or before a checkpoint) is skipped.
+    fn apply_binding(&mut self, record: records::BindingRecord, add: bool) {
+        let Some(vhost) = self.vhosts.get_mut(&record.vhost) else { return };
+        let ends_exist = vhost.exchanges.contains_key(&record.source)
+            && match &record.destination {
+                Destination::Queue(id) => self.queues.contains_key(id),
+                Destination::Exchange(name) => vhost.exchanges.contains_key(name),
+            };
+        if !ends_exist {
+            return;
+        }
+        let binding =
+            Binding { destination: record.destination, routing_key: record.routing_key, arguments: record.arguments };
+        if add {
+            vhost.bind(&record.source, binding);
+        } else {
+            vhost.unbind(&record.source, &binding);
+        }
     }
 }
 
@@ -159,6 +210,47 @@ impl<S: Storage> Broker<S> {
             })
             .collect();
         queues.sort_by_key(|(q, _)| q.queue_id);
-        Snapshot { next_message_seq: self.next_message_seq, next_queue_id: self.next_queue_id, queues }
+        let mut exchanges = Vec::new();
+        let mut bindings = Vec::new();
+        let mut vhost_names: Vec<&String> = self.vhosts.keys().collect();
+        vhost_names.sort();
+        for vhost_name in vhost_names {
+            let vhost = &self.vhosts[vhost_name];
+            let mut names: Vec<&String> = vhost.exchanges.keys().collect();
+            names.sort();
+            for name in names {
+                let exchange = &vhost.exchanges[name];
+                if exchange.durable && !exchange.predeclared {
+                    exchanges.push(records::ExchangeRecord {
+                        vhost: vhost_name.clone(),
+                        name: exchange.name.clone(),
+                        kind: exchange.kind,
+                        durable: true,
+                        auto_delete: exchange.auto_delete,
+                        internal: exchange.internal,
+                        arguments: exchange.arguments.clone(),
+                    });
+                }
+                if !exchange.durable {
+                    continue;
+                }
+                for binding in &exchange.bindings {
+                    let durable_destination = match &binding.destination {
+                        Destination::Queue(id) => self.queues.get(id).is_some_and(|q| q.is_logged()),
+                        Destination::Exchange(other) => vhost.exchanges.get(other).is_some_and(|e| e.durable),
+                    };
+                    if durable_destination {
+                        bindings.push(binding_record(vhost_name, name, binding));
+                    }
+                }
+            }
+        }
+        Snapshot {
+            next_message_seq: self.next_message_seq,
+            next_queue_id: self.next_queue_id,
+            queues,
+            exchanges,
+            bindings,
+        }
     }
 }

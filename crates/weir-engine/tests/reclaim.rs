@@ -80,6 +80,7 @@ impl Client {
             mandatory: false,
             persistent: true,
             confirm: Some(sequence),
+            headers: Vec::new(),
             message,
         };
         self.handle.send_blocking(Command::Publish(Box::new(publish))).unwrap();
