@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, AMQPClass};
+use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
 use weir_amqp_codec::{
@@ -77,6 +77,7 @@ struct ChannelState {
     phase: ChannelPhase,
     content: ContentAssembler,
     confirm_mode: bool,
+    tx_mode: bool,
     next_publish_sequence: u64,
     /// The last queue declared on this channel: what an empty queue name means (AMQP rule).
     last_queue: Option<String>,
@@ -478,6 +479,7 @@ impl Connection {
                     phase: ChannelPhase::Open,
                     content: ContentAssembler::new(self.limits.message_size_max),
                     confirm_mode: false,
+                    tx_mode: false,
                     next_publish_sequence: 1,
                     last_queue: None,
                 },
@@ -542,6 +544,12 @@ impl Connection {
             AMQPClass::Exchange(method) => exchange_method(origin, method, commands)?,
             AMQPClass::Basic(method) => self.basic_method(origin, method, out, commands)?,
             AMQPClass::Confirm(confirm::AMQPMethod::Select(select)) => {
+                if state.tx_mode {
+                    return Err(FrameError::new(
+                        ReplyCode::PreconditionFailed,
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
                 state.confirm_mode = true;
                 if !select.nowait {
                     encode_method(
@@ -551,6 +559,18 @@ impl Connection {
                     );
                 }
             }
+            AMQPClass::Tx(tx::AMQPMethod::Select(_)) => {
+                if state.confirm_mode {
+                    return Err(FrameError::new(
+                        ReplyCode::PreconditionFailed,
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                state.tx_mode = true;
+                commands.push(Command::TxSelect { origin });
+            }
+            AMQPClass::Tx(tx::AMQPMethod::Commit(_)) => commands.push(Command::TxCommit { origin }),
+            AMQPClass::Tx(tx::AMQPMethod::Rollback(_)) => commands.push(Command::TxRollback { origin }),
             other => {
                 return Err(hard(ReplyCode::NotImplemented, format!("{} is not implemented yet", method_name(&other))))
             }
@@ -853,6 +873,15 @@ impl Connection {
             Event::QosOk { channel } => {
                 method(out, channel, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})))
             }
+            Event::TxSelectOk { channel } => {
+                method(out, channel, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})))
+            }
+            Event::TxCommitOk { channel } => {
+                method(out, channel, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
+            }
+            Event::TxRollbackOk { channel } => {
+                method(out, channel, AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})))
+            }
             Event::RecoverOk { channel } => {
                 method(out, channel, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})))
             }
@@ -1030,6 +1059,9 @@ fn event_channel(event: &Event) -> ChannelId {
         | Event::ConsumerCancelled { channel, .. }
         | Event::QosOk { channel }
         | Event::RecoverOk { channel }
+        | Event::TxSelectOk { channel }
+        | Event::TxCommitOk { channel }
+        | Event::TxRollbackOk { channel }
         | Event::Deliver { channel, .. }
         | Event::GetOk { channel, .. }
         | Event::GetEmpty { channel }

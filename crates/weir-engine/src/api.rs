@@ -214,6 +214,21 @@ pub enum Command {
     Recover {
         origin: Origin,
     },
+    /// `tx.select`: from now on the channel's publishes and acks wait for `tx.commit`.
+    TxSelect {
+        origin: Origin,
+    },
+    /// Apply every publish and ack since the last commit or rollback, durable together in one
+    /// log record, or none of them.
+    TxCommit {
+        origin: Origin,
+    },
+    /// Forget the publishes and acks since the last commit or rollback. Messages whose acks
+    /// are forgotten stay unacked (delivered again when the channel closes or on
+    /// `basic.recover`, as RabbitMQ does).
+    TxRollback {
+        origin: Origin,
+    },
     /// The connection's writer drained below half of its in-flight limit.
     Resume {
         connection: ConnectionId,
@@ -283,6 +298,15 @@ pub enum Event {
         channel: ChannelId,
     },
     RecoverOk {
+        channel: ChannelId,
+    },
+    TxSelectOk {
+        channel: ChannelId,
+    },
+    TxCommitOk {
+        channel: ChannelId,
+    },
+    TxRollbackOk {
         channel: ChannelId,
     },
     Deliver {

@@ -26,6 +26,7 @@ use crate::records::{self, location_of, pos_of, QueueRecord, Writer, LOCATION_ME
 use crate::topology::{Destination, Vhost};
 
 mod exchanges;
+mod tx;
 
 pub(crate) use exchanges::{binding_record, exchange_from};
 
@@ -118,6 +119,8 @@ struct ChannelState {
     prefetch_global: u16,
     unacked_by_consumers: u32,
     next_consumer_tag: u64,
+    /// `tx.select` was sent: publishes and acks wait here for `tx.commit`.
+    tx: Option<tx::TxBuffer>,
 }
 
 struct ConnectionState {
@@ -146,6 +149,8 @@ pub(crate) struct Broker<S: Storage> {
     pub outbox: Outbox,
     dirty_queues: Vec<QueueId>,
     pending_settles: Vec<(QueueId, u64)>,
+    /// While a transaction commits: the records its publishes produce, to be logged as one.
+    tx_capture: Option<tx::TxCapture>,
     /// Why new persistent data is refused (poisoned log, corruption found), if it is.
     pub read_only: Option<String>,
     /// Payload bytes appended since the last checkpoint.
@@ -184,6 +189,7 @@ impl<S: Storage> Broker<S> {
             outbox: Outbox::default(),
             dirty_queues: Vec::new(),
             pending_settles: Vec::new(),
+            tx_capture: None,
             read_only: None,
             bytes_since_checkpoint: 0,
             checkpoint_lsn: 0,
@@ -244,6 +250,9 @@ impl<S: Storage> Broker<S> {
                 (origin, self.settle_tags(origin, delivery_tag, multiple, how))
             }
             Command::Recover { origin } => (origin, self.recover(origin)),
+            Command::TxSelect { origin } => (origin, self.tx_select(origin)),
+            Command::TxCommit { origin } => (origin, self.tx_commit(origin)),
+            Command::TxRollback { origin } => (origin, self.tx_rollback(origin)),
             Command::Shutdown | Command::CheckpointWritten { .. } | Command::Scrubbed { .. } => {
                 unreachable!("handled by the engine loop")
             }
@@ -536,6 +545,17 @@ impl<S: Storage> Broker<S> {
     // Publishing
 
     fn publish(&mut self, publish: Publish) -> Result<(), EngineError> {
+        let vhost = self.vhost_of(publish.origin.connection)?.to_string();
+        self.route(&vhost, &publish)?; // a missing exchange is an error now, even in a transaction
+        if let Some(buffer) = self.channel_mut(publish.origin)?.tx.as_mut() {
+            buffer.publishes.push(publish);
+            return Ok(());
+        }
+        self.publish_now(publish)
+    }
+
+    /// Route, log and enqueue a message.
+    fn publish_now(&mut self, publish: Publish) -> Result<(), EngineError> {
         let origin = publish.origin;
         let vhost = self.vhost_of(origin.connection)?.to_string();
         let targets = self.route(&vhost, &publish)?;
@@ -570,10 +590,21 @@ impl<S: Storage> Broker<S> {
             let mut w = std::mem::take(&mut self.scratch);
             w.buf.clear();
             records::encode_enqueue(&mut w, seq, 0, &logged, &message);
-            let appended = self.log_append(records::KIND_ENQUEUE, &w.buf);
+            let appended = match &mut self.tx_capture {
+                // Inside a commit: the record joins the transaction's container, and the
+                // entries get their location when the container is appended.
+                Some(capture) => {
+                    capture.records.push((records::KIND_ENQUEUE, w.buf.clone()));
+                    let size_bytes = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
+                    capture.enqueues.push((seq, logged.clone(), size_bytes));
+                    Ok(None)
+                }
+                None => self.log_append(records::KIND_ENQUEUE, &w.buf).map(Some),
+            };
             self.scratch = w;
-            let pos = appended?;
-            location = location_of(pos);
+            if let Some(pos) = appended? {
+                location = location_of(pos);
+            }
         }
         self.next_message_seq += 1;
         let size_bytes = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
@@ -757,6 +788,26 @@ impl<S: Storage> Broker<S> {
         how: Settlement,
     ) -> Result<(), EngineError> {
         let channel = self.channel_mut(origin)?;
+        if channel.tx.is_some() {
+            // An unknown tag is an error now; the settlement itself waits for the commit.
+            let known = channel.unacked.contains_key(&delivery_tag) || (multiple && delivery_tag == 0);
+            if !known {
+                return Err(unknown_tag(delivery_tag));
+            }
+            channel.tx.as_mut().expect("checked").settlements.push((delivery_tag, multiple, how));
+            return Ok(());
+        }
+        self.settle_now(origin, delivery_tag, multiple, how)
+    }
+
+    fn settle_now(
+        &mut self,
+        origin: Origin,
+        delivery_tag: u64,
+        multiple: bool,
+        how: Settlement,
+    ) -> Result<(), EngineError> {
+        let channel = self.channel_mut(origin)?;
         let taken: Vec<(u64, Unacked)> = if multiple {
             let upto = if delivery_tag == 0 { u64::MAX } else { delivery_tag };
             if delivery_tag != 0 && !channel.unacked.contains_key(&delivery_tag) {
@@ -925,15 +976,9 @@ impl<S: Storage> Broker<S> {
         if let Some(message) = self.content.get(entry.seq) {
             return Some(message);
         }
-        let failure = match pos_of(entry.location) {
-            None => format!("message {} has no stored body", entry.seq),
-            Some(pos) => match self.log.read(pos) {
-                Ok(record) => match records::decode_enqueue(record.payload.into()) {
-                    Ok(decoded) => return Some(Arc::new(decoded.message)),
-                    Err(e) => format!("message {} at {pos:?}: {e}", entry.seq),
-                },
-                Err(e) => format!("message {} at {pos:?}: {e}", entry.seq),
-            },
+        let failure = match self.read_message(entry) {
+            Ok(message) => return Some(Arc::new(message)),
+            Err(failure) => failure,
         };
         tracing::error!(queue, seq = entry.seq, "cannot read a message body, dropping it: {failure}");
         self.read_only.get_or_insert(failure);
@@ -944,6 +989,17 @@ impl<S: Storage> Broker<S> {
         }
         self.forget_entry(entry);
         None
+    }
+
+    /// Read a message's content back from the log (an enqueue record, or the transaction
+    /// container it was committed in).
+    pub(crate) fn read_message(&self, entry: &MessageEntry) -> Result<Message, String> {
+        let Some(pos) = pos_of(entry.location) else {
+            return Err(format!("message {} has no stored body", entry.seq));
+        };
+        let record = self.log.read(pos).map_err(|e| format!("message {} at {pos:?}: {e}", entry.seq))?;
+        records::message_in_record(record.kind, record.payload.into(), entry.seq)
+            .map_err(|e| format!("message {} at {pos:?}: {e}", entry.seq))
     }
 
     // -----------------------------------------------------------------------------------
@@ -1036,7 +1092,7 @@ pub(crate) fn track_segment_live(live: &mut HashMap<u32, SegmentLive>, entry: &M
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Settlement {
     Ack,
     Requeue,

@@ -376,19 +376,11 @@ fn compact<S: Storage>(broker: &mut Broker<S>, segments: &HashSet<u32>) {
         if moved_bytes >= COMPACTION_ROUND_BYTES_MAX {
             break;
         }
-        let Some(pos) = pos_of(entry.location) else { continue };
-        let record = match broker.log.read(pos) {
-            Ok(record) => record,
+        let message = match broker.read_message(&entry) {
+            Ok(message) => message,
             Err(e) => {
-                tracing::error!(seq, "compaction cannot read message at {pos:?}: {e}");
-                broker.read_only.get_or_insert(format!("compaction read failed at {pos:?}: {e}"));
-                return;
-            }
-        };
-        let message = match records::decode_enqueue(record.payload.into()) {
-            Ok(decoded) => decoded.message,
-            Err(e) => {
-                tracing::error!(seq, "compaction cannot decode message at {pos:?}: {e}");
+                tracing::error!(seq, "compaction cannot read a message: {e}");
+                broker.read_only.get_or_insert(format!("compaction read failed: {e}"));
                 return;
             }
         };

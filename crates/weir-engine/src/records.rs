@@ -20,6 +20,9 @@ pub const KIND_EXCHANGE_DECLARE: u8 = 0x14;
 pub const KIND_EXCHANGE_DELETE: u8 = 0x15;
 pub const KIND_BIND: u8 = 0x16;
 pub const KIND_UNBIND: u8 = 0x17;
+/// A committed transaction: the records of its publishes and acks, durable together or not
+/// at all.
+pub const KIND_TX: u8 = 0x18;
 pub const RECORD_VERSION: u8 = 1;
 /// Version 2 added exchanges and bindings after the queues.
 pub const SNAPSHOT_VERSION: u32 = 2;
@@ -500,6 +503,63 @@ pub fn decode_settle(payload: &[u8]) -> Result<Vec<(u32, u64)>, DecodeError> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Transactions
+
+/// A transaction container: `count u32`, then per record `kind u8`, `payload bytes32`.
+pub fn encode_tx(w: &mut Writer, records: &[(u8, Vec<u8>)]) {
+    w.u32(records.len() as u32);
+    for (kind, payload) in records {
+        w.u8(*kind);
+        w.bytes32(payload);
+    }
+}
+
+/// The records inside a transaction container, as slices of it. A container inside a
+/// container is refused.
+pub fn decode_tx(payload: &[u8]) -> Result<Vec<(u8, &[u8])>, DecodeError> {
+    let mut r = Reader::new(payload, "transaction record");
+    let count = r.u32()? as usize;
+    let mut out = Vec::with_capacity(count.min(payload.len() / 5));
+    for _ in 0..count {
+        let kind = r.u8()?;
+        if kind == KIND_TX {
+            return Err(r.err("a transaction inside a transaction"));
+        }
+        out.push((kind, r.bytes32()?));
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+/// The message with sequence number `seq` in a record that holds it: an enqueue record, or a
+/// transaction container with such a record inside. Zero-copy slices of `payload`.
+pub fn message_in_record(kind: u8, payload: Bytes, seq: u64) -> Result<Message, DecodeError> {
+    let not_here = || DecodeError { what: "message record", detail: format!("message {seq} is not in this record") };
+    match kind {
+        KIND_ENQUEUE => {
+            let record = decode_enqueue(payload)?;
+            if record.seq == seq {
+                Ok(record.message)
+            } else {
+                Err(not_here())
+            }
+        }
+        KIND_TX => {
+            for (inner_kind, inner) in decode_tx(&payload)? {
+                if inner_kind == KIND_ENQUEUE && decode_enqueue_header(inner)?.seq == seq {
+                    let start = inner.as_ptr() as usize - payload.as_ptr() as usize;
+                    return Ok(decode_enqueue(payload.slice(start..start + inner.len()))?.message);
+                }
+            }
+            Err(not_here())
+        }
+        other => {
+            Err(DecodeError { what: "message record", detail: format!("record kind {other:#x} holds no message") })
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Snapshot
 
 pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
@@ -660,6 +720,35 @@ mod tests {
         let bytes = encode_snapshot(&snapshot);
         assert_eq!(decode_snapshot(&bytes).unwrap(), snapshot);
         assert!(decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn messages_are_found_in_transaction_containers() {
+        let message = |body: &'static [u8]| Message {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            raw_properties: Bytes::new(),
+            body: Bytes::from_static(body),
+        };
+        let mut inner = Vec::new();
+        for (seq, body) in [(5u64, &b"five"[..]), (6, b"six")] {
+            let mut w = Writer::default();
+            encode_enqueue(&mut w, seq, 0, &[1], &message(body));
+            inner.push((KIND_ENQUEUE, w.buf));
+        }
+        let mut w = Writer::default();
+        encode_settle(&mut w, &[(1, 2)]);
+        inner.push((KIND_SETTLE, w.buf));
+        let mut container = Writer::default();
+        encode_tx(&mut container, &inner);
+        let payload = Bytes::from(container.buf);
+        assert_eq!(message_in_record(KIND_TX, payload.clone(), 6).unwrap().body.as_ref(), b"six");
+        assert_eq!(message_in_record(KIND_TX, payload.clone(), 5).unwrap().body.as_ref(), b"five");
+        assert!(message_in_record(KIND_TX, payload.clone(), 7).is_err());
+        assert_eq!(decode_tx(&payload).unwrap().len(), 3);
+        for cut in 0..payload.len() {
+            assert!(decode_tx(&payload[..cut]).is_err(), "cut {cut}");
+        }
     }
 
     #[test]

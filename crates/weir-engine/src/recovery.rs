@@ -64,6 +64,23 @@ impl Rebuilt {
     }
 
     fn apply(&mut self, record: RecordView<'_>) -> Result<(), String> {
+        if record.kind == records::KIND_TX {
+            // Every record of a committed transaction, in order, all at the container's place.
+            for (kind, payload) in records::decode_tx(record.payload).map_err(|e| e.to_string())? {
+                self.apply_one(kind, payload, record.pos)?;
+            }
+            return Ok(());
+        }
+        self.apply_one(record.kind, record.payload, record.pos)
+    }
+
+    fn apply_one(&mut self, kind: u8, payload: &[u8], pos: weir_log::RecordPos) -> Result<(), String> {
+        struct View<'a> {
+            kind: u8,
+            payload: &'a [u8],
+            pos: weir_log::RecordPos,
+        }
+        let record = View { kind, payload, pos };
         match record.kind {
             records::KIND_QUEUE_DECLARE => {
                 let mut reader = records::Reader::new(record.payload, "queue declare record");
