@@ -788,13 +788,13 @@ impl<S: Storage> Broker<S> {
         how: Settlement,
     ) -> Result<(), EngineError> {
         let channel = self.channel_mut(origin)?;
-        if channel.tx.is_some() {
+        let known = channel.unacked.contains_key(&delivery_tag) || (multiple && delivery_tag == 0);
+        if let Some(buffer) = &mut channel.tx {
             // An unknown tag is an error now; the settlement itself waits for the commit.
-            let known = channel.unacked.contains_key(&delivery_tag) || (multiple && delivery_tag == 0);
             if !known {
                 return Err(unknown_tag(delivery_tag));
             }
-            channel.tx.as_mut().expect("checked").settlements.push((delivery_tag, multiple, how));
+            buffer.settlements.push((delivery_tag, multiple, how));
             return Ok(());
         }
         self.settle_now(origin, delivery_tag, multiple, how)
