@@ -681,8 +681,8 @@ impl Connection {
             message: Arc::new(Message {
                 exchange: publish.exchange.as_str().to_string(),
                 routing_key: publish.routing_key.as_str().to_string(),
-                raw_properties: content.raw_properties,
-                body: content.body,
+                raw_properties: owned(content.raw_properties),
+                body: owned(content.body),
             }),
         })));
         Ok(Flow::Continue)
@@ -1038,6 +1038,18 @@ fn exchange_method(
     };
     commands.push(command);
     Ok(())
+}
+
+/// Message bytes the broker keeps must own their memory: a zero-copy slice of the socket's
+/// read buffer would keep the whole buffer alive for as long as the message lives (a 16-byte
+/// message pinning 256 KiB). A body already assembled from several frames is its own
+/// allocation and is kept as is.
+fn owned(bytes: bytes::Bytes) -> bytes::Bytes {
+    if bytes.is_unique() {
+        bytes
+    } else {
+        bytes::Bytes::copy_from_slice(&bytes)
+    }
 }
 
 fn engine_error(error: &EngineError, class_id: u16, method_id: u16) -> FrameError {

@@ -94,6 +94,9 @@ struct ConsumerKey {
 }
 
 struct ConsumerState {
+    /// Unique per channel, so a delivery of a cancelled consumer is never counted against a
+    /// new consumer that reuses its tag.
+    id: u64,
     queue: QueueId,
     no_ack: bool,
     /// 0 = unlimited.
@@ -105,7 +108,7 @@ struct Unacked {
     queue: QueueId,
     seq: u64,
     /// None for `basic.get` deliveries.
-    consumer: Option<Arc<str>>,
+    consumer: Option<(Arc<str>, u64)>,
 }
 
 #[derive(Default)]
@@ -119,6 +122,7 @@ struct ChannelState {
     prefetch_global: u16,
     unacked_by_consumers: u32,
     next_consumer_tag: u64,
+    next_consumer_id: u64,
     /// `tx.select` was sent: publishes and acks wait here for `tx.commit`.
     tx: Option<tx::TxBuffer>,
 }
@@ -684,7 +688,9 @@ impl<S: Storage> Broker<S> {
             return Err(error(ErrorKind::NotAllowed, format!("attempt to reuse consumer tag '{tag}'")));
         }
         let prefetch_limit = channel.prefetch_per_consumer;
-        channel.consumers.insert(Arc::clone(&tag), ConsumerState { queue: id, no_ack, prefetch_limit, unacked: 0 });
+        channel.next_consumer_id += 1;
+        let consumer = ConsumerState { id: channel.next_consumer_id, queue: id, no_ack, prefetch_limit, unacked: 0 };
+        channel.consumers.insert(Arc::clone(&tag), consumer);
         let queue = self.queues.get_mut(&id).expect("looked up");
         queue.consumers.push(ConsumerKey {
             connection: origin.connection,
@@ -820,9 +826,9 @@ impl<S: Storage> Broker<S> {
             vec![(delivery_tag, unacked)]
         };
         for (_, unacked) in &taken {
-            if let Some(tag) = &unacked.consumer {
+            if let Some((tag, consumer_id)) = &unacked.consumer {
                 channel.unacked_by_consumers -= 1;
-                if let Some(consumer) = channel.consumers.get_mut(tag) {
+                if let Some(consumer) = channel.consumers.get_mut(tag).filter(|c| c.id == *consumer_id) {
                     consumer.unacked -= 1;
                 }
             }
@@ -947,11 +953,11 @@ impl<S: Storage> Broker<S> {
         let delivery_tag = channel.next_delivery_tag;
         channel.next_delivery_tag += 1;
         if !no_ack {
-            channel
-                .unacked
-                .insert(delivery_tag, Unacked { queue: id, seq: entry.seq, consumer: Some(Arc::clone(&key.tag)) });
+            let consumer = channel.consumers.get_mut(&key.tag).expect("checked by consumer_has_room");
+            consumer.unacked += 1;
+            let owner = Some((Arc::clone(&key.tag), consumer.id));
+            channel.unacked.insert(delivery_tag, Unacked { queue: id, seq: entry.seq, consumer: owner });
             channel.unacked_by_consumers += 1;
-            channel.consumers.get_mut(&key.tag).expect("present").unacked += 1;
         }
         self.sinks[&key.connection].shared.reserve_delivery();
         self.outbox.push(

@@ -241,3 +241,38 @@ fn mistakes_get_rabbitmq_reply_codes() {
         assert!(named.name().as_str().starts_with("amq.gen-"), "{}", named.name());
     });
 }
+
+#[test]
+fn acking_a_cancelled_consumers_delivery_does_not_free_a_new_consumers_prefetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    runtime().block_on(async {
+        let (_connection, channel) = connect(&broker).await;
+        channel.queue_declare("r".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+        for i in 0..3u8 {
+            channel
+                .basic_publish("".into(), "r".into(), BasicPublishOptions::default(), &[i], BasicProperties::default())
+                .await
+                .unwrap();
+        }
+        channel.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+        let mut first = channel
+            .basic_consume("r".into(), "same-tag".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let old = first.next().await.unwrap().unwrap();
+        channel.basic_cancel("same-tag".into(), lapin::options::BasicCancelOptions::default()).await.unwrap();
+        let mut second = channel
+            .basic_consume("r".into(), "same-tag".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let held = second.next().await.unwrap().unwrap();
+        assert_eq!(held.data, [1]);
+        // Acking the cancelled consumer's delivery frees nothing for the new consumer.
+        old.ack(BasicAckOptions::default()).await.unwrap();
+        let third = tokio::time::timeout(std::time::Duration::from_millis(300), second.next()).await;
+        assert!(third.is_err(), "prefetch 1 with one unacked delivery: nothing more may arrive");
+        held.ack(BasicAckOptions::default()).await.unwrap();
+        assert_eq!(second.next().await.unwrap().unwrap().data, [2]);
+    });
+}

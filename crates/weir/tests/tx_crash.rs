@@ -32,9 +32,7 @@ async fn drain(url: &str) -> BTreeMap<u64, Vec<(usize, u64)>> {
     let mut by_tx: BTreeMap<u64, Vec<(usize, u64)>> = BTreeMap::new();
     for (index, queue) in QUEUES.iter().enumerate() {
         channel.queue_declare((*queue).into(), durable(), FieldTable::default()).await.unwrap();
-        while let Some(message) =
-            channel.basic_get((*queue).into(), BasicGetOptions { no_ack: true }).await.unwrap()
-        {
+        while let Some(message) = channel.basic_get((*queue).into(), BasicGetOptions { no_ack: true }).await.unwrap() {
             let data = &message.delivery.data;
             let tx = u64::from_le_bytes(data[..8].try_into().unwrap());
             let n = u64::from_le_bytes(data[8..16].try_into().unwrap());
@@ -57,7 +55,12 @@ fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
-async fn transact_until_killed(url: String, round: u64, started: Arc<Mutex<HashSet<u64>>>, committed: Arc<Mutex<HashSet<u64>>>) {
+async fn transact_until_killed(
+    url: String,
+    round: u64,
+    started: Arc<Mutex<HashSet<u64>>>,
+    committed: Arc<Mutex<HashSet<u64>>>,
+) {
     let Ok(connection) = Connection::connect(&url, ConnectionProperties::default()).await else { return };
     let Ok(channel) = connection.create_channel().await else { return };
     if channel.tx_select().await.is_err() {
@@ -71,7 +74,11 @@ async fn transact_until_killed(url: String, round: u64, started: Arc<Mutex<HashS
                 let mut body = tx.to_le_bytes().to_vec();
                 body.extend(n.to_le_bytes());
                 body.resize(200, b'.');
-                if channel.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, persistent()).await.is_err() {
+                if channel
+                    .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, persistent())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -104,10 +111,19 @@ fn transactions_are_all_or_nothing_across_kill9() {
             let mut got = messages.clone();
             got.sort();
             expected.sort();
-            assert_eq!(got, expected, "seed {seed} round {round}: transaction {tx:#x} is partial\n{}", broker.log_text());
+            assert_eq!(
+                got,
+                expected,
+                "seed {seed} round {round}: transaction {tx:#x} is partial\n{}",
+                broker.log_text()
+            );
         }
         for tx in &committed_outstanding {
-            assert!(found.contains_key(tx), "seed {seed} round {round}: committed transaction {tx:#x} lost\n{}", broker.log_text());
+            assert!(
+                found.contains_key(tx),
+                "seed {seed} round {round}: committed transaction {tx:#x} lost\n{}",
+                broker.log_text()
+            );
         }
         let started = Arc::new(Mutex::new(HashSet::new()));
         let committed = Arc::new(Mutex::new(HashSet::new()));
@@ -115,7 +131,12 @@ fn transactions_are_all_or_nothing_across_kill9() {
         runtime.block_on(async {
             let tasks: Vec<_> = (0..2)
                 .map(|p| {
-                    tokio::spawn(transact_until_killed(broker.url(), (round << 1) | p, Arc::clone(&started), Arc::clone(&committed)))
+                    tokio::spawn(transact_until_killed(
+                        broker.url(),
+                        (round << 1) | p,
+                        Arc::clone(&started),
+                        Arc::clone(&committed),
+                    ))
                 })
                 .collect();
             tokio::time::sleep(kill_after).await;
