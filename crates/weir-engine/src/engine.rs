@@ -37,6 +37,8 @@ use crate::records::{self, location_of, pos_of, Writer, ENQUEUE_FLAG_RELOCATED};
 pub const BATCH_COMMANDS_MAX: usize = 8192;
 /// How long the loop waits for a command before doing idle work (scrubbing).
 const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// Zero-fill done for spare segments per idle turn (a few milliseconds of disk).
+const IDLE_SPARE_STEP_BYTES: u64 = 8 << 20;
 /// Bytes of live messages re-written per compaction round at most.
 const COMPACTION_ROUND_BYTES_MAX: u64 = 64 << 20;
 
@@ -257,6 +259,7 @@ fn run<S: Storage>(
             Ok(command) => command,
             Err(flume::RecvTimeoutError::Timeout) => {
                 scrubber.start_next(&broker);
+                broker.log.prepare_spares_step(IDLE_SPARE_STEP_BYTES);
                 continue;
             }
             Err(flume::RecvTimeoutError::Disconnected) => break,

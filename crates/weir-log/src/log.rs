@@ -249,6 +249,28 @@ impl<S: Storage> Log<S> {
         self.spares.fill_to(&self.storage, self.config.segment_size_bytes.into(), self.config.spare_segments)
     }
 
+    /// Advances spare preparation by at most `budget_bytes` of zero-fill (the engine calls this
+    /// on idle turns, so spares get ready without stalling a commit or start-up). Errors are
+    /// logged and retried later, as after a commit.
+    pub fn prepare_spares_step(&mut self, budget_bytes: u64) {
+        if self.poisoned.is_some() {
+            return;
+        }
+        self.spares.advance_after_commit(
+            &self.storage,
+            self.config.segment_size_bytes.into(),
+            self.config.spare_segments,
+            // The pool zero-fills this factor times the bytes it is told were committed.
+            budget_bytes / crate::spares::ZERO_FILL_STEP_FACTOR,
+        );
+    }
+
+    /// Bytes still free in the active segment (`None` before the first segment exists).
+    pub fn active_room_bytes(&self) -> Option<u64> {
+        let slot = self.segments.get(&self.active?)?;
+        Some(slot.size_bytes.saturating_sub(slot.write_offset))
+    }
+
     /// Reads one record back by position, from the write buffer if it is not committed yet.
     /// Verifies crc, segment id and that the LSN belongs to the segment.
     pub fn read(&self, pos: RecordPos) -> Result<Record, LogError> {

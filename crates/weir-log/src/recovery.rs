@@ -120,8 +120,14 @@ pub(crate) fn open<S: Storage>(
         next_lsn - 1,
         force_rollover,
     );
-    if let Err(error) = log.prepare_spares() {
-        tracing::warn!(%error, "could not prepare spare segments at open; the next rollover will retry");
+    // Zero-filling a whole spare takes a while (256 MiB by default): do it before serving only
+    // when the active segment is nearly full. Otherwise spares are prepared a step at a time
+    // after commits and on idle turns, well before the active segment fills up.
+    let segment_bytes = u64::from(log.config().segment_size_bytes);
+    if log.active_room_bytes().is_none_or(|room| room < segment_bytes / 4) {
+        if let Err(error) = log.prepare_spares() {
+            tracing::warn!(%error, "could not prepare spare segments at open; the next rollover will retry");
+        }
     }
     if report.is_clean() {
         tracing::info!(%report, "log recovered");
