@@ -669,6 +669,14 @@ impl Connection {
         });
         let persistent = *content.properties.delivery_mode() == Some(2);
         let headers = content.properties.headers().as_ref().map(arguments).unwrap_or_default();
+        let expiration_ms = match content.properties.expiration() {
+            None => None,
+            Some(text) => Some(text.as_str().parse::<u64>().map_err(|_| {
+                FrameError::new(ReplyCode::PreconditionFailed, format!("invalid expiration '{}'", text.as_str()))
+                    .on_channel(channel)
+                    .for_method(60, 40)
+            })?),
+        };
         let publish = content.publish;
         commands.push(Command::Publish(Box::new(Publish {
             origin: self.origin(channel, 60, 40),
@@ -678,6 +686,7 @@ impl Connection {
             persistent,
             confirm,
             headers,
+            expiration_ms,
             message: Arc::new(Message {
                 exchange: publish.exchange.as_str().to_string(),
                 routing_key: publish.routing_key.as_str().to_string(),

@@ -1,7 +1,7 @@
 //! Conversions between AMQP types and the engine's protocol-neutral ones, and the one table
 //! that maps engine error kinds to AMQP reply codes.
 
-use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use amq_protocol::types::{FieldTable, ShortString};
 use weir_amqp_codec::ReplyCode;
 use weir_engine::{ArgValue, ErrorKind};
 
@@ -20,34 +20,9 @@ pub fn reply_code(kind: ErrorKind) -> ReplyCode {
     }
 }
 
-/// Queue arguments as the engine stores them: sorted by key (a `FieldTable` is a BTreeMap).
+/// Queue, binding and header arguments as the engine stores them (sorted by key).
 pub fn arguments(table: &FieldTable) -> Vec<(String, ArgValue)> {
-    table.inner().iter().map(|(key, value)| (key.as_str().to_string(), arg_value(value))).collect()
-}
-
-fn arg_value(value: &AMQPValue) -> ArgValue {
-    match value {
-        AMQPValue::Boolean(b) => ArgValue::Bool(*b),
-        AMQPValue::ShortShortInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::ShortShortUInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::ShortInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::ShortUInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::LongInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::LongUInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::LongLongInt(v) => ArgValue::Int(*v),
-        AMQPValue::Timestamp(v) => ArgValue::Int(*v as i64),
-        AMQPValue::Float(v) => ArgValue::Float(f64::from(*v)),
-        AMQPValue::Double(v) => ArgValue::Float(*v),
-        AMQPValue::ShortString(s) => ArgValue::Str(s.as_str().to_string()),
-        AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
-            Ok(text) => ArgValue::Str(text.to_string()),
-            Err(_) => ArgValue::Bytes(s.as_bytes().to_vec()),
-        },
-        AMQPValue::ByteArray(b) => ArgValue::Bytes(b.as_slice().to_vec()),
-        AMQPValue::Void => ArgValue::Void,
-        // Nested values are kept in a readable form; no queue argument uses them yet.
-        other => ArgValue::Str(format!("{other:?}")),
-    }
+    weir_engine::properties::table_to_arguments(table)
 }
 
 /// A short string from text that may be longer than 255 bytes (reply texts, names built

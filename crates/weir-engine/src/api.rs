@@ -112,6 +112,8 @@ pub struct Publish {
     pub confirm: Option<u64>,
     /// The message's headers table, decoded (for headers exchanges). Empty if none.
     pub headers: Vec<(String, ArgValue)>,
+    /// The `expiration` property: milliseconds the message may wait in a queue.
+    pub expiration_ms: Option<u64>,
     pub message: Arc<Message>,
 }
 

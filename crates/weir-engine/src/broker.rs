@@ -10,7 +10,8 @@
 //! their settlements (acks, auto-ack deliveries, purges; batched into one record per loop
 //! turn). Deliveries are not logged: after a crash, unacked messages are ready again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use weir_log::{Log, Storage};
@@ -22,15 +23,30 @@ use crate::api::{
 use crate::content::ContentStore;
 use crate::error::{EngineError, ErrorKind};
 use crate::outbox::Outbox;
+use crate::properties::DeathReason;
+use crate::queue_config::{Overflow, QueueConfig};
 use crate::records::{self, location_of, pos_of, QueueRecord, Writer, LOCATION_MEMORY};
 use crate::topology::{Destination, Vhost};
 
 mod exchanges;
+mod lifecycle;
 mod tx;
+
+pub(crate) use lifecycle::message_expiry;
+
+impl QueueState {
+    /// Messages that expired while a consumer held them (they expire at once if requeued).
+    pub(crate) fn expired_unacked(&self) -> impl Iterator<Item = &u64> {
+        self.expired_unacked.iter()
+    }
+}
 
 pub(crate) use exchanges::{binding_record, exchange_from};
 
 pub use crate::topology::QueueId;
+
+/// The connection id of the broker's own publishes (dead-lettering); clients' ids start at 1.
+pub(crate) const INTERNAL_CONNECTION: ConnectionId = 0;
 
 /// The vhost every broker has.
 pub const DEFAULT_VHOST: &str = "/";
@@ -44,6 +60,12 @@ pub(crate) struct QueueState {
     pub exclusive_owner: Option<ConnectionId>,
     pub arguments: Vec<(String, ArgValue)>,
     pub messages: Queue,
+    /// The policies its arguments ask for.
+    pub config: QueueConfig,
+    /// Messages whose time ran out while a consumer held them: they expire if requeued.
+    expired_unacked: HashSet<u64>,
+    /// Last declare, consume or get (for `x-expires`).
+    last_used_ms: u64,
     consumers: Vec<ConsumerKey>,
     next_consumer: usize,
     had_consumers: bool,
@@ -69,7 +91,12 @@ impl QueueState {
     }
 
     pub fn from_record(record: QueueRecord) -> Self {
+        // Logged arguments were validated when the queue was declared.
+        let config = QueueConfig::parse(&record.arguments, &record.name, &record.vhost).unwrap_or_default();
         Self {
+            config,
+            expired_unacked: HashSet::new(),
+            last_used_ms: 0,
             id: record.queue_id,
             vhost: record.vhost,
             name: record.name,
@@ -153,6 +180,13 @@ pub(crate) struct Broker<S: Storage> {
     pub outbox: Outbox,
     dirty_queues: Vec<QueueId>,
     pending_settles: Vec<(QueueId, u64)>,
+    /// Every message with a time to live: (expires at, queue, message), earliest first.
+    pub expiries: BinaryHeap<Reverse<(u64, QueueId, u64)>>,
+    /// The clock, read once per engine turn (epoch milliseconds).
+    pub now_ms: u64,
+    /// When unused queues (`x-expires`) are looked for next, and whether any queue has it.
+    next_unused_check_ms: u64,
+    pub(crate) has_expiring_queues: bool,
     /// While a transaction commits: the records its publishes produce, to be logged as one.
     tx_capture: Option<tx::TxCapture>,
     /// Why new persistent data is refused (poisoned log, corruption found), if it is.
@@ -194,6 +228,10 @@ impl<S: Storage> Broker<S> {
             dirty_queues: Vec::new(),
             pending_settles: Vec::new(),
             tx_capture: None,
+            expiries: BinaryHeap::new(),
+            now_ms: 0,
+            next_unused_check_ms: 0,
+            has_expiring_queues: false,
             read_only: None,
             bytes_since_checkpoint: 0,
             checkpoint_lsn: 0,
@@ -321,10 +359,7 @@ impl<S: Storage> Broker<S> {
             return;
         };
         for (_, unacked) in state.unacked.into_iter().rev() {
-            if let Some(queue) = self.queues.get_mut(&unacked.queue) {
-                queue.messages.requeue(unacked.seq);
-                self.mark_dirty(unacked.queue);
-            }
+            self.requeue_entry(unacked.queue, unacked.seq);
         }
         for (tag, consumer) in state.consumers {
             self.remove_consumer(consumer.queue, &ConsumerKey { connection, channel, tag });
@@ -393,6 +428,9 @@ impl<S: Storage> Broker<S> {
                 if !declare.passive {
                     check_equivalent(&self.queues[&id], &declare, &vhost)?;
                 }
+                if let Some(queue) = self.queues.get_mut(&id) {
+                    queue.last_used_ms = self.now_ms;
+                }
                 id
             }
             None if declare.passive => return Err(no_queue(&name, &vhost)),
@@ -424,6 +462,9 @@ impl<S: Storage> Broker<S> {
         name: String,
         declare: &QueueDeclare,
     ) -> Result<QueueId, EngineError> {
+        if QueueConfig::parse(&declare.arguments, &name, vhost)?.expires_ms.is_some() {
+            self.has_expiring_queues = true;
+        }
         let logged = declare.durable && !declare.exclusive;
         if logged {
             self.refuse_if_read_only()?;
@@ -432,6 +473,7 @@ impl<S: Storage> Broker<S> {
         self.next_queue_id += 1;
         let queue = QueueState {
             exclusive_owner: declare.exclusive.then_some(connection),
+            last_used_ms: self.now_ms,
             ..QueueState::from_record(QueueRecord {
                 queue_id: id,
                 vhost: vhost.to_string(),
@@ -558,18 +600,50 @@ impl<S: Storage> Broker<S> {
         self.publish_now(publish)
     }
 
-    /// Route, log and enqueue a message.
+    /// Route, log and enqueue a message for a client's publish.
     fn publish_now(&mut self, publish: Publish) -> Result<(), EngineError> {
+        let vhost = self.vhost_of(publish.origin.connection)?.to_string();
+        self.publish_in(&vhost, publish)
+    }
+
+    /// Route, log and enqueue a message in `vhost` (clients' publishes and the broker's own:
+    /// dead-lettering).
+    pub(crate) fn publish_in(&mut self, vhost: &str, publish: Publish) -> Result<(), EngineError> {
         let origin = publish.origin;
-        let vhost = self.vhost_of(origin.connection)?.to_string();
-        let targets = self.route(&vhost, &publish)?;
+        let mut targets = self.route(vhost, &publish)?;
         let message = publish.message;
+        let size_bytes = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
+        // Queues full under `reject-publish(-dlx)` refuse the message; the others take it.
+        let mut refused = Vec::new();
+        targets.retain(|id| {
+            let queue = &self.queues[id];
+            let stats = queue.messages.stats();
+            let full = queue.config.overflow != Overflow::DropHead
+                && queue.config.over_limit(stats.ready_messages + 1, stats.ready_bytes + u64::from(size_bytes));
+            if full {
+                refused.push(*id);
+            }
+            !full
+        });
+        for id in &refused {
+            if self.queues[id].config.overflow == Overflow::RejectPublishDlx {
+                self.republish_dead(*id, &message, DeathReason::MaxLength);
+            }
+        }
+        let confirm_event = |sequence| {
+            if refused.is_empty() {
+                Event::ConfirmAck { channel: origin.channel, sequence, multiple: false }
+            } else {
+                Event::ConfirmNack { channel: origin.channel, sequence, multiple: false }
+            }
+        };
         if targets.is_empty() {
-            if publish.mandatory {
+            if publish.mandatory && refused.is_empty() {
                 self.outbox.push(origin.connection, Event::Returned { channel: origin.channel, message });
             }
             if let Some(sequence) = publish.confirm {
-                self.reply(origin.connection, Event::ConfirmAck { channel: origin.channel, sequence, multiple: false });
+                let event = confirm_event(sequence);
+                self.reply(origin.connection, event);
             }
             return Ok(());
         }
@@ -578,8 +652,14 @@ impl<S: Storage> Broker<S> {
         } else {
             Vec::new()
         };
+        let now = self.now_ms;
+        let message_expires_at = publish.expiration_ms.map(|ms| now.saturating_add(ms));
+        let timed =
+            message_expires_at.is_some() || targets.iter().any(|id| self.queues[id].config.message_ttl_ms.is_some());
+        let times = timed.then_some((now, message_expires_at.unwrap_or(0)));
         let seq = self.next_message_seq;
         let mut location = LOCATION_MEMORY;
+        let mut pinned = logged.len() < targets.len();
         if !logged.is_empty() {
             if let Err(e) = self.refuse_if_read_only() {
                 if let Some(sequence) = publish.confirm {
@@ -593,14 +673,18 @@ impl<S: Storage> Broker<S> {
             }
             let mut w = std::mem::take(&mut self.scratch);
             w.buf.clear();
-            records::encode_enqueue(&mut w, seq, 0, &logged, &message);
+            records::encode_enqueue(&mut w, seq, 0, times, &logged, &message);
             let appended = match &mut self.tx_capture {
                 // Inside a commit: the record joins the transaction's container, and the
-                // entries get their location when the container is appended.
+                // entries get their location when the container is appended. Until then the
+                // content is held in memory.
                 Some(capture) => {
                     capture.records.push((records::KIND_ENQUEUE, w.buf.clone()));
-                    let size_bytes = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
                     capture.enqueues.push((seq, logged.clone(), size_bytes));
+                    if !pinned {
+                        capture.unpin_after.push(seq);
+                        pinned = true;
+                    }
                     Ok(None)
                 }
                 None => self.log_append(records::KIND_ENQUEUE, &w.buf).map(Some),
@@ -611,8 +695,6 @@ impl<S: Storage> Broker<S> {
             }
         }
         self.next_message_seq += 1;
-        let size_bytes = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
-        let pinned = logged.len() < targets.len();
         self.content.insert(seq, &message, targets.len() as u32, pinned);
         for id in targets {
             let is_logged = logged.contains(&id);
@@ -624,11 +706,17 @@ impl<S: Storage> Broker<S> {
                 flags: if is_logged { ENTRY_FLAG_PERSISTENT } else { 0 },
             };
             self.track_live(&entry, 1);
-            self.queues.get_mut(&id).expect("routed").messages.push(entry);
+            let queue = self.queues.get_mut(&id).expect("routed");
+            queue.messages.push(entry);
+            if let Some(at) = lifecycle::message_expiry(&queue.config, times) {
+                self.schedule_expiry(id, seq, at);
+            }
+            self.enforce_max_length(id);
             self.mark_dirty(id);
         }
         if let Some(sequence) = publish.confirm {
-            self.reply(origin.connection, Event::ConfirmAck { channel: origin.channel, sequence, multiple: false });
+            let event = confirm_event(sequence);
+            self.reply(origin.connection, event);
         }
         Ok(())
     }
@@ -649,7 +737,9 @@ impl<S: Storage> Broker<S> {
                 Some(_) => {}
             }
         } else if let Some(&id) = topology.queues.get(&publish.routing_key) {
-            if self.queues[&id].exclusive_owner.is_some_and(|owner| owner != publish.origin.connection) {
+            let owner_only =
+                |owner| owner != publish.origin.connection && publish.origin.connection != INTERNAL_CONNECTION;
+            if self.queues[&id].exclusive_owner.is_some_and(owner_only) {
                 return Err(self.lookup_queue(publish.origin.connection, &publish.routing_key).expect_err("locked"));
             }
         }
@@ -670,6 +760,8 @@ impl<S: Storage> Broker<S> {
     ) -> Result<(), EngineError> {
         let id = self.lookup_queue(origin.connection, queue_name)?;
         let vhost = self.vhost_of(origin.connection)?.to_string();
+        let now = self.now_ms;
+        self.queues.get_mut(&id).expect("looked up").last_used_ms = now;
         let queue = &self.queues[&id];
         if queue.exclusive_consumer || (exclusive && !queue.consumers.is_empty()) {
             return Err(error(
@@ -751,6 +843,8 @@ impl<S: Storage> Broker<S> {
     fn get(&mut self, origin: Origin, queue_name: &str, no_ack: bool) -> Result<(), EngineError> {
         let id = self.lookup_queue(origin.connection, queue_name)?;
         self.channel_mut(origin)?;
+        let now = self.now_ms;
+        self.queues.get_mut(&id).expect("looked up").last_used_ms = now;
         // A message whose body cannot be read is dropped and reported by `load_message`;
         // the get goes on to the next one.
         let (entry, message, message_count) = loop {
@@ -838,12 +932,16 @@ impl<S: Storage> Broker<S> {
                 continue; // the queue was deleted meanwhile
             };
             match how {
-                Settlement::Requeue => {
-                    queue.messages.requeue(unacked.seq);
-                }
-                Settlement::Ack | Settlement::Discard => {
+                Settlement::Requeue => self.requeue_entry(unacked.queue, unacked.seq),
+                Settlement::Ack => {
                     if let Some(entry) = queue.messages.settle(unacked.seq) {
+                        queue.expired_unacked.remove(&unacked.seq);
                         self.drop_entry(unacked.queue, &entry);
+                    }
+                }
+                Settlement::Discard => {
+                    if let Some(entry) = queue.messages.settle(unacked.seq) {
+                        self.dead_letter(unacked.queue, entry, DeathReason::Rejected);
                     }
                 }
             }
@@ -860,10 +958,7 @@ impl<S: Storage> Broker<S> {
             consumer.unacked = 0;
         }
         for (_, unacked) in taken.into_iter().rev() {
-            if let Some(queue) = self.queues.get_mut(&unacked.queue) {
-                queue.messages.requeue(unacked.seq);
-                self.mark_dirty(unacked.queue);
-            }
+            self.requeue_entry(unacked.queue, unacked.seq);
         }
         self.reply(origin.connection, Event::RecoverOk { channel: origin.channel });
         Ok(())

@@ -56,6 +56,23 @@ impl ContentStore {
         self.entries.get(&seq).map(|s| Arc::clone(&s.message))
     }
 
+    /// A message pinned only while its log position was unknown (inside a transaction's
+    /// capture) becomes an ordinary cache entry, or leaves if the cache is full.
+    pub fn unpin(&mut self, seq: u64) {
+        let Some(stored) = self.entries.get_mut(&seq) else { return };
+        if !stored.pinned {
+            return;
+        }
+        let bytes = weight(&stored.message);
+        stored.pinned = false;
+        self.pinned_bytes -= bytes;
+        if self.cached_bytes + bytes > self.cache_budget_bytes {
+            self.entries.remove(&seq);
+        } else {
+            self.cached_bytes += bytes;
+        }
+    }
+
     /// One queue entry referring to `seq` is gone.
     pub fn release(&mut self, seq: u64) {
         let Some(stored) = self.entries.get_mut(&seq) else {

@@ -255,8 +255,15 @@ fn run<S: Storage>(
     config: EngineConfig,
 ) {
     loop {
-        let first = match inbox.recv_timeout(IDLE_WAIT) {
-            Ok(command) => command,
+        let now = clock_ms();
+        let wait = match broker.next_timer_ms() {
+            Some(at) => Duration::from_millis(at.saturating_sub(now)).min(IDLE_WAIT),
+            None => IDLE_WAIT,
+        };
+        let first = match inbox.recv_timeout(wait) {
+            Ok(command) => Some(command),
+            // A timer is due: run a turn with no commands (expiry, then dispatch and commit).
+            Err(flume::RecvTimeoutError::Timeout) if broker.next_timer_ms().is_some_and(|at| at <= clock_ms()) => None,
             Err(flume::RecvTimeoutError::Timeout) => {
                 scrubber.start_next(&broker);
                 broker.log.prepare_spares_step(IDLE_SPARE_STEP_BYTES);
@@ -264,8 +271,9 @@ fn run<S: Storage>(
             }
             Err(flume::RecvTimeoutError::Disconnected) => break,
         };
+        broker.now_ms = clock_ms();
         let mut shutdown = false;
-        for command in std::iter::once(first).chain(inbox.try_iter().take(BATCH_COMMANDS_MAX - 1)) {
+        for command in first.into_iter().chain(inbox.try_iter().take(BATCH_COMMANDS_MAX - 1)) {
             match command {
                 Command::Shutdown => shutdown = true,
                 Command::CheckpointWritten { lsn, result } => {
@@ -304,8 +312,14 @@ fn run<S: Storage>(
     scrubber.stop();
 }
 
-/// Deliver, log settlements, send ungated events, fsync, send the rest.
+/// The clock in epoch milliseconds, read once per turn: everything in a turn sees one `now`.
+fn clock_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Expire what is due, deliver, log settlements, send ungated events, fsync, send the rest.
 fn end_turn<S: Storage>(broker: &mut Broker<S>) {
+    broker.expire_due();
     broker.dispatch();
     broker.flush_settles();
     broker.outbox.send_ungated(&broker.sinks);
@@ -388,7 +402,8 @@ fn compact<S: Storage>(broker: &mut Broker<S>, segments: &HashSet<u32>) {
             }
         };
         writer.buf.clear();
-        records::encode_enqueue(&mut writer, seq, ENQUEUE_FLAG_RELOCATED, &queue_ids, &message);
+        // No times: the message's expiry is already scheduled (and in the next checkpoint).
+        records::encode_enqueue(&mut writer, seq, ENQUEUE_FLAG_RELOCATED, None, &queue_ids, &message);
         let Ok(new_pos) = broker.log_append(records::KIND_ENQUEUE, &writer.buf) else {
             return;
         };

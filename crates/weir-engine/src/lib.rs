@@ -17,6 +17,8 @@ mod content;
 mod engine;
 mod error;
 mod outbox;
+pub mod properties;
+mod queue_config;
 pub mod records;
 mod recovery;
 mod topology;
@@ -28,4 +30,5 @@ pub use api::{
 pub use broker::DEFAULT_VHOST;
 pub use engine::{Engine, EngineConfig, EngineHandle, EngineStopped, BATCH_COMMANDS_MAX};
 pub use error::{EngineError, ErrorKind, StartError};
+pub use queue_config::{Overflow, QueueConfig};
 pub use weir_log::{FileStorage, LogConfig, RecoveryReport};

@@ -24,12 +24,17 @@ pub const KIND_UNBIND: u8 = 0x17;
 /// at all.
 pub const KIND_TX: u8 = 0x18;
 pub const RECORD_VERSION: u8 = 1;
-/// Version 2 added exchanges and bindings after the queues.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// Version 2 added exchanges and bindings after the queues; version 3 each queue's message
+/// expiry times after its entries.
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// `Enqueue.flags`: this record re-writes a live message that compaction moved out of an old
 /// segment; replay only updates the location of entries that still exist.
 pub const ENQUEUE_FLAG_RELOCATED: u8 = 0b0000_0001;
+/// `Enqueue.flags`: two u64 follow the flags: when the message was enqueued and when the
+/// message itself expires (its `expiration` property; 0 = never), both epoch milliseconds. Each
+/// queue applies its own `x-message-ttl` to the enqueue time.
+pub const ENQUEUE_FLAG_TIMED: u8 = 0b0000_0010;
 
 /// A queue entry's `location` when the body is only in memory (transient message).
 pub const LOCATION_MEMORY: u64 = u64::MAX;
@@ -66,6 +71,8 @@ pub struct QueueRecord {
 pub struct EnqueueRecord {
     pub seq: u64,
     pub flags: u8,
+    /// (enqueued at, message expires at or 0), epoch ms, when `ENQUEUE_FLAG_TIMED`.
+    pub times: Option<(u64, u64)>,
     pub queue_ids: Vec<u32>,
     pub message: Message,
 }
@@ -98,6 +105,8 @@ pub struct Snapshot {
     pub next_message_seq: u64,
     pub next_queue_id: u32,
     pub queues: Vec<(QueueRecord, Vec<MessageEntry>)>,
+    /// Per queue (same order as `queues`): (message seq, expires at epoch ms).
+    pub expiries: Vec<Vec<(u64, u64)>>,
     pub exchanges: Vec<ExchangeRecord>,
     pub bindings: Vec<BindingRecord>,
 }
@@ -408,9 +417,20 @@ pub fn decode_queue_delete(payload: &[u8]) -> Result<u32, DecodeError> {
 // ---------------------------------------------------------------------------------------
 // Enqueue
 
-pub fn encode_enqueue(w: &mut Writer, seq: u64, flags: u8, queue_ids: &[u32], message: &Message) {
+pub fn encode_enqueue(
+    w: &mut Writer,
+    seq: u64,
+    flags: u8,
+    times: Option<(u64, u64)>,
+    queue_ids: &[u32],
+    message: &Message,
+) {
     w.u64(seq);
-    w.u8(flags);
+    w.u8(if times.is_some() { flags | ENQUEUE_FLAG_TIMED } else { flags & !ENQUEUE_FLAG_TIMED });
+    if let Some((enqueued_at, expires_at)) = times {
+        w.u64(enqueued_at);
+        w.u64(expires_at);
+    }
     w.u16(u16::try_from(queue_ids.len()).expect("a message reaches at most 65535 durable queues"));
     for id in queue_ids {
         w.u32(*id);
@@ -427,6 +447,7 @@ pub fn decode_enqueue(payload: Bytes) -> Result<EnqueueRecord, DecodeError> {
     let mut r = Reader::new(&payload, "enqueue record");
     let seq = r.u64()?;
     let flags = r.u8()?;
+    let times = if flags & ENQUEUE_FLAG_TIMED != 0 { Some((r.u64()?, r.u64()?)) } else { None };
     let count = r.u16()?;
     let mut queue_ids = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
@@ -444,6 +465,7 @@ pub fn decode_enqueue(payload: Bytes) -> Result<EnqueueRecord, DecodeError> {
     Ok(EnqueueRecord {
         seq,
         flags,
+        times,
         queue_ids,
         message: Message {
             exchange,
@@ -458,6 +480,7 @@ pub fn decode_enqueue(payload: Bytes) -> Result<EnqueueRecord, DecodeError> {
 pub struct EnqueueHeader {
     pub seq: u64,
     pub flags: u8,
+    pub times: Option<(u64, u64)>,
     pub queue_ids: Vec<u32>,
     pub body_len: u32,
 }
@@ -466,6 +489,7 @@ pub fn decode_enqueue_header(payload: &[u8]) -> Result<EnqueueHeader, DecodeErro
     let mut r = Reader::new(payload, "enqueue record");
     let seq = r.u64()?;
     let flags = r.u8()?;
+    let times = if flags & ENQUEUE_FLAG_TIMED != 0 { Some((r.u64()?, r.u64()?)) } else { None };
     let count = r.u16()?;
     let mut queue_ids = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
@@ -477,7 +501,7 @@ pub fn decode_enqueue_header(payload: &[u8]) -> Result<EnqueueHeader, DecodeErro
     let body = r.bytes32()?;
     let body_len = body.len() as u32;
     r.finish()?;
-    Ok(EnqueueHeader { seq, flags, queue_ids, body_len })
+    Ok(EnqueueHeader { seq, flags, times, queue_ids, body_len })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -568,7 +592,7 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     w.u64(snapshot.next_message_seq);
     w.u32(snapshot.next_queue_id);
     w.u32(snapshot.queues.len() as u32);
-    for (queue, entries) in &snapshot.queues {
+    for (index, (queue, entries)) in snapshot.queues.iter().enumerate() {
         encode_queue(&mut w, queue);
         w.u64(entries.len() as u64);
         for e in entries {
@@ -577,6 +601,12 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
             w.u32(e.size_bytes);
             w.u16(e.delivery_count);
             w.u8(e.flags);
+        }
+        let expiries = snapshot.expiries.get(index).map(Vec::as_slice).unwrap_or_default();
+        w.u64(expiries.len() as u64);
+        for (seq, expires_at) in expiries {
+            w.u64(*seq);
+            w.u64(*expires_at);
         }
     }
     w.u32(snapshot.exchanges.len() as u32);
@@ -593,13 +623,14 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
 pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
     let mut r = Reader::new(payload, "checkpoint snapshot");
     let version = r.u32()?;
-    if version != 1 && version != SNAPSHOT_VERSION {
+    if !(1..=SNAPSHOT_VERSION).contains(&version) {
         return Err(r.err(format!("unknown snapshot version {version}")));
     }
     let next_message_seq = r.u64()?;
     let next_queue_id = r.u32()?;
     let queue_count = r.u32()?;
     let mut queues = Vec::new();
+    let mut expiries = Vec::new();
     for _ in 0..queue_count {
         let queue = decode_queue(&mut r)?;
         let count = r.u64()? as usize;
@@ -618,6 +649,17 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
             });
         }
         queues.push((queue, entries));
+        let mut queue_expiries = Vec::new();
+        if version >= 3 {
+            let count = r.u64()? as usize;
+            if count > r.remaining() / 16 {
+                return Err(r.err(format!("{count} expiries cannot fit in {} bytes", r.remaining())));
+            }
+            for _ in 0..count {
+                queue_expiries.push((r.u64()?, r.u64()?));
+            }
+        }
+        expiries.push(queue_expiries);
     }
     let mut exchanges = Vec::new();
     let mut bindings = Vec::new();
@@ -630,7 +672,7 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
         }
     }
     r.finish()?;
-    Ok(Snapshot { next_message_seq, next_queue_id, queues, exchanges, bindings })
+    Ok(Snapshot { next_message_seq, next_queue_id, queues, expiries, exchanges, bindings })
 }
 
 #[cfg(test)]
@@ -674,10 +716,11 @@ mod tests {
             body: Bytes::from_static(b"hello"),
         };
         let mut w = Writer::default();
-        encode_enqueue(&mut w, 42, 0, &[1, 2], &message);
+        encode_enqueue(&mut w, 42, 0, Some((1000, 2000)), &[1, 2], &message);
         let decoded = decode_enqueue(Bytes::from(w.buf.clone())).unwrap();
         assert_eq!(decoded.seq, 42);
         assert_eq!(decoded.queue_ids, vec![1, 2]);
+        assert_eq!(decoded.times, Some((1000, 2000)));
         assert_eq!(decoded.message, message);
         for cut in 0..w.buf.len() {
             assert!(decode_enqueue(Bytes::copy_from_slice(&w.buf[..cut])).is_err(), "cut {cut}");
@@ -691,6 +734,7 @@ mod tests {
             next_message_seq: 10,
             next_queue_id: 8,
             queues: vec![(queue(), vec![entry])],
+            expiries: vec![vec![(3, 12_345)]],
             exchanges: vec![ExchangeRecord {
                 vhost: "/".into(),
                 name: "logs".into(),
@@ -733,7 +777,7 @@ mod tests {
         let mut inner = Vec::new();
         for (seq, body) in [(5u64, &b"five"[..]), (6, b"six")] {
             let mut w = Writer::default();
-            encode_enqueue(&mut w, seq, 0, &[1], &message(body));
+            encode_enqueue(&mut w, seq, 0, None, &[1], &message(body));
             inner.push((KIND_ENQUEUE, w.buf));
         }
         let mut w = Writer::default();

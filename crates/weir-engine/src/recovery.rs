@@ -8,12 +8,13 @@
 //! Snapshot (checkpoint) writing lives here too: `snapshot` captures exactly what a replay
 //! would rebuild — durable, non-exclusive queues and their persistent entries.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 use weir_log::{Log, LogConfig, RecordView, RecoveryReport, ReplayError, Storage};
 use weir_queue::{MessageEntry, ENTRY_FLAG_PERSISTENT};
 
-use crate::broker::{binding_record, exchange_from};
+use crate::broker::{binding_record, exchange_from, message_expiry};
 use crate::broker::{track_segment_live, Broker, QueueId, QueueState, SegmentLive, DEFAULT_VHOST};
 use crate::error::StartError;
 use crate::records::{self, location_of, Snapshot, ENQUEUE_FLAG_RELOCATED};
@@ -26,6 +27,8 @@ struct Rebuilt {
     segment_live: HashMap<u32, SegmentLive>,
     next_message_seq: u64,
     next_queue_id: u32,
+    /// (expires at, queue, message) of every message with a time to live.
+    expiries: Vec<Reverse<(u64, QueueId, u64)>>,
 }
 
 impl Rebuilt {
@@ -36,7 +39,13 @@ impl Rebuilt {
             segment_live: HashMap::new(),
             next_message_seq: snapshot.next_message_seq.max(1),
             next_queue_id: snapshot.next_queue_id.max(1),
+            expiries: Vec::new(),
         };
+        for ((queue, _), expiries) in snapshot.queues.iter().zip(&snapshot.expiries) {
+            for (seq, at) in expiries {
+                rebuilt.expiries.push(Reverse((*at, queue.queue_id, *seq)));
+            }
+        }
         for exchange in snapshot.exchanges {
             let vhost = rebuilt.vhosts.entry(exchange.vhost.clone()).or_default();
             vhost.exchanges.insert(exchange.name.clone(), exchange_from(exchange));
@@ -118,6 +127,9 @@ impl Rebuilt {
                         let entry = probe_entry(header.seq, location, header.body_len);
                         track_segment_live(&mut self.segment_live, &entry, 1);
                         queue.messages.push(entry);
+                        if let Some(at) = message_expiry(&queue.config, header.times) {
+                            self.expiries.push(Reverse((at, id, header.seq)));
+                        }
                     }
                 }
                 self.next_message_seq = self.next_message_seq.max(header.seq + 1);
@@ -205,6 +217,9 @@ pub(crate) fn recover<S: Storage>(
     broker.segment_live = rebuilt.segment_live;
     broker.next_message_seq = rebuilt.next_message_seq;
     broker.next_queue_id = rebuilt.next_queue_id;
+    broker.expiries = BinaryHeap::from(rebuilt.expiries);
+    // Look for unused recovered queues (`x-expires`) on the first turn.
+    broker.has_expiring_queues = true;
     broker.checkpoint_lsn = replay_after;
     if !report.corruptions.is_empty() {
         broker.read_only = Some(format!("recovery found corruption: {report}"));
@@ -227,6 +242,20 @@ impl<S: Storage> Broker<S> {
             })
             .collect();
         queues.sort_by_key(|(q, _)| q.queue_id);
+        // Expiry times of messages still in their queue; ones that expired while unacked are
+        // written as due at once.
+        let mut by_queue: HashMap<QueueId, Vec<(u64, u64)>> = HashMap::new();
+        for Reverse((at, queue_id, seq)) in self.expiries.iter() {
+            if self.queues.get(queue_id).is_some_and(|q| q.messages.contains(*seq)) {
+                by_queue.entry(*queue_id).or_default().push((*seq, *at));
+            }
+        }
+        for queue in self.queues.values() {
+            for seq in queue.expired_unacked() {
+                by_queue.entry(queue.id).or_default().push((*seq, 0));
+            }
+        }
+        let expiries = queues.iter().map(|(q, _)| by_queue.remove(&q.queue_id).unwrap_or_default()).collect();
         let mut exchanges = Vec::new();
         let mut bindings = Vec::new();
         let mut vhost_names: Vec<&String> = self.vhosts.keys().collect();
@@ -263,6 +292,7 @@ impl<S: Storage> Broker<S> {
             }
         }
         Snapshot {
+            expiries,
             next_message_seq: self.next_message_seq,
             next_queue_id: self.next_queue_id,
             queues,

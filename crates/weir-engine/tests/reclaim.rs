@@ -81,6 +81,7 @@ impl Client {
             persistent: true,
             confirm: Some(sequence),
             headers: Vec::new(),
+            expiration_ms: None,
             message,
         };
         self.handle.send_blocking(Command::Publish(Box::new(publish))).unwrap();

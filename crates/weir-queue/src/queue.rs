@@ -77,6 +77,30 @@ impl Queue {
         Some(entry)
     }
 
+    /// Take the head out without handing it out (it is dropped or dead-lettered: overflow).
+    pub fn take_head(&mut self) -> Option<MessageEntry> {
+        let entry = self.ready.pop_front()?;
+        self.sub_ready_stats(&entry);
+        Some(entry)
+    }
+
+    /// Remove a message only if it is ready (expiry never takes a message out of a consumer's
+    /// hands).
+    pub fn remove_ready(&mut self, seq: MessageSeq) -> Option<MessageEntry> {
+        let index = self.ready.binary_search_by_key(&seq, |e| e.seq).ok()?;
+        let entry = self.ready.remove(index)?;
+        self.sub_ready_stats(&entry);
+        Some(entry)
+    }
+
+    pub fn is_unacked(&self, seq: MessageSeq) -> bool {
+        self.unacked.contains_key(&seq)
+    }
+
+    pub fn contains(&self, seq: MessageSeq) -> bool {
+        self.unacked.contains_key(&seq) || self.ready.binary_search_by_key(&seq, |e| e.seq).is_ok()
+    }
+
     /// An unacked message is done with (acked). `None` if it is not unacked here.
     pub fn settle(&mut self, seq: MessageSeq) -> Option<MessageEntry> {
         let entry = self.unacked.remove(&seq)?;
@@ -100,10 +124,7 @@ impl Queue {
         if let Some(entry) = self.settle(seq) {
             return Some(entry);
         }
-        let index = self.ready.binary_search_by_key(&seq, |e| e.seq).ok()?;
-        let entry = self.ready.remove(index)?;
-        self.sub_ready_stats(&entry);
-        Some(entry)
+        self.remove_ready(seq)
     }
 
     /// Change where a message's body lives (log compaction moved it). Returns the old

@@ -36,8 +36,10 @@ pub(crate) struct TxBuffer {
 pub(crate) struct TxCapture {
     pub records: Vec<(u8, Vec<u8>)>,
     /// Messages enqueued by the commit (sequence number, durable queues, body size), waiting
-    /// for a location.
+    /// for a location. Their content is pinned in memory until then.
     pub enqueues: Vec<(u64, Vec<QueueId>, u32)>,
+    /// Of those, the ones pinned only for the capture (every queue they reached is logged).
+    pub unpin_after: Vec<u64>,
 }
 
 /// Bytes a record of one published message can take besides its body and properties.
@@ -64,44 +66,61 @@ impl<S: Storage> Broker<S> {
     pub(super) fn tx_commit(&mut self, origin: Origin) -> Result<(), EngineError> {
         let buffer = std::mem::take(self.channel_mut(origin)?.tx.as_mut().ok_or_else(not_transactional)?);
         self.check_commit(origin, &buffer)?;
-
-        self.tx_capture = Some(TxCapture::default());
-        let settles_before = self.pending_settles.len();
-        let mut applied = Ok(());
-        for publish in buffer.publishes {
-            applied = applied.and(self.publish_now(publish));
-        }
-        for (tag, multiple, how) in buffer.settlements {
-            applied = applied.and(self.settle_now(origin, tag, multiple, how));
-        }
-        let mut capture = self.tx_capture.take().expect("set above");
+        let vhost = self.vhost_of(origin.connection)?.to_string();
+        let applied = self.atomically(|broker| {
+            let mut applied = Ok(());
+            for publish in buffer.publishes {
+                applied = applied.and(broker.publish_in(&vhost, publish));
+            }
+            for (tag, multiple, how) in buffer.settlements {
+                applied = applied.and(broker.settle_now(origin, tag, multiple, how));
+            }
+            applied
+        })?;
         // Checked beforehand, so a failure here is a Weir bug.
         assert!(applied.is_ok(), "a checked transaction failed to apply: {applied:?}");
+        self.reply(origin.connection, Event::TxCommitOk { channel: origin.channel });
+        Ok(())
+    }
 
+    /// Run `apply` with the log in capture mode and append everything it logged (enqueues and
+    /// settlements) as ONE transaction record; then give the enqueued entries their location.
+    /// Inside an outer capture (a dead-letter during a commit) it simply joins the outer one.
+    pub(super) fn atomically<T>(&mut self, apply: impl FnOnce(&mut Self) -> T) -> Result<T, EngineError> {
+        if self.tx_capture.is_some() {
+            return Ok(apply(self));
+        }
+        self.tx_capture = Some(TxCapture::default());
+        let settles_before = self.pending_settles.len();
+        let result = apply(self);
+        let mut capture = self.tx_capture.take().expect("set above");
         let settles = self.pending_settles.split_off(settles_before);
         if !settles.is_empty() {
             let mut w = Writer::default();
             records::encode_settle(&mut w, &settles);
             capture.records.push((records::KIND_SETTLE, w.buf));
         }
-        if !capture.records.is_empty() {
-            let mut w = Writer::default();
-            records::encode_tx(&mut w, &capture.records);
-            let pos = self.log_append(records::KIND_TX, &w.buf)?;
-            let location = location_of(pos);
-            for (seq, queue_ids, size_bytes) in capture.enqueues {
-                for id in queue_ids {
-                    let Some(queue) = self.queues.get_mut(&id) else { continue };
-                    if queue.messages.relocate(seq, location).is_some() {
-                        let entry =
-                            MessageEntry { seq, location, size_bytes, delivery_count: 0, flags: ENTRY_FLAG_PERSISTENT };
-                        self.track_live(&entry, 1);
-                    }
+        if capture.records.is_empty() {
+            return Ok(result);
+        }
+        let mut w = Writer::default();
+        records::encode_tx(&mut w, &capture.records);
+        let pos = self.log_append(records::KIND_TX, &w.buf)?;
+        let location = location_of(pos);
+        for (seq, queue_ids, size_bytes) in capture.enqueues {
+            for id in queue_ids {
+                let Some(queue) = self.queues.get_mut(&id) else { continue };
+                if queue.messages.relocate(seq, location).is_some() {
+                    let entry =
+                        MessageEntry { seq, location, size_bytes, delivery_count: 0, flags: ENTRY_FLAG_PERSISTENT };
+                    self.track_live(&entry, 1);
                 }
             }
         }
-        self.reply(origin.connection, Event::TxCommitOk { channel: origin.channel });
-        Ok(())
+        for seq in capture.unpin_after {
+            self.content.unpin(seq);
+        }
+        Ok(result)
     }
 
     /// Everything that can make a commit fail is checked before anything is applied, so a

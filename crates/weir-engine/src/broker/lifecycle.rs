@@ -1,0 +1,195 @@
+//! How messages leave a queue other than by an ack: expiry (`x-message-ttl`, the
+//! `expiration` property), overflow (`x-max-length`, `x-max-length-bytes`, `x-overflow`),
+//! rejection without requeue, and dead-lettering to `x-dead-letter-exchange`; plus
+//! `x-expires`, which deletes a queue that stayed unused.
+//!
+//! Timers are data, not tasks: one broker-wide heap of (expires at, queue, message) holds
+//! every message with a TTL (24 bytes each); the engine wakes for its earliest entry and runs
+//! [`Broker::expire_due`] with the turn's `now` before it dispatches, so an expired message is
+//! never delivered. A message that expires while a consumer holds it is not taken back; if it
+//! is requeued, it expires then. Entries of messages that left meanwhile are skipped when they
+//! come up (lazy deletion).
+//!
+//! Dead-lettering republishes the message to the dead-letter exchange with RabbitMQ's
+//! `x-death` history (`properties.rs`) and settles the original, both in ONE log record, so a
+//! crash can neither lose nor duplicate it. A missing dead-letter exchange drops the message,
+//! as RabbitMQ does; so does a cycle that would dead-letter it to the same queue for the same
+//! reason again without a rejection in between.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+use weir_log::Storage;
+use weir_queue::MessageEntry;
+
+use crate::api::{Message, Origin, Publish};
+use crate::properties::{self, DeathReason};
+use crate::queue_config::QueueConfig;
+
+use super::{Broker, QueueId, INTERNAL_CONNECTION};
+
+/// How often unused queues (`x-expires`) are looked for: their deletion may be this late.
+pub(crate) const UNUSED_QUEUE_CHECK_MS: u64 = 100;
+
+/// When a message in a queue with `config` expires, given its record's (enqueued at, message
+/// expires at or 0) times.
+pub(crate) fn message_expiry(config: &QueueConfig, times: Option<(u64, u64)>) -> Option<u64> {
+    let (enqueued_at, message_expires_at) = times?;
+    let by_queue = config.message_ttl_ms.map(|ttl| enqueued_at.saturating_add(ttl));
+    let by_message = (message_expires_at != 0).then_some(message_expires_at);
+    match (by_queue, by_message) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl<S: Storage> Broker<S> {
+    pub(super) fn schedule_expiry(&mut self, queue: QueueId, seq: u64, at: u64) {
+        self.expiries.push(Reverse((at, queue, seq)));
+    }
+
+    /// The earliest time something is due: a message expiry, or the next look for unused
+    /// queues (every [`UNUSED_QUEUE_CHECK_MS`] while any queue has `x-expires`).
+    pub(crate) fn next_timer_ms(&self) -> Option<u64> {
+        let message = self.expiries.peek().map(|Reverse((at, _, _))| *at);
+        let queue = self.has_expiring_queues.then_some(self.next_unused_check_ms);
+        match (message, queue) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Expire every message and unused queue due at `self.now_ms`.
+    pub(crate) fn expire_due(&mut self) {
+        let now = self.now_ms;
+        while let Some(&Reverse((at, queue_id, seq))) = self.expiries.peek() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop();
+            let Some(queue) = self.queues.get_mut(&queue_id) else { continue };
+            if let Some(entry) = queue.messages.remove_ready(seq) {
+                self.dead_letter(queue_id, entry, DeathReason::Expired);
+            } else if queue.messages.is_unacked(seq) {
+                queue.expired_unacked.insert(seq);
+            }
+        }
+        if now < self.next_unused_check_ms {
+            return;
+        }
+        // Looking at every queue costs O(queues): do it at most every UNUSED_QUEUE_CHECK_MS.
+        self.next_unused_check_ms = now.saturating_add(UNUSED_QUEUE_CHECK_MS);
+        self.has_expiring_queues = self.queues.values().any(|q| q.config.expires_ms.is_some());
+        let unused: Vec<QueueId> = self
+            .queues
+            .values()
+            .filter(|q| q.consumers.is_empty())
+            .filter(|q| q.config.expires_ms.is_some_and(|ms| q.last_used_ms.saturating_add(ms) <= now))
+            .map(|q| q.id)
+            .collect();
+        for id in unused {
+            tracing::info!(queue = self.queues[&id].name, "deleting queue unused for its x-expires time");
+            self.delete_queue(id);
+        }
+    }
+
+    /// An unacked message goes back to its place; if it expired meanwhile, it expires now.
+    pub(super) fn requeue_entry(&mut self, queue_id: QueueId, seq: u64) {
+        let Some(queue) = self.queues.get_mut(&queue_id) else { return };
+        if !queue.messages.requeue(seq) {
+            return;
+        }
+        if queue.expired_unacked.remove(&seq) {
+            if let Some(entry) = queue.messages.remove_ready(seq) {
+                self.dead_letter(queue_id, entry, DeathReason::Expired);
+                return;
+            }
+        }
+        self.mark_dirty(queue_id);
+    }
+
+    /// `entry` has left `queue_id`: dead-letter it if the queue has a dead-letter exchange,
+    /// else drop it. Either way the original is settled.
+    pub(super) fn dead_letter(&mut self, queue_id: QueueId, entry: MessageEntry, reason: DeathReason) {
+        if let Some(queue) = self.queues.get_mut(&queue_id) {
+            queue.expired_unacked.remove(&entry.seq);
+        }
+        let has_target = self.queues.get(&queue_id).is_some_and(|q| q.config.dead_letter_exchange.is_some());
+        if !has_target {
+            self.drop_entry(queue_id, &entry);
+            return;
+        }
+        let Some(message) = self.load_message(queue_id, &entry, true) else {
+            return; // unreadable: reported and forgotten by load_message
+        };
+        let result = self.atomically(|broker| {
+            broker.republish_dead(queue_id, &message, reason);
+            broker.drop_entry(queue_id, &entry);
+        });
+        if let Err(e) = result {
+            tracing::error!(queue_id, seq = entry.seq, "dead-lettering failed: {e}");
+        }
+    }
+
+    /// Publish a copy of `message` to the dead-letter exchange of `queue_id`, with its death
+    /// recorded. Used for messages that were in the queue and for ones it refused
+    /// (`reject-publish-dlx`).
+    pub(super) fn republish_dead(&mut self, queue_id: QueueId, message: &Message, reason: DeathReason) {
+        let Some(queue) = self.queues.get(&queue_id) else { return };
+        let Some(exchange) = queue.config.dead_letter_exchange.clone() else { return };
+        let routing_key = queue.config.dead_letter_routing_key.clone().unwrap_or_else(|| message.routing_key.clone());
+        let (queue_name, vhost) = (queue.name.clone(), queue.vhost.clone());
+        let decoded = weir_amqp_codec::decode_properties(&message.raw_properties).unwrap_or_default();
+        if reason != DeathReason::Rejected && properties::died_before(&decoded, &queue_name, reason) {
+            let reaches_itself = self.vhosts.get(&vhost).is_some_and(|v| {
+                (exchange.is_empty() || v.exchanges.contains_key(&exchange))
+                    && v.route(&exchange, &routing_key, &[]).contains(&queue_id)
+            });
+            if reaches_itself {
+                tracing::debug!(queue = queue_name, "dead-letter cycle: message dropped");
+                return;
+            }
+        }
+        if !exchange.is_empty() && !self.vhosts.get(&vhost).is_some_and(|v| v.exchanges.contains_key(&exchange)) {
+            return; // RabbitMQ drops a message whose dead-letter exchange does not exist
+        }
+        let persistent = *decoded.delivery_mode() == Some(2);
+        let decoded =
+            properties::with_death(decoded, &queue_name, reason, &message.exchange, &message.routing_key, self.now_ms);
+        let headers = decoded.headers().as_ref().map(properties::table_to_arguments).unwrap_or_default();
+        let dead = Message {
+            exchange: exchange.clone(),
+            routing_key: routing_key.clone(),
+            raw_properties: weir_amqp_codec::encode_properties(&decoded),
+            body: message.body.clone(),
+        };
+        let publish = Publish {
+            origin: Origin { connection: INTERNAL_CONNECTION, channel: 0, method: 0 },
+            exchange,
+            routing_key,
+            mandatory: false,
+            persistent,
+            confirm: None,
+            headers,
+            expiration_ms: None,
+            message: Arc::new(dead),
+        };
+        if let Err(e) = self.publish_in(&vhost, publish) {
+            tracing::warn!(queue = queue_name, "dead-lettered message not routed: {e}");
+        }
+    }
+
+    /// Drop (or dead-letter) the oldest ready messages while `queue_id` is over its limits
+    /// (`x-overflow: drop-head`, the default).
+    pub(super) fn enforce_max_length(&mut self, queue_id: QueueId) {
+        loop {
+            let Some(queue) = self.queues.get_mut(&queue_id) else { return };
+            let stats = queue.messages.stats();
+            if !queue.config.over_limit(stats.ready_messages, stats.ready_bytes) {
+                return;
+            }
+            let Some(entry) = queue.messages.take_head() else { return };
+            self.dead_letter(queue_id, entry, DeathReason::MaxLength);
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! AMQP message properties, where the engine must read or change them.
+//!
+//! Messages keep their content-header property bytes as published (forwarded unchanged). The
+//! engine decodes them only when a rule needs them: dead-lettering adds RabbitMQ's `x-death`
+//! history and `x-first-death-*` headers and moves a per-message `expiration` into the
+//! history. Decoding and encoding use the pure codec crate, so the engine depends on the
+//! message format but not on the AMQP connection layer.
+
+use amq_protocol::protocol::BasicProperties;
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+
+use crate::api::ArgValue;
+
+/// Why a message was dead-lettered, as RabbitMQ names it in `x-death`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeathReason {
+    Rejected,
+    Expired,
+    MaxLength,
+}
+
+impl DeathReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+            Self::MaxLength => "maxlen",
+        }
+    }
+}
+
+/// Field-table values as the engine's protocol-neutral arguments (sorted by key, as a
+/// `FieldTable` is).
+pub fn table_to_arguments(table: &FieldTable) -> Vec<(String, ArgValue)> {
+    table.inner().iter().map(|(key, value)| (key.as_str().to_string(), arg_value(value))).collect()
+}
+
+fn arg_value(value: &AMQPValue) -> ArgValue {
+    match value {
+        AMQPValue::Boolean(b) => ArgValue::Bool(*b),
+        AMQPValue::ShortShortInt(v) => ArgValue::Int(i64::from(*v)),
+        AMQPValue::ShortShortUInt(v) => ArgValue::Int(i64::from(*v)),
+        AMQPValue::ShortInt(v) => ArgValue::Int(i64::from(*v)),
+        AMQPValue::ShortUInt(v) => ArgValue::Int(i64::from(*v)),
+        AMQPValue::LongInt(v) => ArgValue::Int(i64::from(*v)),
+        AMQPValue::LongUInt(v) => ArgValue::Int(i64::from(*v)),
+        AMQPValue::LongLongInt(v) => ArgValue::Int(*v),
+        AMQPValue::Timestamp(v) => ArgValue::Int(*v as i64),
+        AMQPValue::Float(v) => ArgValue::Float(f64::from(*v)),
+        AMQPValue::Double(v) => ArgValue::Float(*v),
+        AMQPValue::ShortString(s) => ArgValue::Str(s.as_str().to_string()),
+        AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
+            Ok(text) => ArgValue::Str(text.to_string()),
+            Err(_) => ArgValue::Bytes(s.as_bytes().to_vec()),
+        },
+        AMQPValue::ByteArray(b) => ArgValue::Bytes(b.as_slice().to_vec()),
+        AMQPValue::Void => ArgValue::Void,
+        // Nested values are kept in a readable form; no rule compares them yet.
+        other => ArgValue::Str(format!("{other:?}")),
+    }
+}
+
+fn long(text: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(text))
+}
+
+fn header_str<'a>(table: &'a FieldTable, key: &str) -> Option<&'a [u8]> {
+    match table.inner().get(key) {
+        Some(AMQPValue::LongString(s)) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Has this message been dead-lettered from `queue` for `reason` before? (RabbitMQ drops a
+/// message that would go round such a cycle again without a rejection in between.)
+pub fn died_before(properties: &BasicProperties, queue: &str, reason: DeathReason) -> bool {
+    let Some(AMQPValue::FieldArray(deaths)) = properties.headers().as_ref().and_then(|h| h.inner().get("x-death"))
+    else {
+        return false;
+    };
+    deaths.as_slice().iter().any(|death| match death {
+        AMQPValue::FieldTable(t) => {
+            header_str(t, "queue") == Some(queue.as_bytes())
+                && header_str(t, "reason") == Some(reason.name().as_bytes())
+        }
+        _ => false,
+    })
+}
+
+/// The properties of a message dead-lettered from `queue`: RabbitMQ's `x-death` entry for
+/// (queue, reason) counted up and moved to the front (or a new one), `x-first-death-*` set
+/// once, and a per-message `expiration` moved into the entry as `original-expiration`.
+pub fn with_death(
+    properties: BasicProperties,
+    queue: &str,
+    reason: DeathReason,
+    exchange: &str,
+    routing_key: &str,
+    now_ms: u64,
+) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    let mut deaths: Vec<AMQPValue> = match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(array)) => array.as_slice().to_vec(),
+        _ => Vec::new(),
+    };
+    let same = deaths.iter().position(|death| match death {
+        AMQPValue::FieldTable(t) => {
+            header_str(t, "queue") == Some(queue.as_bytes())
+                && header_str(t, "reason") == Some(reason.name().as_bytes())
+        }
+        _ => false,
+    });
+    let entry = match same {
+        Some(index) => {
+            let AMQPValue::FieldTable(mut entry) = deaths.remove(index) else { unreachable!("matched a table") };
+            let count = match entry.inner().get("count") {
+                Some(AMQPValue::LongLongInt(n)) => *n,
+                Some(AMQPValue::LongInt(n)) => i64::from(*n),
+                _ => 0,
+            };
+            entry.insert("count".into(), AMQPValue::LongLongInt(count + 1));
+            entry.insert("time".into(), AMQPValue::Timestamp(now_ms / 1000));
+            entry
+        }
+        None => {
+            let mut entry = FieldTable::default();
+            entry.insert("count".into(), AMQPValue::LongLongInt(1));
+            entry.insert("reason".into(), long(reason.name()));
+            entry.insert("queue".into(), long(queue));
+            entry.insert("time".into(), AMQPValue::Timestamp(now_ms / 1000));
+            entry.insert("exchange".into(), long(exchange));
+            entry.insert("routing-keys".into(), AMQPValue::FieldArray(FieldArray::from(vec![long(routing_key)])));
+            if let Some(expiration) = properties.expiration() {
+                entry.insert("original-expiration".into(), long(expiration.as_str()));
+            }
+            entry
+        }
+    };
+    deaths.insert(0, AMQPValue::FieldTable(entry));
+    headers.insert("x-death".into(), AMQPValue::FieldArray(FieldArray::from(deaths)));
+    for (key, value) in
+        [("x-first-death-reason", reason.name()), ("x-first-death-queue", queue), ("x-first-death-exchange", exchange)]
+    {
+        if !headers.contains_key(key) {
+            headers.insert(ShortString::from(key), long(value));
+        }
+    }
+    // A dead-lettered message does not expire again by its old per-message TTL.
+    without_expiration(&properties).with_headers(headers)
+}
+
+/// The same properties without `expiration` (the library has no setter that clears one).
+fn without_expiration(p: &BasicProperties) -> BasicProperties {
+    let mut out = BasicProperties::default();
+    if let Some(v) = p.content_type() {
+        out = out.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        out = out.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.headers() {
+        out = out.with_headers(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        out = out.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.priority() {
+        out = out.with_priority(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        out = out.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.reply_to() {
+        out = out.with_reply_to(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        out = out.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        out = out.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        out = out.with_type(v.clone());
+    }
+    if let Some(v) = p.user_id() {
+        out = out.with_user_id(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        out = out.with_app_id(v.clone());
+    }
+    if let Some(v) = p.cluster_id() {
+        out = out.with_cluster_id(v.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deaths_are_counted_per_queue_and_reason_and_moved_to_the_front() {
+        let props = BasicProperties::default().with_expiration("500".into());
+        let once = with_death(props, "work", DeathReason::Expired, "ex", "rk", 10_000);
+        assert!(once.expiration().is_none(), "expiration moved into the history");
+        assert!(died_before(&once, "work", DeathReason::Expired));
+        assert!(!died_before(&once, "work", DeathReason::Rejected));
+        let twice = with_death(once, "other", DeathReason::Rejected, "ex2", "rk2", 11_000);
+        let thrice = with_death(twice, "work", DeathReason::Expired, "ex", "rk", 12_000);
+        let headers = thrice.headers().clone().unwrap();
+        let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else { panic!("x-death") };
+        assert_eq!(deaths.as_slice().len(), 2);
+        let AMQPValue::FieldTable(first) = &deaths.as_slice()[0] else { panic!("table") };
+        assert_eq!(header_str(first, "queue"), Some(&b"work"[..]));
+        assert_eq!(first.inner().get("count"), Some(&AMQPValue::LongLongInt(2)));
+        assert_eq!(header_str(first, "original-expiration"), Some(&b"500"[..]));
+        assert_eq!(header_str(&headers, "x-first-death-queue"), Some(&b"work"[..]));
+        assert_eq!(header_str(&headers, "x-first-death-reason"), Some(&b"expired"[..]));
+    }
+}

@@ -1,0 +1,146 @@
+//! Queue arguments: parsed and validated once, at declare time (and again at replay, from
+//! the logged arguments), into the policy the broker applies.
+//!
+//! Validation follows RabbitMQ (`rabbit_amqqueue:declare_args/0`): a wrong type or range is
+//! 406 PRECONDITION_FAILED "invalid arg '<name>' for queue '<q>' in vhost '<v>': …". Unknown
+//! `x-` arguments are kept (for equivalence checks) and otherwise ignored, as RabbitMQ does.
+
+use crate::api::ArgValue;
+use crate::error::{EngineError, ErrorKind};
+
+/// What happens when a queue is over `x-max-length` / `x-max-length-bytes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop (or dead-letter) the oldest ready messages to make room (RabbitMQ's default).
+    #[default]
+    DropHead,
+    /// Refuse the new message: a publisher in confirm mode gets a nack.
+    RejectPublish,
+    /// Refuse the new message and dead-letter it.
+    RejectPublishDlx,
+}
+
+/// The policies a queue's arguments ask for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub message_ttl_ms: Option<u64>,
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+    /// Delete the queue after this long without consumers, gets or re-declares.
+    pub expires_ms: Option<u64>,
+}
+
+impl QueueConfig {
+    /// Parse and check `arguments` of queue `queue` in `vhost`.
+    pub fn parse(arguments: &[(String, ArgValue)], queue: &str, vhost: &str) -> Result<Self, EngineError> {
+        let invalid = |name: &str, why: &str| {
+            EngineError::new(
+                ErrorKind::PreconditionFailed,
+                format!("invalid arg '{name}' for queue '{queue}' in vhost '{vhost}': {why}"),
+            )
+        };
+        let non_negative = |name: &str, value: &ArgValue| match value {
+            ArgValue::Int(n) if *n >= 0 => Ok(*n as u64),
+            ArgValue::Int(n) => Err(invalid(name, &format!("{n} is negative"))),
+            other => Err(invalid(name, &format!("{other:?} is not an integer"))),
+        };
+        let string = |name: &str, value: &ArgValue| match value {
+            ArgValue::Str(s) => Ok(s.clone()),
+            other => Err(invalid(name, &format!("{other:?} is not a string"))),
+        };
+        let mut config = QueueConfig::default();
+        for (name, value) in arguments {
+            match name.as_str() {
+                "x-message-ttl" => config.message_ttl_ms = Some(non_negative(name, value)?),
+                "x-dead-letter-exchange" => config.dead_letter_exchange = Some(string(name, value)?),
+                "x-dead-letter-routing-key" => config.dead_letter_routing_key = Some(string(name, value)?),
+                "x-max-length" => config.max_length = Some(non_negative(name, value)?),
+                "x-max-length-bytes" => config.max_length_bytes = Some(non_negative(name, value)?),
+                "x-expires" => {
+                    let ms = non_negative(name, value)?;
+                    if ms == 0 {
+                        return Err(invalid(name, "must be greater than zero"));
+                    }
+                    config.expires_ms = Some(ms);
+                }
+                "x-overflow" => {
+                    config.overflow = match string(name, value)?.as_str() {
+                        "drop-head" => Overflow::DropHead,
+                        "reject-publish" => Overflow::RejectPublish,
+                        "reject-publish-dlx" => Overflow::RejectPublishDlx,
+                        other => return Err(invalid(name, &format!("'{other}' is not a known overflow policy"))),
+                    }
+                }
+                "x-max-priority" => {
+                    let priority = non_negative(name, value)?;
+                    if priority > 255 {
+                        return Err(invalid(name, &format!("{priority} is above the maximum 255")));
+                    }
+                }
+                "x-single-active-consumer" if !matches!(value, ArgValue::Bool(_)) => {
+                    return Err(invalid(name, "must be a boolean"));
+                }
+                _ => {}
+            }
+        }
+        if config.dead_letter_routing_key.is_some() && config.dead_letter_exchange.is_none() {
+            return Err(invalid("x-dead-letter-routing-key", "needs x-dead-letter-exchange"));
+        }
+        Ok(config)
+    }
+
+    /// Is a queue holding `ready_messages` messages and `ready_bytes` bytes over its limits?
+    pub fn over_limit(&self, ready_messages: u64, ready_bytes: u64) -> bool {
+        self.max_length.is_some_and(|max| ready_messages > max)
+            || self.max_length_bytes.is_some_and(|max| ready_bytes > max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(pairs: &[(&str, ArgValue)]) -> Vec<(String, ArgValue)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn valid_arguments_become_policy() {
+        let config = QueueConfig::parse(
+            &args(&[
+                ("x-message-ttl", ArgValue::Int(500)),
+                ("x-dead-letter-exchange", ArgValue::Str("dlx".into())),
+                ("x-max-length", ArgValue::Int(10)),
+                ("x-overflow", ArgValue::Str("reject-publish".into())),
+                ("x-custom", ArgValue::Bool(true)),
+            ]),
+            "q",
+            "/",
+        )
+        .unwrap();
+        assert_eq!(config.message_ttl_ms, Some(500));
+        assert_eq!(config.dead_letter_exchange.as_deref(), Some("dlx"));
+        assert_eq!(config.overflow, Overflow::RejectPublish);
+        assert!(config.over_limit(11, 0));
+        assert!(!config.over_limit(10, 0));
+    }
+
+    #[test]
+    fn invalid_arguments_are_406_with_rabbitmq_text() {
+        for bad in [
+            ("x-message-ttl", ArgValue::Int(-1)),
+            ("x-message-ttl", ArgValue::Str("5".into())),
+            ("x-max-priority", ArgValue::Int(1000)),
+            ("x-expires", ArgValue::Int(0)),
+            ("x-overflow", ArgValue::Str("drop-tail".into())),
+            ("x-single-active-consumer", ArgValue::Int(1)),
+        ] {
+            let error = QueueConfig::parse(&args(std::slice::from_ref(&bad)), "q", "/").unwrap_err();
+            assert_eq!(error.kind, ErrorKind::PreconditionFailed, "{bad:?}");
+            assert!(error.text.starts_with(&format!("invalid arg '{}' for queue 'q'", bad.0)), "{}", error.text);
+        }
+    }
+}
