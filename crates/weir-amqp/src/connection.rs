@@ -604,6 +604,7 @@ impl Connection {
                 no_ack: consume.no_ack,
                 exclusive: consume.exclusive,
                 no_wait: consume.nowait,
+                arguments: arguments(&consume.arguments),
             },
             basic::AMQPMethod::Cancel(cancel) => Command::Cancel {
                 origin,

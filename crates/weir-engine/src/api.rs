@@ -184,6 +184,8 @@ pub enum Command {
         no_ack: bool,
         exclusive: bool,
         no_wait: bool,
+        /// Consumer arguments (`x-priority`).
+        arguments: Vec<(String, ArgValue)>,
     },
     Cancel {
         origin: Origin,

@@ -118,6 +118,8 @@ struct ConsumerKey {
     connection: ConnectionId,
     channel: ChannelId,
     tag: Arc<str>,
+    /// `x-priority`: higher goes first.
+    priority: i64,
 }
 
 struct ConsumerState {
@@ -278,8 +280,12 @@ impl<S: Storage> Broker<S> {
             Command::Bind { origin, bind, no_wait } => (origin, self.bind(origin, bind, no_wait)),
             Command::Unbind { origin, bind, no_wait } => (origin, self.unbind(origin, bind, no_wait)),
             Command::Publish(publish) => (publish.origin, self.publish(*publish)),
-            Command::Consume { origin, queue, consumer_tag, no_ack, exclusive, no_wait } => {
-                (origin, self.consume(origin, &queue, consumer_tag, no_ack, exclusive, no_wait))
+            Command::Consume { origin, queue, consumer_tag, no_ack, exclusive, no_wait, arguments } => {
+                let priority = match consumer_priority(&arguments) {
+                    Ok(priority) => priority,
+                    Err(e) => return self.outbox.push(origin.connection, channel_error(origin, e)),
+                };
+                (origin, self.consume(origin, &queue, consumer_tag, no_ack, exclusive, no_wait, priority))
             }
             Command::Cancel { origin, consumer_tag, no_wait } => (origin, self.cancel(origin, &consumer_tag, no_wait)),
             Command::Qos { origin, prefetch_count, global } => (origin, self.qos(origin, prefetch_count, global)),
@@ -362,7 +368,7 @@ impl<S: Storage> Broker<S> {
             self.requeue_entry(unacked.queue, unacked.seq);
         }
         for (tag, consumer) in state.consumers {
-            self.remove_consumer(consumer.queue, &ConsumerKey { connection, channel, tag });
+            self.remove_consumer(consumer.queue, &ConsumerKey { connection, channel, tag, priority: 0 });
         }
     }
 
@@ -757,6 +763,7 @@ impl<S: Storage> Broker<S> {
         no_ack: bool,
         exclusive: bool,
         no_wait: bool,
+        priority: i64,
     ) -> Result<(), EngineError> {
         let id = self.lookup_queue(origin.connection, queue_name)?;
         let vhost = self.vhost_of(origin.connection)?.to_string();
@@ -784,11 +791,11 @@ impl<S: Storage> Broker<S> {
         let consumer = ConsumerState { id: channel.next_consumer_id, queue: id, no_ack, prefetch_limit, unacked: 0 };
         channel.consumers.insert(Arc::clone(&tag), consumer);
         let queue = self.queues.get_mut(&id).expect("looked up");
-        queue.consumers.push(ConsumerKey {
-            connection: origin.connection,
-            channel: origin.channel,
-            tag: Arc::clone(&tag),
-        });
+        // Sorted by priority, highest first; arrival order among equals.
+        let position = queue.consumers.partition_point(|c| c.priority >= priority);
+        let key =
+            ConsumerKey { connection: origin.connection, channel: origin.channel, tag: Arc::clone(&tag), priority };
+        queue.consumers.insert(position, key);
         queue.had_consumers = true;
         queue.exclusive_consumer = exclusive;
         if !no_wait {
@@ -804,7 +811,7 @@ impl<S: Storage> Broker<S> {
         if let Some((tag, consumer)) = channel.consumers.remove_entry(consumer_tag) {
             self.remove_consumer(
                 consumer.queue,
-                &ConsumerKey { connection: origin.connection, channel: origin.channel, tag },
+                &ConsumerKey { connection: origin.connection, channel: origin.channel, tag, priority: 0 },
             );
         }
         if !no_wait {
@@ -821,7 +828,7 @@ impl<S: Storage> Broker<S> {
         let Some(queue) = self.queues.get_mut(&queue_id) else {
             return;
         };
-        queue.consumers.retain(|c| c != key);
+        queue.consumers.retain(|c| (c.connection, c.channel, &c.tag) != (key.connection, key.channel, &key.tag));
         queue.exclusive_consumer = false;
         if queue.auto_delete && queue.had_consumers && queue.consumers.is_empty() {
             self.delete_queue(queue_id);
@@ -996,24 +1003,41 @@ impl<S: Storage> Broker<S> {
         }
     }
 
+    /// Hand ready messages to consumers while any consumer has room.
     fn dispatch_queue(&mut self, id: QueueId) {
-        loop {
-            let Some(queue) = self.queues.get(&id) else {
-                return;
-            };
-            if !queue.messages.has_ready() || queue.consumers.is_empty() {
-                return;
-            }
-            let count = queue.consumers.len();
-            let start = queue.next_consumer % count;
-            let chosen = (0..count).map(|i| (start + i) % count).find(|&i| self.consumer_has_room(&queue.consumers[i]));
-            let Some(index) = chosen else {
-                return;
-            };
+        while let Some((index, group_start)) = self.pick_consumer(id) {
+            let queue = self.queues.get_mut(&id).expect("picked from it");
+            queue.next_consumer = index - group_start + 1;
             let key = queue.consumers[index].clone();
-            self.queues.get_mut(&id).expect("present").next_consumer = index + 1;
             self.deliver_to(id, &key);
         }
+    }
+
+    /// The next consumer of queue `id` to receive a ready message, with the start of its
+    /// priority group: round-robin within the highest-priority group that has room; lower
+    /// groups only while every higher one is blocked (RabbitMQ's consumer priorities). With a
+    /// single active consumer only the first consumer is considered.
+    fn pick_consumer(&self, id: QueueId) -> Option<(usize, usize)> {
+        let queue = self.queues.get(&id)?;
+        if !queue.messages.has_ready() {
+            return None;
+        }
+        let consumers = &queue.consumers;
+        let eligible = if queue.config.single_active_consumer { consumers.len().min(1) } else { consumers.len() };
+        let mut group_start = 0;
+        while group_start < eligible {
+            let priority = consumers[group_start].priority;
+            let size = consumers[group_start..eligible].partition_point(|c| c.priority == priority);
+            let offset = queue.next_consumer % size;
+            let found = (0..size)
+                .map(|i| group_start + (offset + i) % size)
+                .find(|&index| self.consumer_has_room(&consumers[index]));
+            if let Some(index) = found {
+                return Some((index, group_start));
+            }
+            group_start += size;
+        }
+        None
     }
 
     fn consumer_has_room(&self, key: &ConsumerKey) -> bool {
@@ -1198,6 +1222,21 @@ enum Settlement {
     Ack,
     Requeue,
     Discard,
+}
+
+/// `x-priority` of a consumer (default 0); not an integer: 406, as RabbitMQ.
+fn consumer_priority(arguments: &[(String, ArgValue)]) -> Result<i64, EngineError> {
+    match arguments.iter().find(|(k, _)| k == "x-priority").map(|(_, v)| v) {
+        None => Ok(0),
+        Some(ArgValue::Int(priority)) => Ok(*priority),
+        Some(other) => {
+            Err(error(ErrorKind::PreconditionFailed, format!("invalid arg 'x-priority': {other:?} is not an integer")))
+        }
+    }
+}
+
+fn channel_error(origin: Origin, error: EngineError) -> Event {
+    Event::ChannelError { channel: origin.channel, method: origin.method, error }
 }
 
 fn unknown_tag(tag: u64) -> EngineError {

@@ -31,6 +31,9 @@ pub struct QueueConfig {
     pub overflow: Overflow,
     /// Delete the queue after this long without consumers, gets or re-declares.
     pub expires_ms: Option<u64>,
+    /// `x-single-active-consumer`: only the first consumer receives; the next takes over when
+    /// it goes.
+    pub single_active_consumer: bool,
 }
 
 impl QueueConfig {
@@ -80,9 +83,10 @@ impl QueueConfig {
                         return Err(invalid(name, &format!("{priority} is above the maximum 255")));
                     }
                 }
-                "x-single-active-consumer" if !matches!(value, ArgValue::Bool(_)) => {
-                    return Err(invalid(name, "must be a boolean"));
-                }
+                "x-single-active-consumer" => match value {
+                    ArgValue::Bool(on) => config.single_active_consumer = *on,
+                    _ => return Err(invalid(name, "must be a boolean")),
+                },
                 _ => {}
             }
         }

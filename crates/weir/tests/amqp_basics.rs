@@ -276,3 +276,88 @@ fn acking_a_cancelled_consumers_delivery_does_not_free_a_new_consumers_prefetch(
         assert_eq!(second.next().await.unwrap().unwrap().data, [2]);
     });
 }
+
+#[test]
+fn consumer_priorities_and_single_active_consumer() {
+    use lapin::types::AMQPValue;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    runtime().block_on(async {
+        let (_connection, channel) = connect(&broker).await;
+        channel.queue_declare("prio".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+        channel.basic_qos(2, BasicQosOptions::default()).await.unwrap();
+        let with_priority = |p: i32| {
+            let mut args = FieldTable::default();
+            args.insert("x-priority".into(), AMQPValue::LongInt(p));
+            args
+        };
+        let mut low = channel
+            .basic_consume("prio".into(), "low".into(), BasicConsumeOptions::default(), with_priority(1))
+            .await
+            .unwrap();
+        let mut high = channel
+            .basic_consume("prio".into(), "high".into(), BasicConsumeOptions::default(), with_priority(10))
+            .await
+            .unwrap();
+        for i in 0..3u8 {
+            channel
+                .basic_publish(
+                    "".into(),
+                    "prio".into(),
+                    BasicPublishOptions::default(),
+                    &[i],
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+        }
+        // The high-priority consumer fills its prefetch first; only then the low one gets work.
+        assert_eq!(high.next().await.unwrap().unwrap().data, [0]);
+        assert_eq!(high.next().await.unwrap().unwrap().data, [1]);
+        assert_eq!(low.next().await.unwrap().unwrap().data, [2]);
+
+        let mut sac = FieldTable::default();
+        sac.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        channel.queue_declare("sac".into(), QueueDeclareOptions::default(), sac).await.unwrap();
+        let channel = _connection.create_channel().await.unwrap();
+        let mut first = channel
+            .basic_consume(
+                "sac".into(),
+                "first".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut second = channel
+            .basic_consume(
+                "sac".into(),
+                "second".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for i in 0..3u8 {
+            channel
+                .basic_publish(
+                    "".into(),
+                    "sac".into(),
+                    BasicPublishOptions::default(),
+                    &[i],
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+        }
+        for i in 0..3u8 {
+            assert_eq!(first.next().await.unwrap().unwrap().data, [i], "only the active consumer receives");
+        }
+        channel.basic_cancel("first".into(), lapin::options::BasicCancelOptions::default()).await.unwrap();
+        channel
+            .basic_publish("".into(), "sac".into(), BasicPublishOptions::default(), &[9], BasicProperties::default())
+            .await
+            .unwrap();
+        assert_eq!(second.next().await.unwrap().unwrap().data, [9], "the next consumer takes over");
+    });
+}
