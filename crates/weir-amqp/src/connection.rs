@@ -21,8 +21,8 @@ use weir_amqp_codec::{
     parse_amqplain, parse_plain, Content, ContentAssembler, Frame, FrameError, ReplyCode, FRAME_MIN_SIZE,
 };
 use weir_engine::{
-    BindRequest, BindTarget, ChannelId, Command, ConnectionId, EngineError, Event, EventSink, ExchangeDeclare, Message,
-    Origin, Publish, QueueDeclare,
+    BindRequest, BindTarget, ChannelId, Command, ConnectionId, ConsumeRequest, EngineError, Event, EventSink,
+    ExchangeDeclare, Message, Origin, Publish, QueueDeclare,
 };
 
 use crate::convert::{arguments, reply_code, short};
@@ -599,12 +599,14 @@ impl Connection {
             }
             basic::AMQPMethod::Consume(consume) => Command::Consume {
                 origin,
-                queue: queue_name(consume.queue.as_str(), state.last_queue.as_deref())?,
-                consumer_tag: consume.consumer_tag.as_str().to_string(),
-                no_ack: consume.no_ack,
-                exclusive: consume.exclusive,
-                no_wait: consume.nowait,
-                arguments: arguments(&consume.arguments),
+                consume: ConsumeRequest {
+                    queue: queue_name(consume.queue.as_str(), state.last_queue.as_deref())?,
+                    consumer_tag: consume.consumer_tag.as_str().to_string(),
+                    no_ack: consume.no_ack,
+                    exclusive: consume.exclusive,
+                    no_wait: consume.nowait,
+                    arguments: arguments(&consume.arguments),
+                },
             },
             basic::AMQPMethod::Cancel(cancel) => Command::Cancel {
                 origin,

@@ -84,6 +84,19 @@ pub struct ExchangeDeclare {
     pub arguments: Vec<(String, ArgValue)>,
 }
 
+/// `basic.consume` as the engine sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsumeRequest {
+    pub queue: String,
+    /// Empty: the engine generates `amq.ctag-…`.
+    pub consumer_tag: String,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    pub no_wait: bool,
+    /// Consumer arguments (`x-priority`).
+    pub arguments: Vec<(String, ArgValue)>,
+}
+
 /// What a binding leads to, by name, as a client names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BindTarget {
@@ -178,14 +191,7 @@ pub enum Command {
     Publish(Box<Publish>),
     Consume {
         origin: Origin,
-        queue: String,
-        /// Empty: the engine generates `amq.ctag-…`.
-        consumer_tag: String,
-        no_ack: bool,
-        exclusive: bool,
-        no_wait: bool,
-        /// Consumer arguments (`x-priority`).
-        arguments: Vec<(String, ArgValue)>,
+        consume: ConsumeRequest,
     },
     Cancel {
         origin: Origin,

@@ -18,7 +18,8 @@ use weir_log::{Log, Storage};
 use weir_queue::{MessageEntry, Queue, ENTRY_FLAG_PERSISTENT};
 
 use crate::api::{
-    ArgValue, ChannelId, Command, ConnectionId, Event, EventSink, Message, Origin, Publish, QueueDeclare,
+    ArgValue, ChannelId, Command, ConnectionId, ConsumeRequest, Event, EventSink, Message, Origin, Publish,
+    QueueDeclare,
 };
 use crate::content::ContentStore;
 use crate::error::{EngineError, ErrorKind};
@@ -280,13 +281,7 @@ impl<S: Storage> Broker<S> {
             Command::Bind { origin, bind, no_wait } => (origin, self.bind(origin, bind, no_wait)),
             Command::Unbind { origin, bind, no_wait } => (origin, self.unbind(origin, bind, no_wait)),
             Command::Publish(publish) => (publish.origin, self.publish(*publish)),
-            Command::Consume { origin, queue, consumer_tag, no_ack, exclusive, no_wait, arguments } => {
-                let priority = match consumer_priority(&arguments) {
-                    Ok(priority) => priority,
-                    Err(e) => return self.outbox.push(origin.connection, channel_error(origin, e)),
-                };
-                (origin, self.consume(origin, &queue, consumer_tag, no_ack, exclusive, no_wait, priority))
-            }
+            Command::Consume { origin, consume } => (origin, self.consume(origin, consume)),
             Command::Cancel { origin, consumer_tag, no_wait } => (origin, self.cancel(origin, &consumer_tag, no_wait)),
             Command::Qos { origin, prefetch_count, global } => (origin, self.qos(origin, prefetch_count, global)),
             Command::Get { origin, queue, no_ack } => (origin, self.get(origin, &queue, no_ack)),
@@ -755,16 +750,10 @@ impl<S: Storage> Broker<S> {
     // -----------------------------------------------------------------------------------
     // Consuming
 
-    fn consume(
-        &mut self,
-        origin: Origin,
-        queue_name: &str,
-        consumer_tag: String,
-        no_ack: bool,
-        exclusive: bool,
-        no_wait: bool,
-        priority: i64,
-    ) -> Result<(), EngineError> {
+    fn consume(&mut self, origin: Origin, consume: ConsumeRequest) -> Result<(), EngineError> {
+        let ConsumeRequest { queue: queue_name, consumer_tag, no_ack, exclusive, no_wait, arguments } = consume;
+        let queue_name = queue_name.as_str();
+        let priority = consumer_priority(&arguments)?;
         let id = self.lookup_queue(origin.connection, queue_name)?;
         let vhost = self.vhost_of(origin.connection)?.to_string();
         let now = self.now_ms;
@@ -1233,10 +1222,6 @@ fn consumer_priority(arguments: &[(String, ArgValue)]) -> Result<i64, EngineErro
             Err(error(ErrorKind::PreconditionFailed, format!("invalid arg 'x-priority': {other:?} is not an integer")))
         }
     }
-}
-
-fn channel_error(origin: Origin, error: EngineError) -> Event {
-    Event::ChannelError { channel: origin.channel, method: origin.method, error }
 }
 
 fn unknown_tag(tag: u64) -> EngineError {

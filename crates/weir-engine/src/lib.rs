@@ -24,8 +24,8 @@ mod recovery;
 mod topology;
 
 pub use api::{
-    ArgValue, BindRequest, BindTarget, ChannelId, Command, ConnectionId, ConnectionShared, Event, EventSink,
-    ExchangeDeclare, Message, Origin, Publish, QueueDeclare, CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
+    ArgValue, BindRequest, BindTarget, ChannelId, Command, ConnectionId, ConnectionShared, ConsumeRequest, Event,
+    EventSink, ExchangeDeclare, Message, Origin, Publish, QueueDeclare, CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
 };
 pub use broker::DEFAULT_VHOST;
 pub use engine::{Engine, EngineConfig, EngineHandle, EngineStopped, BATCH_COMMANDS_MAX};
