@@ -57,7 +57,11 @@ enum State {
     AwaitOpen,
     AwaitOpenOk,
     Open,
+    /// We sent connection.close and wait for close-ok.
     Closing,
+    /// The client sent connection.close: close-ok goes out once the engine has let go of the
+    /// connection (its exclusive queues deleted, its unacked messages requeued).
+    ClientClosing,
     Closed,
 }
 
@@ -66,9 +70,9 @@ enum ChannelPhase {
     Open,
     /// The client sent channel.close; close-ok goes out when the engine has let go.
     ClientClosing,
-    /// We sent channel.close; waiting for the client's close-ok and the engine.
+    /// We sent channel.close and wait for the client's close-ok. `engine_done`: the engine
+    /// has already let go of the channel.
     ServerClosing {
-        client_done: bool,
         engine_done: bool,
     },
 }
@@ -89,6 +93,10 @@ pub enum Flow {
     Continue,
     /// Flush `out`, then close the socket.
     Close,
+    /// Flush `out` (it ends with connection.close-ok), then leave closing the socket to the
+    /// client, waiting a bounded time (RabbitMQ does the same; closing first makes clients
+    /// report a spurious EOF).
+    Linger,
 }
 
 pub struct Connection {
@@ -102,6 +110,11 @@ pub struct Connection {
     heartbeat_seconds: u16,
     client_capabilities: FieldTable,
     channels: HashMap<ChannelId, ChannelState>,
+    /// Channel numbers the client may already reuse whose old incarnation the engine has not
+    /// yet closed: how many `ChannelClosed` events are still due. The engine applies commands
+    /// in order, so every event of an old incarnation comes before its `ChannelClosed`;
+    /// events for a number listed here are stale and dropped.
+    engine_closes_due: HashMap<ChannelId, u32>,
     sink: EventSink,
 }
 
@@ -132,6 +145,7 @@ impl Connection {
             users,
             client_capabilities: FieldTable::default(),
             channels: HashMap::new(),
+            engine_closes_due: HashMap::new(),
             sink,
         }
     }
@@ -151,7 +165,7 @@ impl Connection {
 
     /// True once the engine knows this connection (so it must be told when it goes).
     pub fn registered(&self) -> bool {
-        matches!(self.state, State::AwaitOpenOk | State::Open | State::Closing)
+        matches!(self.state, State::AwaitOpenOk | State::Open | State::Closing | State::ClientClosing)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -162,9 +176,24 @@ impl Connection {
         self.state == State::Open
     }
 
-    /// We sent connection.close and wait for close-ok.
+    /// A connection.close is under way (ours, waiting for close-ok; or the client's, waiting
+    /// for the engine): bounded by the adapter's close timeout.
     pub fn is_closing(&self) -> bool {
-        self.state == State::Closing
+        matches!(self.state, State::Closing | State::ClientClosing)
+    }
+
+    /// A close took longer than the adapter's close timeout. Our own close: give up on the
+    /// client's close-ok and close. The client's close: answer it now (the engine is stuck or
+    /// slow) and let the client close the socket.
+    pub fn close_timed_out(&mut self, out: &mut BytesMut) -> Flow {
+        let was = self.state;
+        self.state = State::Closed;
+        if was == State::ClientClosing {
+            encode_method(out, 0, &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+            Flow::Linger
+        } else {
+            Flow::Close
+        }
     }
 
     /// The byte stream itself is broken (bad frame end, oversized frame…): send
@@ -211,6 +240,7 @@ impl Connection {
     pub fn on_frame(&mut self, frame: Frame, out: &mut BytesMut, commands: &mut Vec<Command>) -> Flow {
         let result = match self.state {
             State::Closed => return Flow::Close,
+            State::ClientClosing => return Flow::Continue,
             // After connection.close only close-ok (or a crossing close) matters.
             State::Closing => match frame {
                 Frame::Method { method: AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)), .. }
@@ -266,7 +296,7 @@ impl Connection {
             return;
         }
         let engine_done = state.phase == ChannelPhase::ClientClosing;
-        state.phase = ChannelPhase::ServerClosing { client_done: false, engine_done };
+        state.phase = ChannelPhase::ServerClosing { engine_done };
         let close = channel::Close {
             reply_code: error.code.code(),
             reply_text: short(&error.reply_text()),
@@ -306,6 +336,9 @@ impl Connection {
                 let Some(state) = self.channels.get_mut(&channel) else {
                     return Err(hard(ReplyCode::ChannelError, format!("expected 'channel.open' on channel {channel}")));
                 };
+                if state.phase != ChannelPhase::Open {
+                    return Ok(Flow::Continue); // content in flight when the channel closed
+                }
                 let content = state.content.on_header(class_id, body_size, properties, raw_properties)?;
                 self.content_done(channel, content, commands)
             }
@@ -314,6 +347,9 @@ impl Connection {
                 let Some(state) = self.channels.get_mut(&channel) else {
                     return Err(hard(ReplyCode::ChannelError, format!("expected 'channel.open' on channel {channel}")));
                 };
+                if state.phase != ChannelPhase::Open {
+                    return Ok(Flow::Continue); // content in flight when the channel closed
+                }
                 let content = state.content.on_body(payload)?;
                 self.content_done(channel, content, commands)
             }
@@ -378,9 +414,9 @@ impl Connection {
             }
             (State::Open, connection::AMQPMethod::Close(_))
             | (State::AwaitOpenOk, connection::AMQPMethod::Close(_)) => {
-                encode_method(out, 0, &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
-                self.state = State::Closed;
-                Ok(Flow::Close)
+                self.state = State::ClientClosing;
+                commands.push(Command::Disconnect { connection: self.id });
+                Ok(Flow::Continue)
             }
             (State::Open, connection::AMQPMethod::UpdateSecret(_)) => {
                 encode_method(
@@ -494,21 +530,22 @@ impl Connection {
         match state.phase {
             ChannelPhase::Open => {}
             ChannelPhase::ClientClosing => return Ok(()),
-            ChannelPhase::ServerClosing { engine_done, .. } => {
-                // Only close-ok (or a crossing close) matters now.
-                if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_) | channel::AMQPMethod::Close(_)) = method {
-                    if let AMQPClass::Channel(channel::AMQPMethod::Close(_)) = method {
-                        encode_method(
-                            out,
-                            channel,
-                            &AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-                        );
+            ChannelPhase::ServerClosing { engine_done } => {
+                // Only close-ok, or a close crossing ours, matters now; everything else is dropped.
+                match method {
+                    AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                        // Crossing closes: answer it, and still wait for the client's close-ok.
+                        let close_ok = AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {}));
+                        encode_method(out, channel, &close_ok);
                     }
-                    if engine_done {
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                        // The number is the client's again at once (pika reopens it right away).
                         self.channels.remove(&channel);
-                    } else {
-                        state.phase = ChannelPhase::ServerClosing { client_done: true, engine_done };
+                        if !engine_done {
+                            *self.engine_closes_due.entry(channel).or_default() += 1;
+                        }
                     }
+                    _ => {}
                 }
                 return Ok(());
             }
@@ -711,8 +748,9 @@ impl Connection {
             if matches!(event, Event::Deliver { .. }) {
                 deliveries += 1;
             }
-            if self.on_event(event, out, commands) == Flow::Close {
-                return (deliveries, Flow::Close);
+            let flow = self.on_event(event, out, commands);
+            if flow != Flow::Continue {
+                return (deliveries, flow);
             }
         }
         (deliveries, Flow::Continue)
@@ -728,6 +766,14 @@ impl Connection {
         }
         let frame_max = self.frame_max;
         match event {
+            Event::Disconnected => {
+                if self.state == State::ClientClosing {
+                    let close_ok = AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
+                    encode_method(out, 0, &close_ok);
+                    self.state = State::Closed;
+                    return Flow::Linger;
+                }
+            }
             Event::ConnectionOpened => {
                 if self.state == State::AwaitOpenOk {
                     self.state = State::Open;
@@ -744,23 +790,27 @@ impl Connection {
                 self.state = State::Open;
                 return self.fail(error, out, commands);
             }
+            Event::ChannelClosed { channel } if self.engine_closes_due.contains_key(&channel) => {
+                let due = self.engine_closes_due.get_mut(&channel).expect("checked");
+                *due -= 1;
+                if *due == 0 {
+                    self.engine_closes_due.remove(&channel);
+                }
+            }
             Event::ChannelClosed { channel } => match self.channels.get(&channel).map(|c| c.phase) {
                 Some(ChannelPhase::ClientClosing) => {
                     self.channels.remove(&channel);
                     encode_method(out, channel, &AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
                 }
-                Some(ChannelPhase::ServerClosing { client_done: true, .. }) => {
-                    self.channels.remove(&channel);
-                }
-                Some(ChannelPhase::ServerClosing { client_done: false, .. }) => {
+                Some(ChannelPhase::ServerClosing { .. }) => {
                     if let Some(state) = self.channels.get_mut(&channel) {
-                        state.phase = ChannelPhase::ServerClosing { client_done: false, engine_done: true };
+                        state.phase = ChannelPhase::ServerClosing { engine_done: true };
                     }
                 }
                 Some(ChannelPhase::Open) | None => {}
             },
             Event::ChannelError { channel, method, error } => {
-                if !self.channels.contains_key(&channel) {
+                if !self.channels.contains_key(&channel) || self.engine_closes_due.contains_key(&channel) {
                     return Flow::Continue;
                 }
                 let error = engine_error(&error, (method >> 16) as u16, method as u16).on_channel(channel);
@@ -768,7 +818,7 @@ impl Connection {
             }
             event => {
                 let channel = event_channel(&event);
-                if !self.channel_is_open(channel) {
+                if !self.channel_is_open(channel) || self.engine_closes_due.contains_key(&channel) {
                     return Flow::Continue; // stale: the channel closed meanwhile
                 }
                 if let Event::QueueDeclareOk { queue, .. } = &event {
@@ -898,6 +948,7 @@ impl Connection {
                 method(out, channel, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})))
             }
             Event::ConnectionOpened
+            | Event::Disconnected
             | Event::ConnectionError { .. }
             | Event::ChannelClosed { .. }
             | Event::ChannelError { .. } => unreachable!("handled in on_event"),
@@ -1094,7 +1145,7 @@ fn event_channel(event: &Event) -> ChannelId {
         | Event::ConfirmNack { channel, .. }
         | Event::ChannelError { channel, .. }
         | Event::ChannelClosed { channel } => *channel,
-        Event::ConnectionOpened | Event::ConnectionError { .. } => 0,
+        Event::ConnectionOpened | Event::Disconnected | Event::ConnectionError { .. } => 0,
     }
 }
 

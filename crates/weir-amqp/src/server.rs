@@ -25,6 +25,9 @@ use crate::connection::{Connection, ConnectionLimits, Credentials, Flow};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After sending connection.close, wait this long for close-ok before dropping the socket.
 pub const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(5);
+/// After connection.close-ok, how long we wait for the client to close the socket before we
+/// do (RabbitMQ leaves it to the client too; closing first makes clients report EOF errors).
+pub const LINGER_AFTER_CLOSE_OK: Duration = Duration::from_secs(30);
 /// Socket read buffer: large, so a busy publisher is read in few system calls.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -144,6 +147,7 @@ async fn run_connection(
     let mut last_received = Instant::now();
     let mut last_sent = Instant::now();
     let mut closing_since: Option<Instant> = None;
+    let mut linger = false;
     let result = loop {
         let mut flow = Flow::Continue;
         let mut deliveries_written = 0;
@@ -184,7 +188,7 @@ async fn run_connection(
                     break Ok(());
                 }
                 if closing_since.is_some_and(|since| since.elapsed() > CLOSE_OK_TIMEOUT) {
-                    break Ok(());
+                    flow = connection.close_timed_out(&mut out);
                 }
                 if !heartbeat.is_zero() {
                     if last_received.elapsed() > heartbeat * 2 {
@@ -218,12 +222,31 @@ async fn run_connection(
         if connection.is_closing() && closing_since.is_none() {
             closing_since = Some(Instant::now());
         }
-        if flow == Flow::Close || connection.is_closed() {
+        if flow == Flow::Linger {
+            linger = true;
+        }
+        if flow != Flow::Continue || connection.is_closed() {
             break Ok(());
         }
     };
     if connection.registered() || connection.is_closed() {
+        // Harmless when the engine already has it (a client close): unknown ids are ignored.
         let _ = engine.send(Command::Disconnect { connection: id }).await;
+    }
+    if linger && result.is_ok() {
+        // close-ok is written: wait (bounded) for the client to close, discarding anything.
+        let heartbeat = Duration::from_secs(u64::from(connection.heartbeat_seconds()));
+        let limit = if heartbeat.is_zero() { LINGER_AFTER_CLOSE_OK } else { heartbeat.min(LINGER_AFTER_CLOSE_OK) };
+        let _ = tokio::time::timeout(limit, async {
+            let mut discard = vec![0u8; 4096];
+            loop {
+                tokio::select! {
+                    read = reader.read(&mut discard) => if !matches!(read, Ok(n) if n > 0) { return },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        })
+        .await;
     }
     let _ = writer.shutdown().await;
     result

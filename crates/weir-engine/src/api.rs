@@ -363,6 +363,9 @@ pub enum Event {
     },
     /// Answer to [`Command::Connect`]: the vhost exists and the connection is registered.
     ConnectionOpened,
+    /// Answer to [`Command::Disconnect`]: the connection's channels are closed, its unacked
+    /// messages requeued and its exclusive queues deleted (the last event it gets).
+    Disconnected,
     /// The connection must be closed (unknown vhost, engine stopping, …).
     ConnectionError {
         error: EngineError,

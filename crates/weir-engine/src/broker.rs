@@ -176,6 +176,8 @@ pub(crate) struct Broker<S: Storage> {
     pub queues: HashMap<QueueId, QueueState>,
     connections: HashMap<ConnectionId, ConnectionState>,
     pub sinks: HashMap<ConnectionId, EventSink>,
+    /// Connections gone this turn: their sinks are dropped after the turn's last send.
+    retired_sinks: Vec<ConnectionId>,
     pub next_message_seq: u64,
     pub next_queue_id: u32,
     content: ContentStore,
@@ -223,6 +225,7 @@ impl<S: Storage> Broker<S> {
             queues: HashMap::new(),
             connections: HashMap::new(),
             sinks: HashMap::new(),
+            retired_sinks: Vec::new(),
             next_message_seq: 1,
             next_queue_id: 1,
             content: ContentStore::new(cache_budget_bytes),
@@ -345,7 +348,10 @@ impl<S: Storage> Broker<S> {
         for queue in state.exclusive_queues {
             self.delete_queue(queue);
         }
-        self.sinks.remove(&connection);
+        // Its last event: what was queued for it goes first (confirms may still wait for this
+        // turn's fsync), so the sink is retired only after the turn has sent everything.
+        self.outbox.push(connection, Event::Disconnected);
+        self.retired_sinks.push(connection);
     }
 
     fn channel_open(&mut self, origin: Origin) -> Result<(), EngineError> {
@@ -1136,6 +1142,13 @@ impl<S: Storage> Broker<S> {
 
     pub(crate) fn track_live(&mut self, entry: &MessageEntry, sign: i64) {
         track_segment_live(&mut self.segment_live, entry, sign);
+    }
+
+    /// Drop the sinks of connections that went away this turn (after its events were sent).
+    pub fn retire_sinks(&mut self) {
+        for connection in self.retired_sinks.drain(..) {
+            self.sinks.remove(&connection);
+        }
     }
 
     /// Write the settlements gathered this turn as one record.

@@ -333,6 +333,7 @@ fn end_turn<S: Storage>(broker: &mut Broker<S>) {
         }
     }
     broker.outbox.send_after_commit(&broker.sinks, failure.as_deref());
+    broker.retire_sinks();
 }
 
 /// On clean shutdown, a checkpoint so the next start replays nothing.
