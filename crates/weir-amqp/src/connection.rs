@@ -264,10 +264,9 @@ impl Connection {
             self.close_channel(error.channel, &error, out, commands);
             return Flow::Continue;
         }
-        if matches!(self.state, State::AwaitStartOk | State::AwaitTuneOk | State::AwaitOpen)
-            && error.code != ReplyCode::AccessRefused
-        {
-            // Before the connection is open nothing is negotiated: just close the socket.
+        if self.state == State::AwaitStartOk && error.code != ReplyCode::AccessRefused {
+            // Before start-ok nothing is agreed on: just close the socket. From tune-ok on,
+            // the client gets a connection.close (RabbitMQ sends 530 for bad tune values).
             self.state = State::Closed;
             return Flow::Close;
         }
@@ -324,8 +323,15 @@ impl Connection {
             }
             Frame::Method { channel, class_id, method_id, method } => {
                 self.require_open()?;
-                self.channel_method(channel, class_id, method_id, method, out, commands)
-                    .map_err(|e| e.on_channel(channel).for_method(class_id, method_id))?;
+                self.channel_method(channel, class_id, method_id, method, out, commands).map_err(|e| {
+                    // Keep the method an error already names (the publish a content belongs to).
+                    let e = e.on_channel(channel);
+                    if e.class_id == 0 {
+                        e.for_method(class_id, method_id)
+                    } else {
+                        e
+                    }
+                })?;
                 Ok(Flow::Continue)
             }
             Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => {
@@ -339,7 +345,10 @@ impl Connection {
                 if state.phase != ChannelPhase::Open {
                     return Ok(Flow::Continue); // content in flight when the channel closed
                 }
-                let content = state.content.on_header(class_id, body_size, properties, raw_properties)?;
+                let content = state
+                    .content
+                    .on_header(class_id, body_size, properties, raw_properties)
+                    .map_err(|e| e.on_channel(channel))?;
                 self.content_done(channel, content, commands)
             }
             Frame::Body { channel, payload } => {
@@ -350,7 +359,7 @@ impl Connection {
                 if state.phase != ChannelPhase::Open {
                     return Ok(Flow::Continue); // content in flight when the channel closed
                 }
-                let content = state.content.on_body(payload)?;
+                let content = state.content.on_body(payload).map_err(|e| e.on_channel(channel))?;
                 self.content_done(channel, content, commands)
             }
         }
@@ -550,9 +559,9 @@ impl Connection {
                 return Ok(());
             }
         }
-        if !state.content.is_idle() {
-            return Err(hard(ReplyCode::UnexpectedFrame, "method frame while content was expected"));
-        }
+        // A method in the middle of a content: the assembler's 505 names basic.publish, as
+        // RabbitMQ's does.
+        state.content.on_method(class_id, method_id)?;
         match method {
             AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
                 state.phase = ChannelPhase::ClientClosing;
