@@ -598,13 +598,14 @@ impl<S: Storage> Broker<S> {
     // Publishing
 
     fn publish(&mut self, publish: Publish) -> Result<(), EngineError> {
-        let vhost = self.vhost_of(publish.origin.connection)?.to_string();
-        self.route(&vhost, &publish)?; // a missing exchange is an error now, even in a transaction
-        if let Some(buffer) = self.channel_mut(publish.origin)?.tx.as_mut() {
-            buffer.publishes.push(publish);
-            return Ok(());
+        if self.channel_mut(publish.origin)?.tx.is_none() {
+            return self.publish_now(publish);
         }
-        self.publish_now(publish)
+        // In a transaction a missing exchange is an error now; routing happens at commit.
+        let vhost = self.vhost_of(publish.origin.connection)?.to_string();
+        self.route(&vhost, &publish)?;
+        self.channel_mut(publish.origin)?.tx.as_mut().expect("checked above").publishes.push(publish);
+        Ok(())
     }
 
     /// Route, log and enqueue a message for a client's publish.

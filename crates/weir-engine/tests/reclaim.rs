@@ -14,6 +14,11 @@ use weir_engine::{
 };
 
 const SEGMENT_BYTES: u32 = 64 * 1024;
+/// Segment files the test allows at the end. Steady state with compaction: 60 keepers of 3 KB
+/// may sit in segments that are each at least a quarter live (compaction leaves those alone):
+/// about 11, plus the active segment and up to two checkpoint intervals not yet released (four
+/// segments): about 16. Without compaction every keeper pins its own segment: about 64.
+const SEGMENTS_MAX: usize = 24;
 
 /// A minimal protocol layer: one connection, one channel, confirms on.
 struct Client {
@@ -111,10 +116,16 @@ fn config() -> EngineConfig {
     }
 }
 
+/// Segment files holding log data (`seg-*.wlog`). Spare files (`spare-*.wlog`) are not
+/// counted: the spare pool keeps its peak size by design (it is not trimmed), and how large that
+/// peak gets depends on how far checkpoints lagged, that is on timing.
 fn log_files(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "wlog"))
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name().to_string_lossy().into_owned();
+            name.starts_with("seg-") && name.ends_with(".wlog")
+        })
         .count()
 }
 
@@ -145,14 +156,18 @@ fn long_lived_messages_do_not_pin_segments_and_survive_compaction() {
         // caught up: without compaction the count never drops (each keeper pins a segment).
         let mut files = log_files(dir.path());
         for i in 0..2000u32 {
-            if files <= 16 {
+            if files <= SEGMENTS_MAX {
                 break;
             }
             client.publish("churn", vec![(i % 251) as u8; 1024]);
             client.get("churn").expect("churn message");
             files = log_files(dir.path());
         }
-        assert!(files <= 16, "settled segments must be recycled and sparse ones compacted: {files} log files");
+        eprintln!("segment files at the end: {files}");
+        assert!(
+            files <= SEGMENTS_MAX,
+            "settled segments must be recycled and sparse ones compacted: {files} segment files"
+        );
         engine.shutdown();
     }
     let (engine, report) = Engine::start(FileStorage::open(dir.path()).unwrap(), config()).unwrap();
