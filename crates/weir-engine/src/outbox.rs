@@ -79,9 +79,15 @@ fn refuse(event: Event, reason: &str) -> Event {
     let error = || EngineError::new(ErrorKind::InternalError, format!("log write failed: {reason}"));
     match event {
         Event::ConfirmAck { channel, sequence, multiple } => Event::ConfirmNack { channel, sequence, multiple },
+        // Every reply that reports a durable change (tx.commit-ok included) becomes an error.
         Event::QueueDeclareOk { channel, .. }
         | Event::QueueDeleteOk { channel, .. }
-        | Event::QueuePurgeOk { channel, .. } => Event::ChannelError { channel, method: 0, error: error() },
+        | Event::QueuePurgeOk { channel, .. }
+        | Event::ExchangeDeclareOk { channel }
+        | Event::ExchangeDeleteOk { channel }
+        | Event::BindOk { channel, .. }
+        | Event::UnbindOk { channel, .. }
+        | Event::TxCommitOk { channel } => Event::ChannelError { channel, method: 0, error: error() },
         other => other,
     }
 }
@@ -156,6 +162,22 @@ mod tests {
                 Event::ConfirmAck { channel: 1, sequence: 3, multiple: true },
                 Event::ConfirmAck { channel: 2, sequence: 1, multiple: false }
             ]
+        ));
+    }
+
+    #[test]
+    fn failed_fsync_turns_durable_replies_into_errors() {
+        let (s, rx) = sink();
+        let sinks = HashMap::from([(1, s)]);
+        let mut outbox = Outbox::default();
+        outbox.push_gated(1, Event::TxCommitOk { channel: 2 });
+        outbox.push_gated(1, Event::BindOk { channel: 2, to_exchange: false });
+        outbox.push_gated(1, Event::QosOk { channel: 2 });
+        outbox.send_after_commit(&sinks, Some("EIO"));
+        let got = rx.try_recv().unwrap();
+        assert!(matches!(
+            got.as_slice(),
+            [Event::ChannelError { channel: 2, .. }, Event::ChannelError { channel: 2, .. }, Event::QosOk { .. }]
         ));
     }
 

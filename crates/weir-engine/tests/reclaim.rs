@@ -2,16 +2,12 @@
 //! directory: one long-lived message must not pin the segments that heavy traffic flows
 //! through, and it must survive the moves and a restart intact.
 
-use std::collections::VecDeque;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use bytes::Bytes;
-use weir_engine::{
-    Command, ConnectionShared, Engine, EngineConfig, EngineHandle, Event, EventSink, FileStorage, LogConfig, Message,
-    Origin, Publish, QueueDeclare,
-};
+use std::path::Path;
+
+use common::Client;
+use weir_engine::{Engine, EngineConfig, FileStorage, LogConfig};
 
 const SEGMENT_BYTES: u32 = 64 * 1024;
 /// Segment files the test allows at the end. Steady state with compaction: 60 keepers of 3 KB
@@ -19,93 +15,6 @@ const SEGMENT_BYTES: u32 = 64 * 1024;
 /// about 11, plus the active segment and up to two checkpoint intervals not yet released (four
 /// segments): about 16. Without compaction every keeper pins its own segment: about 64.
 const SEGMENTS_MAX: usize = 24;
-
-/// A minimal protocol layer: one connection, one channel, confirms on.
-struct Client {
-    handle: EngineHandle,
-    connection: u64,
-    events: flume::Receiver<Vec<Event>>,
-    pending: VecDeque<Event>,
-    next_confirm: u64,
-}
-
-impl Client {
-    fn connect(handle: EngineHandle) -> Client {
-        let (sender, events) = flume::unbounded();
-        let connection = handle.connection_id();
-        let sink = EventSink { sender, shared: Arc::new(ConnectionShared::default()) };
-        handle.send_blocking(Command::Connect { connection, vhost: "/".into(), sink }).unwrap();
-        let mut client = Client { handle, connection, events, pending: VecDeque::new(), next_confirm: 1 };
-        assert!(matches!(client.next_event(), Event::ConnectionOpened));
-        client.handle.send_blocking(Command::ChannelOpen { origin: client.origin() }).unwrap();
-        client
-    }
-
-    fn origin(&self) -> Origin {
-        Origin { connection: self.connection, channel: 1, method: 0 }
-    }
-
-    fn next_event(&mut self) -> Event {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return event;
-            }
-            let batch = self.events.recv_timeout(Duration::from_secs(10)).expect("an event from the engine");
-            self.pending.extend(batch);
-        }
-    }
-
-    fn declare(&mut self, name: &str) {
-        let declare = QueueDeclare {
-            name: name.into(),
-            passive: false,
-            durable: true,
-            exclusive: false,
-            auto_delete: false,
-            arguments: Vec::new(),
-        };
-        self.handle.send_blocking(Command::QueueDeclare { origin: self.origin(), declare, no_wait: false }).unwrap();
-        assert!(matches!(self.next_event(), Event::QueueDeclareOk { .. }));
-    }
-
-    /// Publish persistent and wait for the confirm.
-    fn publish(&mut self, queue: &str, body: Vec<u8>) {
-        let sequence = self.next_confirm;
-        self.next_confirm += 1;
-        let message = Arc::new(Message {
-            exchange: String::new(),
-            routing_key: queue.into(),
-            raw_properties: Bytes::from_static(&[0x10, 0x00, 0x02]), // delivery-mode 2
-            body: Bytes::from(body),
-        });
-        let publish = Publish {
-            origin: self.origin(),
-            exchange: String::new(),
-            routing_key: queue.into(),
-            mandatory: false,
-            persistent: true,
-            confirm: Some(sequence),
-            headers: Vec::new(),
-            expiration_ms: None,
-            message,
-        };
-        self.handle.send_blocking(Command::Publish(Box::new(publish))).unwrap();
-        match self.next_event() {
-            Event::ConfirmAck { sequence: acked, .. } => assert_eq!(acked, sequence),
-            other => panic!("expected a confirm, got {other:?}"),
-        }
-    }
-
-    /// `basic.get` with auto-ack: the body, if any.
-    fn get(&mut self, queue: &str) -> Option<Bytes> {
-        self.handle.send_blocking(Command::Get { origin: self.origin(), queue: queue.into(), no_ack: true }).unwrap();
-        match self.next_event() {
-            Event::GetOk { message, .. } => Some(message.body.clone()),
-            Event::GetEmpty { .. } => None,
-            other => panic!("expected get-ok or get-empty, got {other:?}"),
-        }
-    }
-}
 
 fn config() -> EngineConfig {
     EngineConfig {
