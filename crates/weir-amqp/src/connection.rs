@@ -718,6 +718,8 @@ impl Connection {
         });
         let persistent = *content.properties.delivery_mode() == Some(2);
         let headers = content.properties.headers().as_ref().map(arguments).unwrap_or_default();
+        let direct_reply_to =
+            content.properties.reply_to().as_ref().is_some_and(|r| r.as_str() == "amq.rabbitmq.reply-to");
         let expiration_ms = match content.properties.expiration() {
             None => None,
             Some(text) => Some(text.as_str().parse::<u64>().map_err(|_| {
@@ -736,6 +738,7 @@ impl Connection {
             confirm,
             headers,
             expiration_ms,
+            direct_reply_to,
             message: Arc::new(Message {
                 exchange: publish.exchange.as_str().to_string(),
                 routing_key: publish.routing_key.as_str().to_string(),

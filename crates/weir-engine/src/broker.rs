@@ -31,6 +31,7 @@ use crate::topology::{Destination, Vhost};
 
 mod exchanges;
 mod lifecycle;
+mod reply_to;
 mod tx;
 
 pub(crate) use lifecycle::message_expiry;
@@ -155,6 +156,8 @@ struct ChannelState {
     next_consumer_id: u64,
     /// `tx.select` was sent: publishes and acks wait here for `tx.commit`.
     tx: Option<tx::TxBuffer>,
+    /// Its consumer on the direct reply-to pseudo-queue, if any.
+    reply_consumer: Option<reply_to::ReplyConsumer>,
 }
 
 struct ConnectionState {
@@ -187,6 +190,8 @@ pub(crate) struct Broker<S: Storage> {
     pending_settles: Vec<(QueueId, u64)>,
     /// Every message with a time to live: (expires at, queue, message), earliest first.
     pub expiries: BinaryHeap<Reverse<(u64, QueueId, u64)>>,
+    /// Source of direct reply-to tokens.
+    next_reply_token: u64,
     /// The clock, read once per engine turn (epoch milliseconds).
     pub now_ms: u64,
     /// When unused queues (`x-expires`) are looked for next, and whether any queue has it.
@@ -236,6 +241,7 @@ impl<S: Storage> Broker<S> {
             tx_capture: None,
             expiries: BinaryHeap::new(),
             now_ms: 0,
+            next_reply_token: 0x5eed,
             next_unused_check_ms: 0,
             has_expiring_queues: false,
             read_only: None,
@@ -422,6 +428,9 @@ impl<S: Storage> Broker<S> {
     // Queues
 
     fn queue_declare(&mut self, origin: Origin, declare: QueueDeclare, no_wait: bool) -> Result<(), EngineError> {
+        if reply_to::is_reply_name(&declare.name) {
+            return self.declare_reply_name(origin, &declare.name, no_wait);
+        }
         let vhost = self.vhost_of(origin.connection)?.to_string();
         let name = if declare.name.is_empty() {
             format!("amq.gen-{}", generated_suffix(self.next_queue_id, origin.connection))
@@ -598,6 +607,11 @@ impl<S: Storage> Broker<S> {
     // Publishing
 
     fn publish(&mut self, publish: Publish) -> Result<(), EngineError> {
+        let publish = if publish.direct_reply_to { self.with_reply_address(publish)? } else { publish };
+        if publish.exchange.is_empty() && reply_to::is_reply_name(&publish.routing_key) {
+            self.deliver_reply(publish);
+            return Ok(());
+        }
         if self.channel_mut(publish.origin)?.tx.is_none() {
             return self.publish_now(publish);
         }
@@ -761,6 +775,9 @@ impl<S: Storage> Broker<S> {
         let ConsumeRequest { queue: queue_name, consumer_tag, no_ack, exclusive, no_wait, arguments } = consume;
         let queue_name = queue_name.as_str();
         let priority = consumer_priority(&arguments)?;
+        if queue_name == reply_to::REPLY_TO {
+            return self.consume_reply_to(origin, consumer_tag, no_ack, no_wait);
+        }
         let id = self.lookup_queue(origin.connection, queue_name)?;
         let vhost = self.vhost_of(origin.connection)?.to_string();
         let now = self.now_ms;
@@ -803,6 +820,9 @@ impl<S: Storage> Broker<S> {
 
     fn cancel(&mut self, origin: Origin, consumer_tag: &str, no_wait: bool) -> Result<(), EngineError> {
         let channel = self.channel_mut(origin)?;
+        if channel.reply_consumer.as_ref().is_some_and(|c| &*c.tag == consumer_tag) {
+            channel.reply_consumer = None;
+        }
         // An unknown tag is not an error (RabbitMQ answers cancel-ok).
         if let Some((tag, consumer)) = channel.consumers.remove_entry(consumer_tag) {
             self.remove_consumer(

@@ -172,6 +172,7 @@ impl<S: Storage> Broker<S> {
             confirm: None,
             headers,
             expiration_ms: None,
+            direct_reply_to: false,
             message: Arc::new(dead),
         };
         if let Err(e) = self.publish_in(&vhost, publish) {

@@ -82,6 +82,7 @@ impl Client {
             confirm,
             headers: Vec::new(),
             expiration_ms: None,
+            direct_reply_to: false,
             message,
         }))
     }
