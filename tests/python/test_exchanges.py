@@ -181,3 +181,27 @@ def test_unused_exchange_delete_and_auto_delete(broker):
     with pytest.raises(pika.exceptions.ChannelClosedByBroker):
         ch.exchange_declare("temp", exchange_type="fanout", passive=True)
     conn.close()
+
+
+def test_cc_and_bcc_headers_add_routing_keys_and_bcc_is_hidden(broker):
+    conn, ch = connect(broker)
+    ch.exchange_declare("news", exchange_type="direct")
+    for name in ("sport", "weather", "audit"):
+        ch.queue_declare(name)
+        ch.queue_bind(name, "news", routing_key=name)
+    ch.basic_publish(
+        "news",
+        "sport",
+        b"match report",
+        pika.BasicProperties(headers={"CC": ["weather"], "BCC": ["audit"], "kept": "yes"}),
+    )
+    for name in ("sport", "weather", "audit"):
+        method, props, body = ch.basic_get(name, auto_ack=True)
+        assert body == b"match report", name
+        assert "BCC" not in props.headers, "BCC never reaches a receiver"
+        assert props.headers["CC"] == ["weather"] and props.headers["kept"] == "yes"
+    # On the default exchange CC keys name queues directly.
+    ch.basic_publish("", "sport", b"direct", pika.BasicProperties(headers={"CC": ["audit"]}))
+    assert ch.basic_get("sport", auto_ack=True)[2] == b"direct"
+    assert ch.basic_get("audit", auto_ack=True)[2] == b"direct"
+    conn.close()

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use amq_protocol::protocol::BasicProperties;
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
@@ -718,6 +719,7 @@ impl Connection {
         });
         let persistent = *content.properties.delivery_mode() == Some(2);
         let headers = content.properties.headers().as_ref().map(arguments).unwrap_or_default();
+        let (cc, raw_properties) = sender_selected(&content.properties, content.raw_properties);
         let direct_reply_to =
             content.properties.reply_to().as_ref().is_some_and(|r| r.as_str() == "amq.rabbitmq.reply-to");
         let expiration_ms = match content.properties.expiration() {
@@ -739,10 +741,11 @@ impl Connection {
             headers,
             expiration_ms,
             direct_reply_to,
+            cc,
             message: Arc::new(Message {
                 exchange: publish.exchange.as_str().to_string(),
                 routing_key: publish.routing_key.as_str().to_string(),
-                raw_properties: owned(content.raw_properties),
+                raw_properties: owned(raw_properties),
                 body: owned(content.body),
             }),
         })));
@@ -1113,6 +1116,42 @@ fn exchange_method(
     };
     commands.push(command);
     Ok(())
+}
+
+/// RabbitMQ's sender-selected distribution: the `CC` and `BCC` headers (arrays of strings)
+/// are extra routing keys; `BCC` is removed from the message before anyone receives it.
+/// Returns the extra keys and the property bytes to store.
+fn sender_selected(properties: &BasicProperties, raw: bytes::Bytes) -> (Vec<String>, bytes::Bytes) {
+    let Some(headers) = properties.headers() else {
+        return (Vec::new(), raw);
+    };
+    let keys = |name: &str| -> Vec<String> {
+        match headers.inner().get(name) {
+            Some(AMQPValue::FieldArray(values)) => values
+                .as_slice()
+                .iter()
+                .filter_map(|v| match v {
+                    AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_string),
+                    AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut cc = keys("CC");
+    if !headers.contains_key("BCC") {
+        return (cc, raw);
+    }
+    cc.extend(keys("BCC"));
+    let without_bcc: FieldTable = headers
+        .inner()
+        .iter()
+        .filter(|(key, _)| key.as_str() != "BCC")
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into();
+    (cc, weir_amqp_codec::encode_properties(&properties.clone().with_headers(without_bcc)))
 }
 
 /// Message bytes the broker keeps must own their memory: a zero-copy slice of the socket's

@@ -127,6 +127,9 @@ pub struct Publish {
     pub headers: Vec<(String, ArgValue)>,
     /// The `expiration` property: milliseconds the message may wait in a queue.
     pub expiration_ms: Option<u64>,
+    /// Extra routing keys from the `CC` and `BCC` headers (RabbitMQ's sender-selected
+    /// distribution): the message is routed with each of them too.
+    pub cc: Vec<String>,
     /// The `reply_to` property names the direct reply-to pseudo-queue: the engine rewrites it
     /// to this channel's reply address.
     pub direct_reply_to: bool,

@@ -765,7 +765,15 @@ impl<S: Storage> Broker<S> {
                 return Err(self.lookup_queue(publish.origin.connection, &publish.routing_key).expect_err("locked"));
             }
         }
-        Ok(topology.route(&publish.exchange, &publish.routing_key, &publish.headers))
+        let mut queues = topology.route(&publish.exchange, &publish.routing_key, &publish.headers);
+        for key in &publish.cc {
+            for id in topology.route(&publish.exchange, key, &publish.headers) {
+                if !queues.contains(&id) {
+                    queues.push(id);
+                }
+            }
+        }
+        Ok(queues)
     }
 
     // -----------------------------------------------------------------------------------

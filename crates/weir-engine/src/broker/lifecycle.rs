@@ -173,6 +173,7 @@ impl<S: Storage> Broker<S> {
             headers,
             expiration_ms: None,
             direct_reply_to: false,
+            cc: Vec::new(),
             message: Arc::new(dead),
         };
         if let Err(e) = self.publish_in(&vhost, publish) {

@@ -83,6 +83,7 @@ impl Client {
             headers: Vec::new(),
             expiration_ms: None,
             direct_reply_to: false,
+            cc: Vec::new(),
             message,
         }))
     }
