@@ -83,22 +83,16 @@ impl Rebuilt {
         self.apply_one(record.kind, record.payload, record.pos)
     }
 
+    /// Apply one record (or one record of a transaction, at the container's position).
     fn apply_one(&mut self, kind: u8, payload: &[u8], pos: weir_log::RecordPos) -> Result<(), String> {
-        struct View<'a> {
-            kind: u8,
-            payload: &'a [u8],
-            pos: weir_log::RecordPos,
-        }
-        let record = View { kind, payload, pos };
-        match record.kind {
+        match kind {
             records::KIND_QUEUE_DECLARE => {
-                let mut reader = records::Reader::new(record.payload, "queue declare record");
-                let queue = records::decode_queue(&mut reader).map_err(|e| e.to_string())?;
-                reader.finish().map_err(|e| e.to_string())?;
+                let queue = records::decode_whole(payload, "queue declare record", records::decode_queue)
+                    .map_err(|e| e.to_string())?;
                 self.add_queue(QueueState::from_record(queue));
             }
             records::KIND_QUEUE_DELETE => {
-                let id = records::decode_queue_delete(record.payload).map_err(|e| e.to_string())?;
+                let id = records::decode_queue_delete(payload).map_err(|e| e.to_string())?;
                 if let Some(queue) = self.queues.remove(&id) {
                     if let Some(vhost) = self.vhosts.get_mut(&queue.vhost) {
                         vhost.queues.remove(&queue.name);
@@ -110,8 +104,8 @@ impl Rebuilt {
                 }
             }
             records::KIND_ENQUEUE => {
-                let header = records::decode_enqueue_header(record.payload).map_err(|e| e.to_string())?;
-                let location = location_of(record.pos);
+                let header = records::decode_enqueue_header(payload).map_err(|e| e.to_string())?;
+                let location = location_of(pos);
                 for id in header.queue_ids {
                     let Some(queue) = self.queues.get_mut(&id) else {
                         continue; // deleted later in the log than this record was written
@@ -135,29 +129,28 @@ impl Rebuilt {
                 self.next_message_seq = self.next_message_seq.max(header.seq + 1);
             }
             records::KIND_SETTLE => {
-                for (id, seq) in records::decode_settle(record.payload).map_err(|e| e.to_string())? {
+                for (id, seq) in records::decode_settle(payload).map_err(|e| e.to_string())? {
                     if let Some(entry) = self.queues.get_mut(&id).and_then(|q| q.messages.remove(seq)) {
                         track_segment_live(&mut self.segment_live, &entry, -1);
                     }
                 }
             }
             records::KIND_EXCHANGE_DECLARE => {
-                let exchange =
-                    records::decode_whole(record.payload, "exchange declare record", records::decode_exchange)
-                        .map_err(|e| e.to_string())?;
+                let exchange = records::decode_whole(payload, "exchange declare record", records::decode_exchange)
+                    .map_err(|e| e.to_string())?;
                 let vhost = self.vhosts.entry(exchange.vhost.clone()).or_default();
                 vhost.exchanges.insert(exchange.name.clone(), exchange_from(exchange));
             }
             records::KIND_EXCHANGE_DELETE => {
-                let (vhost, name) = records::decode_exchange_delete(record.payload).map_err(|e| e.to_string())?;
+                let (vhost, name) = records::decode_exchange_delete(payload).map_err(|e| e.to_string())?;
                 if let Some(vhost) = self.vhosts.get_mut(&vhost) {
                     vhost.delete_exchange(&name);
                 }
             }
             records::KIND_BIND | records::KIND_UNBIND => {
-                let binding = records::decode_whole(record.payload, "binding record", records::decode_binding)
+                let binding = records::decode_whole(payload, "binding record", records::decode_binding)
                     .map_err(|e| e.to_string())?;
-                self.apply_binding(binding, record.kind == records::KIND_BIND);
+                self.apply_binding(binding, kind == records::KIND_BIND);
             }
             kind => return Err(format!("unknown record kind {kind:#x}")),
         }
