@@ -71,6 +71,8 @@ pub(crate) struct QueueState {
     consumers: Vec<ConsumerKey>,
     next_consumer: usize,
     had_consumers: bool,
+    /// Listed in `Broker::dirty_queues` (so marking it again costs nothing).
+    dirty: bool,
     exclusive_consumer: bool,
 }
 
@@ -110,6 +112,7 @@ impl QueueState {
             consumers: Vec::new(),
             next_consumer: 0,
             had_consumers: false,
+            dirty: false,
             exclusive_consumer: false,
         }
     }
@@ -999,8 +1002,11 @@ impl<S: Storage> Broker<S> {
     // Dispatch
 
     fn mark_dirty(&mut self, id: QueueId) {
-        if !self.dirty_queues.contains(&id) {
-            self.dirty_queues.push(id);
+        if let Some(queue) = self.queues.get_mut(&id) {
+            if !queue.dirty {
+                queue.dirty = true;
+                self.dirty_queues.push(id);
+            }
         }
     }
 
@@ -1023,6 +1029,10 @@ impl<S: Storage> Broker<S> {
     pub fn dispatch(&mut self) {
         let dirty = std::mem::take(&mut self.dirty_queues);
         for id in dirty {
+            // Cleared first: a delivery may mark it again (for the next turn).
+            if let Some(queue) = self.queues.get_mut(&id) {
+                queue.dirty = false;
+            }
             self.dispatch_queue(id);
         }
     }
