@@ -10,8 +10,7 @@
 //! their settlements (acks, auto-ack deliveries, purges; batched into one record per loop
 //! turn). Deliveries are not logged: after a crash, unacked messages are ready again.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use weir_log::{Log, Storage};
@@ -23,6 +22,7 @@ use crate::api::{
 };
 use crate::content::ContentStore;
 use crate::error::{EngineError, ErrorKind};
+use crate::expiry::ExpiryIndex;
 use crate::outbox::Outbox;
 use crate::properties::DeathReason;
 use crate::queue_config::{Overflow, QueueConfig};
@@ -192,7 +192,7 @@ pub(crate) struct Broker<S: Storage> {
     dirty_queues: Vec<QueueId>,
     pending_settles: Vec<(QueueId, u64)>,
     /// Every message with a time to live: (expires at, queue, message), earliest first.
-    pub expiries: BinaryHeap<Reverse<(u64, QueueId, u64)>>,
+    pub expiries: ExpiryIndex,
     /// Source of direct reply-to tokens.
     next_reply_token: u64,
     /// The clock, read once per engine turn (epoch milliseconds).
@@ -242,7 +242,7 @@ impl<S: Storage> Broker<S> {
             dirty_queues: Vec::new(),
             pending_settles: Vec::new(),
             tx_capture: None,
-            expiries: BinaryHeap::new(),
+            expiries: ExpiryIndex::default(),
             now_ms: 0,
             next_reply_token: 0x5eed,
             next_unused_check_ms: 0,

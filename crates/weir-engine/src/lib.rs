@@ -16,6 +16,7 @@ mod broker;
 mod content;
 mod engine;
 mod error;
+mod expiry;
 mod outbox;
 pub mod properties;
 mod queue_config;

@@ -8,8 +8,7 @@
 //! Snapshot (checkpoint) writing lives here too: `snapshot` captures exactly what a replay
 //! would rebuild — durable, non-exclusive queues and their persistent entries.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 
 use weir_log::{Log, LogConfig, RecordView, RecoveryReport, ReplayError, Storage};
 use weir_queue::{MessageEntry, ENTRY_FLAG_PERSISTENT};
@@ -17,6 +16,7 @@ use weir_queue::{MessageEntry, ENTRY_FLAG_PERSISTENT};
 use crate::broker::{binding_record, exchange_from, message_expiry};
 use crate::broker::{track_segment_live, Broker, QueueId, QueueState, SegmentLive, DEFAULT_VHOST};
 use crate::error::StartError;
+use crate::expiry::{Expiry, ExpiryIndex};
 use crate::records::{self, location_of, Snapshot, ENQUEUE_FLAG_RELOCATED};
 use crate::topology::{Binding, Destination, Vhost};
 
@@ -28,7 +28,7 @@ struct Rebuilt {
     next_message_seq: u64,
     next_queue_id: u32,
     /// (expires at, queue, message) of every message with a time to live.
-    expiries: Vec<Reverse<(u64, QueueId, u64)>>,
+    expiries: Vec<Expiry>,
 }
 
 impl Rebuilt {
@@ -43,7 +43,7 @@ impl Rebuilt {
         };
         for ((queue, _), expiries) in snapshot.queues.iter().zip(&snapshot.expiries) {
             for (seq, at) in expiries {
-                rebuilt.expiries.push(Reverse((*at, queue.queue_id, *seq)));
+                rebuilt.expiries.push((*at, queue.queue_id, *seq));
             }
         }
         for exchange in snapshot.exchanges {
@@ -122,7 +122,7 @@ impl Rebuilt {
                         track_segment_live(&mut self.segment_live, &entry, 1);
                         queue.messages.push(entry);
                         if let Some(at) = message_expiry(&queue.config, header.times) {
-                            self.expiries.push(Reverse((at, id, header.seq)));
+                            self.expiries.push((at, id, header.seq));
                         }
                     }
                 }
@@ -210,7 +210,7 @@ pub(crate) fn recover<S: Storage>(
     broker.segment_live = rebuilt.segment_live;
     broker.next_message_seq = rebuilt.next_message_seq;
     broker.next_queue_id = rebuilt.next_queue_id;
-    broker.expiries = BinaryHeap::from(rebuilt.expiries);
+    broker.expiries = ExpiryIndex::from_entries(rebuilt.expiries);
     // Look for unused recovered queues (`x-expires`) on the first turn.
     broker.has_expiring_queues = true;
     broker.checkpoint_lsn = replay_after;
@@ -238,7 +238,7 @@ impl<S: Storage> Broker<S> {
         // Expiry times of messages still in their queue; ones that expired while unacked are
         // written as due at once.
         let mut by_queue: HashMap<QueueId, Vec<(u64, u64)>> = HashMap::new();
-        for Reverse((at, queue_id, seq)) in self.expiries.iter() {
+        for (at, queue_id, seq) in self.expiries.iter() {
             if self.queues.get(queue_id).is_some_and(|q| q.messages.contains(*seq)) {
                 by_queue.entry(*queue_id).or_default().push((*seq, *at));
             }

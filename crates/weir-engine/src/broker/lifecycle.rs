@@ -16,7 +16,6 @@
 //! as RabbitMQ does; so does a cycle that would dead-letter it to the same queue for the same
 //! reason again without a rejection in between.
 
-use std::cmp::Reverse;
 use std::sync::Arc;
 
 use weir_log::Storage;
@@ -45,13 +44,14 @@ pub(crate) fn message_expiry(config: &QueueConfig, times: Option<(u64, u64)>) ->
 
 impl<S: Storage> Broker<S> {
     pub(super) fn schedule_expiry(&mut self, queue: QueueId, seq: u64, at: u64) {
-        self.expiries.push(Reverse((at, queue, seq)));
+        let queues = &self.queues;
+        self.expiries.insert((at, queue, seq), |q, s| queues.get(&q).is_some_and(|q| q.messages.contains(s)));
     }
 
     /// The earliest time something is due: a message expiry, or the next look for unused
     /// queues (every [`UNUSED_QUEUE_CHECK_MS`] while any queue has `x-expires`).
     pub(crate) fn next_timer_ms(&self) -> Option<u64> {
-        let message = self.expiries.peek().map(|Reverse((at, _, _))| *at);
+        let message = self.expiries.next_at();
         let queue = self.has_expiring_queues.then_some(self.next_unused_check_ms);
         match (message, queue) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -62,11 +62,7 @@ impl<S: Storage> Broker<S> {
     /// Expire every message and unused queue due at `self.now_ms`.
     pub(crate) fn expire_due(&mut self) {
         let now = self.now_ms;
-        while let Some(&Reverse((at, queue_id, seq))) = self.expiries.peek() {
-            if at > now {
-                break;
-            }
-            self.expiries.pop();
+        while let Some((queue_id, seq)) = self.expiries.pop_due(now) {
             let Some(queue) = self.queues.get_mut(&queue_id) else { continue };
             if let Some(entry) = queue.messages.remove_ready(seq) {
                 self.dead_letter(queue_id, entry, DeathReason::Expired);
