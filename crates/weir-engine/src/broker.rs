@@ -43,7 +43,7 @@ impl QueueState {
     }
 }
 
-pub(crate) use exchanges::{binding_record, exchange_from};
+pub(crate) use exchanges::binding_record;
 
 pub use crate::topology::QueueId;
 

@@ -10,7 +10,7 @@ use weir_log::RecordPos;
 use weir_queue::MessageEntry;
 
 use crate::api::{ArgValue, Message};
-use crate::topology::{Destination, ExchangeKind};
+use crate::topology::{Destination, Exchange, ExchangeKind};
 
 pub const KIND_QUEUE_DECLARE: u8 = 0x10;
 pub const KIND_QUEUE_DELETE: u8 = 0x11;
@@ -77,18 +77,6 @@ pub struct EnqueueRecord {
     pub message: Message,
 }
 
-/// A durable exchange's definition as logged.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ExchangeRecord {
-    pub vhost: String,
-    pub name: String,
-    pub kind: ExchangeKind,
-    pub durable: bool,
-    pub auto_delete: bool,
-    pub internal: bool,
-    pub arguments: Vec<(String, ArgValue)>,
-}
-
 /// A durable binding (its source exchange and its destination are both durable).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BindingRecord {
@@ -107,7 +95,8 @@ pub struct Snapshot {
     pub queues: Vec<(QueueRecord, Vec<MessageEntry>)>,
     /// Per queue (same order as `queues`): (message seq, expires at epoch ms).
     pub expiries: Vec<Vec<(u64, u64)>>,
-    pub exchanges: Vec<ExchangeRecord>,
+    /// (vhost, exchange definition; bindings are listed separately).
+    pub exchanges: Vec<(String, Exchange)>,
     pub bindings: Vec<BindingRecord>,
 }
 
@@ -310,8 +299,9 @@ const EXCHANGE_FLAG_INTERNAL: u8 = 4;
 const DESTINATION_QUEUE: u8 = 1;
 const DESTINATION_EXCHANGE: u8 = 2;
 
-pub fn encode_exchange(w: &mut Writer, e: &ExchangeRecord) {
-    w.str16(&e.vhost);
+/// An exchange's definition (its bindings are logged as bind records).
+pub fn encode_exchange(w: &mut Writer, vhost: &str, e: &Exchange) {
+    w.str16(vhost);
     w.str16(&e.name);
     w.str16(e.kind.name());
     let mut flags = 0;
@@ -328,22 +318,19 @@ pub fn encode_exchange(w: &mut Writer, e: &ExchangeRecord) {
     encode_arguments(w, &e.arguments);
 }
 
-pub fn decode_exchange(r: &mut Reader<'_>) -> Result<ExchangeRecord, DecodeError> {
+/// The vhost and the exchange (with no bindings yet).
+pub fn decode_exchange(r: &mut Reader<'_>) -> Result<(String, Exchange), DecodeError> {
     let vhost = r.str16()?;
     let name = r.str16()?;
     let kind_name = r.str16()?;
     let kind = ExchangeKind::parse(&kind_name).ok_or_else(|| r.err(format!("unknown exchange type {kind_name}")))?;
     let flags = r.u8()?;
-    let arguments = decode_arguments(r)?;
-    Ok(ExchangeRecord {
-        vhost,
-        name,
-        kind,
-        durable: flags & EXCHANGE_FLAG_DURABLE != 0,
-        auto_delete: flags & EXCHANGE_FLAG_AUTO_DELETE != 0,
-        internal: flags & EXCHANGE_FLAG_INTERNAL != 0,
-        arguments,
-    })
+    let mut exchange = Exchange::new(&name, kind);
+    exchange.durable = flags & EXCHANGE_FLAG_DURABLE != 0;
+    exchange.auto_delete = flags & EXCHANGE_FLAG_AUTO_DELETE != 0;
+    exchange.internal = flags & EXCHANGE_FLAG_INTERNAL != 0;
+    exchange.arguments = decode_arguments(r)?;
+    Ok((vhost, exchange))
 }
 
 /// Exchange delete: the vhost and the name.
@@ -610,8 +597,8 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
         }
     }
     w.u32(snapshot.exchanges.len() as u32);
-    for exchange in &snapshot.exchanges {
-        encode_exchange(&mut w, exchange);
+    for (vhost, exchange) in &snapshot.exchanges {
+        encode_exchange(&mut w, vhost, exchange);
     }
     w.u32(snapshot.bindings.len() as u32);
     for binding in &snapshot.bindings {
@@ -735,15 +722,12 @@ mod tests {
             next_queue_id: 8,
             queues: vec![(queue(), vec![entry])],
             expiries: vec![vec![(3, 12_345)]],
-            exchanges: vec![ExchangeRecord {
-                vhost: "/".into(),
-                name: "logs".into(),
-                kind: ExchangeKind::Topic,
-                durable: true,
-                auto_delete: false,
-                internal: true,
-                arguments: vec![("alternate-exchange".into(), ArgValue::Str("ae".into()))],
-            }],
+            exchanges: vec![("/".into(), {
+                let mut logs = Exchange::new("logs", ExchangeKind::Topic);
+                logs.internal = true;
+                logs.arguments = vec![("alternate-exchange".into(), ArgValue::Str("ae".into()))];
+                logs
+            })],
             bindings: vec![
                 BindingRecord {
                     vhost: "/".into(),

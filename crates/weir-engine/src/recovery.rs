@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use weir_log::{Log, LogConfig, RecordView, RecoveryReport, ReplayError, Storage};
 use weir_queue::{MessageEntry, ENTRY_FLAG_PERSISTENT};
 
-use crate::broker::{binding_record, exchange_from, message_expiry};
+use crate::broker::{binding_record, message_expiry};
 use crate::broker::{track_segment_live, Broker, QueueId, QueueState, SegmentLive, DEFAULT_VHOST};
 use crate::error::StartError;
 use crate::expiry::{Expiry, ExpiryIndex};
@@ -46,9 +46,8 @@ impl Rebuilt {
                 rebuilt.expiries.push((*at, queue.queue_id, *seq));
             }
         }
-        for exchange in snapshot.exchanges {
-            let vhost = rebuilt.vhosts.entry(exchange.vhost.clone()).or_default();
-            vhost.exchanges.insert(exchange.name.clone(), exchange_from(exchange));
+        for (vhost, exchange) in snapshot.exchanges {
+            rebuilt.vhosts.entry(vhost).or_default().exchanges.insert(exchange.name.clone(), exchange);
         }
         for (record, mut entries) in snapshot.queues {
             let id = record.queue_id;
@@ -136,10 +135,10 @@ impl Rebuilt {
                 }
             }
             records::KIND_EXCHANGE_DECLARE => {
-                let exchange = records::decode_whole(payload, "exchange declare record", records::decode_exchange)
-                    .map_err(|e| e.to_string())?;
-                let vhost = self.vhosts.entry(exchange.vhost.clone()).or_default();
-                vhost.exchanges.insert(exchange.name.clone(), exchange_from(exchange));
+                let (vhost, exchange) =
+                    records::decode_whole(payload, "exchange declare record", records::decode_exchange)
+                        .map_err(|e| e.to_string())?;
+                self.vhosts.entry(vhost).or_default().exchanges.insert(exchange.name.clone(), exchange);
             }
             records::KIND_EXCHANGE_DELETE => {
                 let (vhost, name) = records::decode_exchange_delete(payload).map_err(|e| e.to_string())?;
@@ -260,15 +259,7 @@ impl<S: Storage> Broker<S> {
             for name in names {
                 let exchange = &vhost.exchanges[name];
                 if exchange.durable && !exchange.predeclared {
-                    exchanges.push(records::ExchangeRecord {
-                        vhost: vhost_name.clone(),
-                        name: exchange.name.clone(),
-                        kind: exchange.kind,
-                        durable: true,
-                        auto_delete: exchange.auto_delete,
-                        internal: exchange.internal,
-                        arguments: exchange.arguments.clone(),
-                    });
+                    exchanges.push((vhost_name.clone(), exchange.definition()));
                 }
                 if !exchange.durable {
                     continue;

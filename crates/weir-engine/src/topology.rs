@@ -101,6 +101,11 @@ impl Exchange {
         }
     }
 
+    /// The definition alone (no bindings): what a declare record or a snapshot holds.
+    pub fn definition(&self) -> Exchange {
+        Exchange { bindings: Vec::new(), ..self.clone() }
+    }
+
     pub fn alternate_exchange(&self) -> Option<&str> {
         self.arguments.iter().find(|(k, _)| k == "alternate-exchange").and_then(|(_, v)| match v {
             ArgValue::Str(name) => Some(name.as_str()),

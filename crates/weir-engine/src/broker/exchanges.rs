@@ -8,7 +8,7 @@
 
 use crate::api::{BindRequest, BindTarget, Event, ExchangeDeclare, Origin};
 use crate::error::{EngineError, ErrorKind};
-use crate::records::{self, BindingRecord, ExchangeRecord};
+use crate::records::{self, BindingRecord};
 use crate::topology::{Binding, Destination, Exchange, ExchangeKind};
 
 use weir_log::Storage;
@@ -47,21 +47,19 @@ impl<S: Storage> Broker<S> {
                         format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
                     ));
                 }
-                let record = ExchangeRecord {
-                    vhost: vhost.clone(),
-                    name: name.to_string(),
-                    kind,
-                    durable: declare.durable,
-                    auto_delete: declare.auto_delete,
-                    internal: declare.internal,
-                    arguments: declare.arguments.clone(),
-                };
-                if record.durable {
+                let mut exchange = Exchange::new(name, kind);
+                exchange.durable = declare.durable;
+                exchange.auto_delete = declare.auto_delete;
+                exchange.internal = declare.internal;
+                exchange.arguments = declare.arguments.clone();
+                if exchange.durable {
                     self.refuse_if_read_only()?;
-                    self.append_with(records::KIND_EXCHANGE_DECLARE, |w| records::encode_exchange(w, &record))?;
+                    self.append_with(records::KIND_EXCHANGE_DECLARE, |w| {
+                        records::encode_exchange(w, &vhost, &exchange)
+                    })?;
                 }
                 let exchanges = &mut self.vhosts.get_mut(&vhost).expect("vhost exists").exchanges;
-                exchanges.insert(record.name.clone(), exchange_from(record));
+                exchanges.insert(exchange.name.clone(), exchange);
             }
         }
         if !no_wait {
@@ -182,20 +180,6 @@ impl<S: Storage> Broker<S> {
                 tracing::error!(exchange = exchange.name, "cannot log an exchange deletion: {e}");
             }
         }
-    }
-}
-
-/// The in-memory exchange for a declaration (live or replayed).
-pub(crate) fn exchange_from(record: ExchangeRecord) -> Exchange {
-    Exchange {
-        name: record.name,
-        kind: record.kind,
-        durable: record.durable,
-        auto_delete: record.auto_delete,
-        internal: record.internal,
-        arguments: record.arguments,
-        bindings: Vec::new(),
-        predeclared: false,
     }
 }
 
