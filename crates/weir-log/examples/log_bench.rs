@@ -3,7 +3,7 @@
 //! batch sizes. Prints a markdown table.
 //!
 //! Run: `cargo run --release -p weir-log --example log_bench -- --dir DIR [--seconds 1.0]
-//! [--segment-mib 256]`. DIR should be on the disk under test; it needs about five segments of
+//! [--segment-mib 256] [--payload BYTES]...` (`--payload` picks payload sizes, repeatable). DIR should be on the disk under test; it needs about five segments of
 //! free space. Each cell runs for `--seconds` or `MAX_BATCHES_PER_CELL` batches, whichever comes
 //! first. Dependency-free on purpose (std argument parsing).
 
@@ -27,12 +27,15 @@ struct Args {
     dir: PathBuf,
     cell: Duration,
     segment_bytes: u32,
+    /// Only these payload sizes (all of `PAYLOAD_SIZES` when empty).
+    payloads: Vec<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut dir = None;
     let mut seconds = 1.0f64;
     let mut segment_mib = weir_log::DEFAULT_SEGMENT_SIZE_BYTES / (1024 * 1024);
+    let mut payloads = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -40,12 +43,13 @@ fn parse_args() -> Result<Args, String> {
             "--dir" => dir = Some(PathBuf::from(value()?)),
             "--seconds" => seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--segment-mib" => segment_mib = value()?.parse().map_err(|e| format!("--segment-mib: {e}"))?,
+            "--payload" => payloads.push(value()?.parse().map_err(|e| format!("--payload: {e}"))?),
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
     }
     let dir = dir.ok_or("--dir is required")?;
-    Ok(Args { dir, cell: Duration::from_secs_f64(seconds), segment_bytes: segment_mib * 1024 * 1024 })
+    Ok(Args { dir, cell: Duration::from_secs_f64(seconds), segment_bytes: segment_mib * 1024 * 1024, payloads })
 }
 
 #[derive(Clone, Copy, Default)]
@@ -149,7 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("{message}\nusage: log_bench --dir DIR [--seconds 1.0] [--segment-mib 256]");
+            eprintln!("{message}\nusage: log_bench --dir DIR [--seconds 1.0] [--segment-mib 256] [--payload BYTES]...");
             std::process::exit(2);
         }
     };
@@ -182,7 +186,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("MB/s counts payload bytes (10^6). raw = pwrite of the same encoded records + fdatasync per batch.\n");
     println!("| payload | batch | raw rec/s | raw MB/s | log rec/s | log MB/s | log/raw |");
     println!("|--------:|------:|----------:|---------:|----------:|---------:|--------:|");
-    for payload_len in PAYLOAD_SIZES {
+    for payload_len in PAYLOAD_SIZES.into_iter().filter(|len| args.payloads.is_empty() || args.payloads.contains(len)) {
         let payload: Vec<u8> = (0..payload_len).map(|i| (i * 7) as u8).collect();
         for batch in BATCH_SIZES {
             // Alternate raw and log slices so that drift in the device's fsync latency (other

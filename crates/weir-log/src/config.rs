@@ -24,6 +24,9 @@ pub const MAX_SEGMENT_SIZE_BYTES: u32 = 1 << 30;
 pub const SEGMENT_SIZE_GRANULE_BYTES: u32 = 4096;
 /// Upper bound on `spare_segments`: each spare is a full segment of disk space.
 pub const MAX_SPARE_SEGMENTS: usize = 64;
+/// Default write-behind threshold: a batch streams to the page cache in pieces of this size
+/// (well inside the L2 cache, large enough that the extra system calls do not matter).
+pub const DEFAULT_WRITE_BEHIND_BYTES: usize = 512 * 1024;
 
 /// How a `Log` lays out and sizes its files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +40,11 @@ pub struct LogConfig {
     /// Largest record *payload* `append` accepts. The whole record (header and padding
     /// included) must fit in an empty segment.
     pub max_record_bytes: u32,
+    /// Once the batch being built holds this many bytes, `append` writes it to the segment
+    /// file (no fsync) and asks the kernel to start writing it out, so a large batch streams
+    /// through a small buffer and its I/O overlaps the encoding of the rest. `usize::MAX`
+    /// turns write-behind off. Durability is unchanged: nothing is durable before `commit`.
+    pub write_behind_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -45,6 +53,7 @@ impl Default for LogConfig {
             segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
             spare_segments: DEFAULT_SPARE_SEGMENTS,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            write_behind_bytes: DEFAULT_WRITE_BEHIND_BYTES,
         }
     }
 }
@@ -57,6 +66,7 @@ impl LogConfig {
             segment_size_bytes,
             spare_segments: DEFAULT_SPARE_SEGMENTS,
             max_record_bytes: Self::max_payload_for_segment(segment_size_bytes).min(DEFAULT_MAX_RECORD_BYTES),
+            write_behind_bytes: DEFAULT_WRITE_BEHIND_BYTES,
         }
     }
 

@@ -28,6 +28,14 @@ pub const RECORD_ALIGNMENT_BYTES: usize = 8;
 /// kind u8, version u8, flags u16.
 pub const RECORD_HEADER_BYTES: usize = 24;
 
+/// Record flag: the first record appended after a commit (the first of its batch). Recovery
+/// uses it to tell a batch torn by a crash from damage to data that was already durable: a
+/// batch is written only after the previous one was fsynced, so a valid batch start after a
+/// break proves the broken record was durable.
+pub const RECORD_FLAG_BATCH_START: u16 = 0x0001;
+/// Every flag this format version defines; a record with any other bit set is rejected.
+pub const RECORD_FLAGS_KNOWN: u16 = RECORD_FLAG_BATCH_START;
+
 /// Size of the segment header at offset 0 of every segment file. Records start right after it.
 pub const SEGMENT_HEADER_BYTES: usize = 64;
 
@@ -101,6 +109,8 @@ pub struct DecodedRecord<'a> {
     pub payload: &'a [u8],
     /// Bytes from this record's header to the next record's header (padding included).
     pub span_bytes: usize,
+    /// `RECORD_FLAG_BATCH_START` was set.
+    pub batch_start: bool,
 }
 
 /// Why a buffer does not hold a valid record. Ordered roughly by how early decoding stops.
@@ -110,7 +120,7 @@ pub enum RecordDecodeError {
     Truncated { needed_bytes: usize, available_bytes: usize },
     #[error("record header is all zero (no record was written here)")]
     ZeroHeader,
-    #[error("record header flags {flags:#06x} are not zero")]
+    #[error("record header flags {flags:#06x} include bits this format version does not define")]
     BadFlags { flags: u16 },
     #[error("record LSN is 0 (LSNs start at 1)")]
     ZeroLsn,
@@ -133,7 +143,7 @@ pub fn decode_record(buf: &[u8], expected_lsn: Option<Lsn>) -> Result<DecodedRec
     if buf[..RECORD_HEADER_BYTES].iter().all(|&byte| byte == 0) {
         return Err(RecordDecodeError::ZeroHeader);
     }
-    if header.flags != 0 {
+    if header.flags & !RECORD_FLAGS_KNOWN != 0 {
         return Err(RecordDecodeError::BadFlags { flags: header.flags });
     }
     if header.lsn == 0 {
@@ -165,12 +175,28 @@ pub fn decode_record(buf: &[u8], expected_lsn: Option<Lsn>) -> Result<DecodedRec
         version: header.version,
         payload: &record[RECORD_HEADER_BYTES..],
         span_bytes: header.span_bytes(),
+        batch_start: header.flags & RECORD_FLAG_BATCH_START != 0,
     })
 }
 
-/// Appends one encoded record (header, payload, zero padding) to `out` and returns the number
-/// of bytes appended. Reuses `out`'s capacity: no allocation once the buffer is warm.
+/// Appends one encoded record (header, payload, zero padding) without flags to `out` and
+/// returns the number of bytes appended. Reuses `out`'s capacity: no allocation once the
+/// buffer is warm.
 pub fn encode_record_into(out: &mut Vec<u8>, lsn: Lsn, segment: u32, kind: u8, version: u8, payload: &[u8]) -> usize {
+    encode_record_with_flags(out, lsn, segment, kind, version, 0, payload)
+}
+
+/// `encode_record_into` with header flags (`RECORD_FLAG_*`).
+pub fn encode_record_with_flags(
+    out: &mut Vec<u8>,
+    lsn: Lsn,
+    segment: u32,
+    kind: u8,
+    version: u8,
+    flags: u16,
+    payload: &[u8],
+) -> usize {
+    assert_eq!(flags & !RECORD_FLAGS_KNOWN, 0, "only defined flags are written");
     let payload_len = u32::try_from(payload.len()).expect("caller checked the record size limit");
     assert!(payload_len <= MAX_FORMAT_PAYLOAD_BYTES, "caller checked the record size limit");
     assert!(lsn > 0, "LSN 0 is never written");
@@ -179,7 +205,8 @@ pub fn encode_record_into(out: &mut Vec<u8>, lsn: Lsn, segment: u32, kind: u8, v
     out.extend_from_slice(&payload_len.to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(&segment.to_le_bytes());
-    out.extend_from_slice(&[kind, version, 0, 0]);
+    out.extend_from_slice(&[kind, version]);
+    out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(payload);
     let crc = crc32c::crc32c(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
@@ -396,8 +423,8 @@ mod tests {
         assert_eq!(decode_record(&[0u8; 64], None), Err(RecordDecodeError::ZeroHeader));
         assert_eq!(decode_record(&bytes, Some(6)), Err(RecordDecodeError::LsnMismatch { found: 5, expected: 6 }));
         let mut flags = bytes.clone();
-        flags[22] = 1;
-        assert_eq!(decode_record(&flags, None), Err(RecordDecodeError::BadFlags { flags: 1 }));
+        flags[22] = 2;
+        assert_eq!(decode_record(&flags, None), Err(RecordDecodeError::BadFlags { flags: 2 }));
         let mut zero_lsn = bytes.clone();
         zero_lsn[8..16].fill(0);
         assert_eq!(decode_record(&zero_lsn, None), Err(RecordDecodeError::ZeroLsn));

@@ -41,14 +41,16 @@ pub use checkpoint::{
     CHECKPOINT_MAGIC, MAX_CHECKPOINT_BYTES,
 };
 pub use config::{
-    LogConfig, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE_BYTES, DEFAULT_SPARE_SEGMENTS, MAX_SEGMENT_SIZE_BYTES,
-    MAX_SPARE_SEGMENTS, MIN_SEGMENT_SIZE_BYTES, SEGMENT_SIZE_GRANULE_BYTES,
+    LogConfig, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE_BYTES, DEFAULT_SPARE_SEGMENTS,
+    DEFAULT_WRITE_BEHIND_BYTES, MAX_SEGMENT_SIZE_BYTES, MAX_SPARE_SEGMENTS, MIN_SEGMENT_SIZE_BYTES,
+    SEGMENT_SIZE_GRANULE_BYTES,
 };
 pub use error::{LogError, ReplayError};
 pub use format::{
-    align_up, decode_record, encode_record_into, parse_segment_file_name, record_span_bytes, segment_file_name,
-    DecodedRecord, RecordDecodeError, RecordHeader, SegmentHeader, SegmentHeaderError, FIRST_USER_KIND, FORMAT_VERSION,
-    MAX_FORMAT_PAYLOAD_BYTES, RECORD_ALIGNMENT_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
+    align_up, decode_record, encode_record_into, encode_record_with_flags, parse_segment_file_name, record_span_bytes,
+    segment_file_name, DecodedRecord, RecordDecodeError, RecordHeader, SegmentHeader, SegmentHeaderError,
+    FIRST_USER_KIND, FORMAT_VERSION, MAX_FORMAT_PAYLOAD_BYTES, RECORD_ALIGNMENT_BYTES, RECORD_FLAGS_KNOWN,
+    RECORD_FLAG_BATCH_START, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
 };
 pub use log::{Log, SegmentScrubber};
 pub use recovery::ReplayFn;

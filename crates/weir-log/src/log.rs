@@ -11,7 +11,15 @@
 //! - `commit` writes and syncs the ranges strictly in order and syncs a segment before writing
 //!   the next one, so after a crash a later segment never holds data while an earlier one lacks
 //!   synced data: a break in the chain followed by valid records is always real damage.
-//! - Any failure inside `commit` poisons the log for ever; nothing is ever retried.
+//! - Write-behind: once the first pending range holds `config.write_behind_bytes`, `append` writes it
+//!   to its file (no fsync) and empties the buffer, so a large batch streams through a buffer
+//!   that stays in the CPU cache instead of being copied whole into memory first. Only the first
+//!   range is written behind — a later segment's range waits for `commit`, which syncs the
+//!   earlier segment first — so the ordering above still holds. Records written behind are not
+//!   durable (or confirmed) until `commit` returns, exactly like the rest of the batch; a crash
+//!   may leave a prefix of them, which the crash model allows for any in-flight batch.
+//! - Any failure inside `commit` poisons the log for ever; nothing is ever retried. A failed
+//!   write-behind is kept and reported by the next `commit`, which poisons.
 //! - Preparing a segment (spare file creation, zero fill) happens outside the durable chain:
 //!   failing there returns an error (`NoSpace` for a full disk) without poisoning.
 
@@ -21,8 +29,8 @@ use std::sync::Arc;
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::format::{
-    decode_record, encode_record_into, record_span_bytes, segment_file_name, SegmentHeader, FIRST_USER_KIND,
-    RECORD_ALIGNMENT_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    decode_record, encode_record_with_flags, record_span_bytes, segment_file_name, SegmentHeader, FIRST_USER_KIND,
+    RECORD_ALIGNMENT_BYTES, RECORD_FLAG_BATCH_START, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::report::{Corruption, CorruptionKind, RecordDefect};
 use crate::scan::{scan_segment, SegmentEnd};
@@ -74,6 +82,10 @@ pub struct Log<S: Storage> {
     /// Set when the active segment must not receive more records (recovery found its header
     /// damaged, or the LSN chain had to jump).
     pub(crate) force_rollover: bool,
+    /// A write-behind that failed in this batch; the next `commit` reports it and poisons.
+    write_behind_error: Option<LogError>,
+    /// Pieces written behind since open (for tests and metrics).
+    write_behinds: u64,
     poisoned: Option<String>,
 }
 
@@ -102,6 +114,8 @@ impl<S: Storage> Log<S> {
             last_lsn,
             durable_lsn: last_lsn,
             force_rollover,
+            write_behind_error: None,
+            write_behinds: 0,
             poisoned: None,
         }
     }
@@ -118,6 +132,7 @@ impl<S: Storage> Log<S> {
         }
         let lsn = self.last_lsn.checked_add(1).ok_or(LogError::Exhausted { what: "LSN space" })?;
         let span = record_span_bytes(payload.len()) as u64;
+        let flags = if self.pending.is_empty() { RECORD_FLAG_BATCH_START } else { 0 };
         let fits = self
             .active
             .and_then(|id| self.segments.get(&id))
@@ -135,13 +150,34 @@ impl<S: Storage> Log<S> {
         }
         let range = self.pending.last_mut().expect("just ensured");
         assert_eq!(range.start + range.bytes.len() as u64, offset, "pending range is contiguous");
-        let written = encode_record_into(&mut range.bytes, lsn, segment, kind, version, payload);
+        let written = encode_record_with_flags(&mut range.bytes, lsn, segment, kind, version, flags, payload);
         assert_eq!(written as u64, span);
+        let buffered = range.bytes.len();
         slot.write_offset += span;
         slot.last_lsn = lsn;
         self.last_lsn = lsn;
+        if self.pending.len() == 1 && buffered >= self.config.write_behind_bytes && self.write_behind_error.is_none() {
+            self.write_behind();
+        }
         let offset = u32::try_from(offset).expect("segment offsets fit in u32 (MAX_SEGMENT_SIZE_BYTES)");
         Ok((lsn, RecordPos { segment, offset }))
+    }
+
+    /// Writes the (single) pending range to its file without syncing and empties its buffer.
+    /// A failure is kept for `commit`, and the bytes stay buffered.
+    fn write_behind(&mut self) {
+        let range = &mut self.pending[0];
+        let slot = self.segments.get_mut(&range.segment).expect("pending ranges name known segments");
+        match write_range(&self.storage, slot, range) {
+            Ok(()) => {
+                // Let the device work on this piece while the next one is encoded.
+                slot.file.start_writeback(range.start, range.bytes.len() as u64);
+                range.start += range.bytes.len() as u64;
+                range.bytes.clear();
+                self.write_behinds += 1;
+            }
+            Err(error) => self.write_behind_error = Some(error),
+        }
     }
 
     /// Writes everything buffered and makes it durable: per touched segment one write and one
@@ -179,25 +215,12 @@ impl<S: Storage> Log<S> {
     }
 
     fn write_pending(&mut self) -> Result<(), LogError> {
+        if let Some(error) = self.write_behind_error.take() {
+            return Err(error);
+        }
         for range in &self.pending {
             let slot = self.segments.get_mut(&range.segment).expect("pending ranges name known segments");
-            if let Some(from) = slot.activation_from.take() {
-                self.storage.rename(&from, &slot.file_name).map_err(|source| LogError::Io {
-                    op: "activating segment",
-                    file: slot.file_name.clone(),
-                    source,
-                })?;
-                self.storage.sync_dir().map_err(|source| LogError::Io {
-                    op: "syncing directory",
-                    file: slot.file_name.clone(),
-                    source,
-                })?;
-            }
-            slot.file.write_at(range.start, &range.bytes).map_err(|source| LogError::Io {
-                op: "writing records",
-                file: slot.file_name.clone(),
-                source,
-            })?;
+            write_range(&self.storage, slot, range)?;
             slot.file.sync_data().map_err(|source| LogError::Io {
                 op: "syncing records",
                 file: slot.file_name.clone(),
@@ -423,6 +446,11 @@ impl<S: Storage> Log<S> {
         self.spares.ready_count()
     }
 
+    /// How many times a batch was written behind (to the page cache before its commit).
+    pub fn write_behind_count(&self) -> u64 {
+        self.write_behinds
+    }
+
     pub fn is_poisoned(&self) -> Option<String> {
         self.poisoned.clone()
     }
@@ -490,7 +518,7 @@ impl<F: StorageFile> SegmentScrubber<F> {
             Err(error) => found.push(corruption(0, 0, None, CorruptionKind::BadSegmentHeader(error))),
         }
         let data_end = self.size_bytes.min(file_len);
-        let summary = scan_segment(&*self.file, self.id, data_end, self.first_lsn, &mut |_, _| Ok(()))?;
+        let summary = scan_segment(&*self.file, self.id, data_end, self.first_lsn, false, &mut |_, _| Ok(()))?;
         for damage in &summary.damage {
             found.push(corruption(
                 damage.offset,
@@ -520,4 +548,29 @@ impl<F: StorageFile> SegmentScrubber<F> {
         }
         Ok(found)
     }
+}
+
+/// Writes a pending range's buffered bytes to its segment file (no sync), activating the
+/// segment first if this batch created it: rename from the spare name and fsync the directory.
+fn write_range<S: Storage>(storage: &S, slot: &mut SegmentSlot<S::File>, range: &PendingRange) -> Result<(), LogError> {
+    if let Some(from) = slot.activation_from.take() {
+        storage.rename(&from, &slot.file_name).map_err(|source| LogError::Io {
+            op: "activating segment",
+            file: slot.file_name.clone(),
+            source,
+        })?;
+        storage.sync_dir().map_err(|source| LogError::Io {
+            op: "syncing directory",
+            file: slot.file_name.clone(),
+            source,
+        })?;
+    }
+    if range.bytes.is_empty() {
+        return Ok(());
+    }
+    slot.file.write_at(range.start, &range.bytes).map_err(|source| LogError::Io {
+        op: "writing records",
+        file: slot.file_name.clone(),
+        source,
+    })
 }

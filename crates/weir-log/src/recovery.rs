@@ -237,21 +237,22 @@ impl<F: StorageFile> Chain<'_, '_, F> {
         let replay_after = self.replay_after;
         let on_record = &mut *self.on_record;
         let replayed = &mut self.report.records_replayed;
-        let summary = scan_segment(&*segment.file, segment_id, data_end, self.expected, &mut |record, offset| {
-            if record.lsn > replay_after {
-                let pos = RecordPos { segment: segment_id, offset: offset as u32 };
-                let view = RecordView {
-                    lsn: record.lsn,
-                    kind: record.kind,
-                    version: record.version,
-                    pos,
-                    payload: record.payload,
-                };
-                on_record(view).map_err(|source| LogError::Replay { lsn: record.lsn, source })?;
-                *replayed += 1;
-            }
-            Ok(())
-        })?;
+        let summary =
+            scan_segment(&*segment.file, segment_id, data_end, self.expected, is_newest, &mut |record, offset| {
+                if record.lsn > replay_after {
+                    let pos = RecordPos { segment: segment_id, offset: offset as u32 };
+                    let view = RecordView {
+                        lsn: record.lsn,
+                        kind: record.kind,
+                        version: record.version,
+                        pos,
+                        payload: record.payload,
+                    };
+                    on_record(view).map_err(|source| LogError::Replay { lsn: record.lsn, source })?;
+                    *replayed += 1;
+                }
+                Ok(())
+            })?;
         self.report.segments_scanned += 1;
         for damage in &summary.damage {
             let mut corruption =

@@ -12,11 +12,18 @@
 //! segment's data, classified as clean (zeros or stale bytes of another incarnation) or torn
 //! (a header this segment wrote, whose record does not verify). Whether an end is acceptable
 //! is decided by the caller, who knows whether later segments exist.
+//!
+//! In the newest segment (`tail_in_flight`), a break followed only by records of one batch —
+//! no valid record after it carries `RECORD_FLAG_BATCH_START` — is the batch that was being
+//! written when the process or machine stopped: its pieces reached the disk out of order and
+//! none of it was confirmed. That is a torn end (covering everything up to the last of those
+//! records), not damage. A valid batch start after the break proves the broken record was
+//! synced before it (batches are written only after the previous commit's fsync): damage.
 
 use crate::error::LogError;
 use crate::format::{
-    decode_record, DecodedRecord, RecordDecodeError, RecordHeader, RECORD_ALIGNMENT_BYTES, RECORD_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES,
+    decode_record, DecodedRecord, RecordDecodeError, RecordHeader, RECORD_ALIGNMENT_BYTES, RECORD_FLAGS_KNOWN,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::report::{LsnRange, RecordDefect};
 use crate::storage::StorageFile;
@@ -117,6 +124,7 @@ pub(crate) fn scan_segment<F: StorageFile>(
     segment: u32,
     data_end: u64,
     first_expected: Lsn,
+    tail_in_flight: bool,
     on_record: &mut dyn FnMut(DecodedRecord<'_>, u64) -> Result<(), LogError>,
 ) -> Result<ScanSummary, LogError> {
     let io_error = |source| LogError::from_io("scanning segment", &crate::format::segment_file_name(segment), source);
@@ -143,6 +151,14 @@ pub(crate) fn scan_segment<F: StorageFile>(
         let hint = header.filter(|h| h.segment == segment).map(|h| offset + h.span_bytes() as u64);
         match find_resync(&mut reader, segment, offset, expected, hint).map_err(io_error)? {
             Some((resume_offset, resume_lsn)) => {
+                if tail_in_flight {
+                    if let Some(tail_end) =
+                        unfinished_batch_end(&mut reader, segment, resume_offset, resume_lsn).map_err(io_error)?
+                    {
+                        let end = SegmentEnd::Torn { bytes: tail_end - offset, defect };
+                        return Ok(ScanSummary { next_lsn: expected, end_offset: offset, end, damage });
+                    }
+                }
                 let lsn_lost = (resume_lsn > expected).then(|| LsnRange { first: expected, last: resume_lsn - 1 });
                 damage.push(Damage { offset, resume_offset, lsn_lost, defect });
                 offset = resume_offset;
@@ -168,6 +184,39 @@ pub(crate) fn scan_segment<F: StorageFile>(
     }
 }
 
+/// Walks the records that follow a break (from the resynchronised `at`, `lsn`), across further
+/// breaks, to the end of the segment's data. `Some(end)` — the offset after the last valid
+/// record — when none of them starts a batch (they are all the tail of the batch the break is
+/// in); `None` when one does (the break was in data synced before that batch was written).
+fn unfinished_batch_end<F: StorageFile>(
+    reader: &mut SegmentReader<'_, F>,
+    segment: u32,
+    mut at: u64,
+    mut lsn: Lsn,
+) -> std::io::Result<Option<u64>> {
+    let data_end = reader.data_end;
+    let mut end = at;
+    loop {
+        if at + RECORD_HEADER_BYTES as u64 <= data_end {
+            let header = RecordHeader::peek(reader.bytes_at(at, RECORD_HEADER_BYTES)?);
+            let bytes = reader.bytes_at(at, wanted_bytes(header, segment, lsn, at, data_end))?;
+            if let Ok(record) = check_record(bytes, segment, lsn) {
+                if record.batch_start {
+                    return Ok(None);
+                }
+                at += record.span_bytes as u64;
+                end = at;
+                lsn += 1;
+                continue;
+            }
+        }
+        match find_resync(reader, segment, at, lsn, None)? {
+            Some((next_at, next_lsn)) => (at, lsn) = (next_at, next_lsn),
+            None => return Ok(Some(end)),
+        }
+    }
+}
+
 /// Searches forward from `from` for a valid record of `segment` with LSN >= `expected`; tries
 /// the damaged record's own claimed end (`hint`) first. Returns its offset and LSN.
 fn find_resync<F: StorageFile>(
@@ -186,7 +235,7 @@ fn find_resync<F: StorageFile>(
             return Ok(None);
         };
         // Cheap filters before paying for a crc over the payload.
-        if header.segment != segment || header.lsn < expected || header.flags != 0 {
+        if header.segment != segment || header.lsn < expected || header.flags & !RECORD_FLAGS_KNOWN != 0 {
             return Ok(None);
         }
         if header.record_bytes() as u64 > data_end - at {
@@ -240,7 +289,7 @@ mod tests {
     fn scan(storage: &SimStorage, segment: u32, first: Lsn) -> (ScanSummary, Vec<Lsn>) {
         let file = storage.open("s").expect("open");
         let mut seen = Vec::new();
-        let summary = scan_segment(&file, segment, SIZE, first, &mut |record, _| {
+        let summary = scan_segment(&file, segment, SIZE, first, false, &mut |record, _| {
             seen.push(record.lsn);
             Ok(())
         })

@@ -45,6 +45,10 @@ pub trait StorageFile: Send + Sync + 'static {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes every earlier `write_at` on this file durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
+    /// A hint: start writing `len` bytes from `offset` to the device now, without waiting, so a
+    /// later `sync_data` has less left to do. Changes nothing about durability (only
+    /// `sync_data` makes data durable; an I/O error surfaces there). Default: nothing.
+    fn start_writeback(&self, _offset: u64, _len: u64) {}
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
     fn is_empty(&self) -> io::Result<bool> {
@@ -178,6 +182,20 @@ impl StorageFile for FileStorageFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    #[allow(unsafe_code)]
+    fn start_writeback(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a plain system call on a file descriptor this struct owns; no memory is passed.
+        let result = unsafe { libc::sync_file_range(self.file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+        if result != 0 {
+            // Only a hint: a real write error is reported by the next fdatasync.
+            tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range hint failed");
+        }
     }
 
     fn len(&self) -> io::Result<u64> {

@@ -42,6 +42,7 @@ struct Coverage {
     checkpoints: AtomicU64,
     reclaimed: AtomicU64,
     failed_opens: AtomicU64,
+    write_behinds: AtomicU64,
 }
 
 static COVERAGE: Coverage = Coverage {
@@ -56,6 +57,7 @@ static COVERAGE: Coverage = Coverage {
     checkpoints: AtomicU64::new(0),
     reclaimed: AtomicU64::new(0),
     failed_opens: AtomicU64::new(0),
+    write_behinds: AtomicU64::new(0),
 };
 
 fn count(counter: &AtomicU64, by: u64) {
@@ -117,10 +119,10 @@ fn crash_model_random_workloads() {
     let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     eprintln!(
         "coverage: {} commits, {} records confirmed, {} reopens ({} failed), {} torn tails, {} in-flight records recovered, \
-         {} poisoned, {} no-space, {} releases, {} checkpoints, {} reclaimed segments",
+         {} poisoned, {} no-space, {} releases, {} checkpoints, {} reclaimed segments, {} write-behinds",
         get(&c.commits), get(&c.records_confirmed), get(&c.reopens), get(&c.failed_opens), get(&c.torn_tails),
         get(&c.in_flight_recovered), get(&c.poisoned), get(&c.no_space), get(&c.releases), get(&c.checkpoints),
-        get(&c.reclaimed)
+        get(&c.reclaimed), get(&c.write_behinds)
     );
     if many {
         for (name, counter) in [
@@ -130,6 +132,7 @@ fn crash_model_random_workloads() {
             ("releases", &c.releases),
             ("in-flight recoveries", &c.in_flight_recovered),
             ("failed opens", &c.failed_opens),
+            ("write-behinds", &c.write_behinds),
         ] {
             assert!(get(counter) > 0, "the workload never reached: {name}");
         }
@@ -140,6 +143,9 @@ fn run_seed(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut config = LogConfig::with_segment_size(SEGMENT_BYTES);
     config.spare_segments = rng.gen_range(0..=2);
+    // Small thresholds so batches are often written behind (to the page cache before their
+    // commit); a crash may then keep any prefix of them, never a confirmed record less.
+    config.write_behind_bytes = if rng.gen_ratio(1, 4) { usize::MAX } else { rng.gen_range(256..=8192) };
     let max_payload = config.max_record_bytes as usize;
     let mut storage = SimStorage::new();
     let mut model = Model::default();
@@ -271,6 +277,7 @@ fn append_and_commit(
         1..=6 => rng.gen_range(1..8),
         _ => rng.gen_range(8..40),
     };
+    let write_behinds_before = log.write_behind_count();
     for _ in 0..batch {
         let record = random_record(rng, max_payload);
         match log.append(record.kind, record.version, &record.payload) {
@@ -297,6 +304,7 @@ fn append_and_commit(
             }
         }
     }
+    count(&COVERAGE.write_behinds, log.write_behind_count() - write_behinds_before);
     match log.commit() {
         Ok(()) => {
             count(&COVERAGE.commits, 1);

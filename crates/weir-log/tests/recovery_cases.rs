@@ -505,3 +505,99 @@ fn leftover_temporary_and_wrong_size_spares_are_removed() {
     assert_eq!(log.spare_count(), 1, "a fresh spare is prepared, numbered after the leftovers");
     assert!(names.contains(&"spare-0000000100.wlog".to_string()), "{names:?}");
 }
+
+/// A config whose batches are written behind every 2 KiB.
+fn write_behind_config() -> LogConfig {
+    LogConfig { write_behind_bytes: 2048, ..config() }
+}
+
+#[test]
+fn large_batch_is_written_behind_and_readable_before_its_commit() {
+    let storage = SimStorage::new();
+    let (mut log, _, _) = open_collect(storage.clone(), write_behind_config(), 0);
+    append_committed(&mut log, 1, 10);
+    let before = storage.stats();
+    let mut positions = Vec::new();
+    for lsn in 2..=21 {
+        positions.push(log.append(KIND, 1, &payload(lsn, 500)).expect("append").1);
+    }
+    let during = storage.stats();
+    assert!(log.write_behind_count() >= 4, "{} pieces", log.write_behind_count());
+    assert!(during.writes > before.writes, "pieces reach the file before the commit");
+    assert_eq!(during.syncs, before.syncs, "but nothing is synced before the commit");
+    assert_eq!(log.durable_lsn(), 1);
+    for (index, pos) in positions.iter().enumerate() {
+        assert_eq!(log.read(*pos).expect("read uncommitted").payload, payload(index as u64 + 2, 500));
+    }
+    log.commit().expect("commit");
+    assert_eq!(storage.stats().syncs, during.syncs + 1, "one fsync per batch, as without write-behind");
+    drop(log);
+    let (_, report, replayed) = open_collect(storage.crash(3), write_behind_config(), 0);
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(lsns(&replayed), (1..=21).collect::<Vec<_>>());
+}
+
+#[test]
+fn failed_write_behind_poisons_at_commit() {
+    let storage = SimStorage::new();
+    let (mut log, _, _) = open_collect(storage.clone(), write_behind_config(), 0);
+    append_committed(&mut log, 3, 10);
+    storage.fail_write_after(0);
+    for lsn in 4..=20 {
+        log.append(KIND, 1, &payload(lsn, 500)).expect("append keeps buffering after a failed write-behind");
+    }
+    let error = log.commit().expect_err("the failed write-behind fails the commit");
+    assert!(matches!(error, LogError::Io { .. }), "{error}");
+    assert!(log.is_poisoned().is_some());
+    assert_eq!(log.durable_lsn(), 3);
+    drop(log);
+    let (_, report, replayed) = open_collect(storage.crash(1), write_behind_config(), 0);
+    assert!(report.is_clean(), "{report}");
+    assert!(lsns(&replayed).starts_with(&[1, 2, 3]), "confirmed records survive");
+}
+
+#[test]
+fn batch_torn_out_of_order_is_a_torn_tail_not_damage() {
+    // A crash while a written-behind batch was on its way to the disk: a later piece of the
+    // batch landed, an earlier one did not. Nothing of the batch was confirmed.
+    let storage = SimStorage::new();
+    let (mut log, _, _) = open_collect(storage.clone(), write_behind_config(), 0);
+    append_committed(&mut log, 5, 100);
+    let batch = append_committed(&mut log, 20, 500); // LSNs 6..=25
+    drop(log);
+    // The batch's pieces 1 and 3 never reached the disk (zeros), pieces 2 and 4 did.
+    let segment = segment_file_name(1);
+    for lsn in (6..=10).chain(16..=20) {
+        let pos = batch[(lsn - 6) as usize];
+        storage.write_durable(&segment, pos.offset.into(), &[0u8; 512]);
+    }
+    let (mut log, report, replayed) = open_collect(storage.clone(), write_behind_config(), 0);
+    assert!(report.is_clean(), "an unconfirmed batch torn out of order is not corruption: {report}");
+    assert_eq!(lsns(&replayed), (1..=5).collect::<Vec<_>>(), "no record after the break is replayed");
+    let torn = report.torn_tail.clone().expect("reported as a torn tail");
+    assert_eq!((torn.offset, torn.lsn), (u64::from(batch[0].offset), 6));
+    let record_span = weir_log::record_span_bytes(500) as u64;
+    assert_eq!(torn.bytes_dropped, u64::from(batch[19].offset) + record_span - u64::from(batch[0].offset));
+    // The stale pieces were zeroed: new appends reuse the LSNs and the next open is clean.
+    append_committed(&mut log, 3, 40);
+    drop(log);
+    let (_, report, replayed) = open_collect(storage, write_behind_config(), 0);
+    assert!(report.is_clean() && report.torn_tail.is_none(), "{report}");
+    assert_eq!(lsns(&replayed), (1..=8).collect::<Vec<_>>());
+}
+
+#[test]
+fn damage_followed_by_a_later_batch_is_corruption_in_the_newest_segment() {
+    let storage = SimStorage::new();
+    let (mut log, _, _) = open_collect(storage.clone(), write_behind_config(), 0);
+    let first = append_committed(&mut log, 5, 100);
+    append_committed(&mut log, 5, 100);
+    drop(log);
+    // LSN 3 was durable before the batch 6..=10 was written: this is damage, not a torn batch.
+    storage.corrupt_byte(&segment_file_name(1), u64::from(first[2].offset) + 40, 0x55).expect("corrupt");
+    let (_, report, replayed) = open_collect(storage, write_behind_config(), 0);
+    assert_eq!(lsns(&replayed), vec![1, 2, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(report.corruptions.len(), 1, "{report}");
+    assert_eq!(report.corruptions[0].lsn_lost, Some(LsnRange { first: 3, last: 3 }));
+    assert!(report.torn_tail.is_none());
+}
