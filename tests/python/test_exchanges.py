@@ -2,23 +2,11 @@
 import pika
 import pytest
 
-
-def connect(broker):
-    conn = pika.BlockingConnection(broker.params())
-    return conn, conn.channel()
+from helpers import connect, drain
 
 
 def private_queue(ch):
     return ch.queue_declare("", exclusive=True).method.queue
-
-
-def drain(ch, queue):
-    bodies = []
-    while True:
-        method, _, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            return bodies
-        bodies.append(body.decode())
 
 
 def test_fanout_publish_subscribe(broker):

@@ -24,7 +24,7 @@ use crate::content::ContentStore;
 use crate::error::{EngineError, ErrorKind};
 use crate::expiry::ExpiryIndex;
 use crate::outbox::Outbox;
-use crate::properties::DeathReason;
+use crate::properties::{self, DeathReason};
 use crate::queue_config::{Overflow, QueueConfig};
 use crate::records::{self, location_of, pos_of, QueueRecord, Writer, LOCATION_MEMORY};
 use crate::topology::{Destination, Vhost};
@@ -97,6 +97,7 @@ impl QueueState {
     pub fn from_record(record: QueueRecord) -> Self {
         // Logged arguments were validated when the queue was declared.
         let config = QueueConfig::parse(&record.arguments, &record.name, &record.vhost).unwrap_or_default();
+        let messages = Queue::with_order(config.order);
         Self {
             config,
             expired_unacked: HashSet::new(),
@@ -108,7 +109,7 @@ impl QueueState {
             auto_delete: record.auto_delete,
             exclusive_owner: None,
             arguments: record.arguments,
-            messages: Queue::new(),
+            messages,
             consumers: Vec::new(),
             next_consumer: 0,
             had_consumers: false,
@@ -721,6 +722,7 @@ impl<S: Storage> Broker<S> {
         }
         self.next_message_seq += 1;
         self.content.insert(seq, &message, targets.len() as u32, pinned);
+        let mut priority = None;
         for id in targets {
             let is_logged = logged.contains(&id);
             let entry = MessageEntry {
@@ -729,6 +731,11 @@ impl<S: Storage> Broker<S> {
                 size_bytes,
                 delivery_count: 0,
                 flags: if is_logged { ENTRY_FLAG_PERSISTENT } else { 0 },
+                priority: if self.queues[&id].config.order.max_priority > 0 {
+                    *priority.get_or_insert_with(|| properties::raw_priority(&message.raw_properties).unwrap_or(0))
+                } else {
+                    0
+                },
             };
             self.track_live(&entry, 1);
             let queue = self.queues.get_mut(&id).expect("routed");

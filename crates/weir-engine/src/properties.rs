@@ -29,6 +29,38 @@ impl DeathReason {
     }
 }
 
+/// Content-header property flags (AMQP 0-9-1 `basic` class), highest bit first.
+const FLAG_CONTENT_TYPE: u16 = 1 << 15;
+const FLAG_CONTENT_ENCODING: u16 = 1 << 14;
+const FLAG_HEADERS: u16 = 1 << 13;
+const FLAG_DELIVERY_MODE: u16 = 1 << 12;
+const FLAG_PRIORITY: u16 = 1 << 11;
+
+/// The `priority` property read straight from raw property bytes (flags, then the fields in
+/// order), without decoding the rest: it is needed for every message routed to a priority
+/// queue, at publish and at log replay. `None` when absent or when the bytes end early (they
+/// were validated when the message was published, so that only happens to a damaged record).
+pub fn raw_priority(raw: &[u8]) -> Option<u8> {
+    let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
+    if flags & FLAG_PRIORITY == 0 {
+        return None;
+    }
+    let mut at = 2usize;
+    for short_string in [FLAG_CONTENT_TYPE, FLAG_CONTENT_ENCODING] {
+        if flags & short_string != 0 {
+            at += 1 + usize::from(*raw.get(at)?);
+        }
+    }
+    if flags & FLAG_HEADERS != 0 {
+        let len = u32::from_be_bytes(raw.get(at..at + 4)?.try_into().ok()?);
+        at = at.checked_add(4)?.checked_add(usize::try_from(len).ok()?)?;
+    }
+    if flags & FLAG_DELIVERY_MODE != 0 {
+        at += 1;
+    }
+    raw.get(at).copied()
+}
+
 /// Field-table values as the engine's protocol-neutral arguments (sorted by key, as a
 /// `FieldTable` is).
 pub fn table_to_arguments(table: &FieldTable) -> Vec<(String, ArgValue)> {
@@ -197,6 +229,34 @@ fn without_expiration(p: &BasicProperties) -> BasicProperties {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_priority_skips_the_fields_before_it() {
+        let mut headers = FieldTable::default();
+        headers.insert("k".into(), AMQPValue::LongString("v".repeat(300).into()));
+        let cases = [
+            (BasicProperties::default(), None),
+            (BasicProperties::default().with_priority(7), Some(7)),
+            (
+                BasicProperties::default()
+                    .with_content_type("text/plain".into())
+                    .with_content_encoding("gzip".into())
+                    .with_headers(headers)
+                    .with_delivery_mode(2)
+                    .with_priority(255)
+                    .with_correlation_id("c".into()),
+                Some(255),
+            ),
+            (BasicProperties::default().with_delivery_mode(2).with_message_id("m".into()), None),
+        ];
+        for (properties, want) in cases {
+            let raw = weir_amqp_codec::encode_properties(&properties);
+            assert_eq!(raw_priority(&raw), want, "{properties:?}");
+            for cut in 0..raw.len() {
+                let _ = raw_priority(&raw[..cut]); // never panics on short input
+            }
+        }
+    }
 
     #[test]
     fn deaths_are_counted_per_queue_and_reason_and_moved_to_the_front() {

@@ -5,8 +5,14 @@
 //! 406 PRECONDITION_FAILED "invalid arg '<name>' for queue '<q>' in vhost '<v>': …". Unknown
 //! `x-` arguments are kept (for equivalence checks) and otherwise ignored, as RabbitMQ does.
 
+use weir_queue::ReadyOrder;
+
 use crate::api::ArgValue;
 use crate::error::{EngineError, ErrorKind};
+
+/// Priority levels of a queue whose `x-queue-order` asks for `priority` without an
+/// `x-max-priority`: 0-9, the JMS range.
+pub const DEFAULT_MAX_PRIORITY: u8 = 9;
 
 /// What happens when a queue is over `x-max-length` / `x-max-length-bytes`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,6 +40,8 @@ pub struct QueueConfig {
     /// `x-single-active-consumer`: only the first consumer receives; the next takes over when
     /// it goes.
     pub single_active_consumer: bool,
+    /// `x-max-priority` / `x-queue-order`: how ready messages are ordered.
+    pub order: ReadyOrder,
 }
 
 impl QueueConfig {
@@ -55,6 +63,7 @@ impl QueueConfig {
             other => Err(invalid(name, &format!("{other:?} is not a string"))),
         };
         let mut config = QueueConfig::default();
+        let mut order_keys = None;
         for (name, value) in arguments {
             match name.as_str() {
                 "x-message-ttl" => config.message_ttl_ms = Some(non_negative(name, value)?),
@@ -79,10 +88,10 @@ impl QueueConfig {
                 }
                 "x-max-priority" => {
                     let priority = non_negative(name, value)?;
-                    if priority > 255 {
-                        return Err(invalid(name, &format!("{priority} is above the maximum 255")));
-                    }
+                    config.order.max_priority = u8::try_from(priority)
+                        .map_err(|_| invalid(name, &format!("{priority} is above the maximum 255")))?;
                 }
+                "x-queue-order" => order_keys = Some(string(name, value)?),
                 "x-single-active-consumer" => match value {
                     ArgValue::Bool(on) => config.single_active_consumer = *on,
                     _ => return Err(invalid(name, "must be a boolean")),
@@ -93,6 +102,10 @@ impl QueueConfig {
         if config.dead_letter_routing_key.is_some() && config.dead_letter_exchange.is_none() {
             return Err(invalid("x-dead-letter-routing-key", "needs x-dead-letter-exchange"));
         }
+        if let Some(keys) = order_keys {
+            config.order = parse_order(&keys, config.order.max_priority)
+                .map_err(|why| invalid("x-queue-order", &format!("'{keys}': {why}")))?;
+        }
         Ok(config)
     }
 
@@ -101,6 +114,41 @@ impl QueueConfig {
         self.max_length.is_some_and(|max| ready_messages > max)
             || self.max_length_bytes.is_some_and(|max| ready_bytes > max)
     }
+}
+
+/// `x-queue-order`: a comma list of keys, the first deciding and the next breaking ties.
+/// `priority` must come first when present (`fifo` and `lifo` order by the unique arrival
+/// sequence, so nothing after them could ever break a tie); `fifo` or `lifo` may follow it.
+/// `time` and `expiration` are refused until they are built. `x-max-priority` alone means
+/// `priority,fifo`.
+fn parse_order(keys: &str, max_priority: u8) -> Result<ReadyOrder, String> {
+    let keys: Vec<&str> = keys.split(',').map(str::trim).collect();
+    let mut order = ReadyOrder { max_priority, lifo: false };
+    let mut rest = keys.as_slice();
+    if let Some((&"priority", after)) = rest.split_first() {
+        if order.max_priority == 0 {
+            order.max_priority = DEFAULT_MAX_PRIORITY;
+        }
+        rest = after;
+    }
+    match rest {
+        [] => {}
+        [last] => match *last {
+            "fifo" => order.lifo = false,
+            "lifo" => order.lifo = true,
+            "priority" => return Err("'priority' must be the first key".into()),
+            "time" | "expiration" => return Err(format!("ordering by '{last}' is not supported yet")),
+            other => return Err(format!("unknown ordering key '{other}'")),
+        },
+        [first, ..] => {
+            return Err(match *first {
+                "fifo" | "lifo" | "priority" => format!("nothing can follow '{first}' here"),
+                "time" | "expiration" => format!("ordering by '{first}' is not supported yet"),
+                other => format!("unknown ordering key '{other}'"),
+            })
+        }
+    }
+    Ok(order)
 }
 
 #[cfg(test)]
@@ -141,10 +189,41 @@ mod tests {
             ("x-expires", ArgValue::Int(0)),
             ("x-overflow", ArgValue::Str("drop-tail".into())),
             ("x-single-active-consumer", ArgValue::Int(1)),
+            ("x-queue-order", ArgValue::Str("lifo,priority".into())),
+            ("x-queue-order", ArgValue::Str("fifo,lifo".into())),
+            ("x-queue-order", ArgValue::Str("time".into())),
+            ("x-queue-order", ArgValue::Str("priority,expiration".into())),
+            ("x-queue-order", ArgValue::Str("random".into())),
+            ("x-queue-order", ArgValue::Str("".into())),
+            ("x-queue-order", ArgValue::Int(1)),
         ] {
             let error = QueueConfig::parse(&args(std::slice::from_ref(&bad)), "q", "/").unwrap_err();
             assert_eq!(error.kind, ErrorKind::PreconditionFailed, "{bad:?}");
             assert!(error.text.starts_with(&format!("invalid arg '{}' for queue 'q'", bad.0)), "{}", error.text);
         }
+    }
+
+    #[test]
+    fn ordering_arguments() {
+        let order = |pairs: &[(&str, ArgValue)]| QueueConfig::parse(&args(pairs), "q", "/").unwrap().order;
+        assert_eq!(order(&[]), ReadyOrder { max_priority: 0, lifo: false });
+        assert_eq!(order(&[("x-max-priority", ArgValue::Int(5))]), ReadyOrder { max_priority: 5, lifo: false });
+        assert_eq!(
+            order(&[("x-queue-order", ArgValue::Str("lifo".into()))]),
+            ReadyOrder { max_priority: 0, lifo: true }
+        );
+        assert_eq!(
+            order(&[("x-queue-order", ArgValue::Str("priority, lifo".into()))]),
+            ReadyOrder { max_priority: DEFAULT_MAX_PRIORITY, lifo: true }
+        );
+        assert_eq!(
+            order(&[("x-max-priority", ArgValue::Int(3)), ("x-queue-order", ArgValue::Str("priority,fifo".into()))]),
+            ReadyOrder { max_priority: 3, lifo: false }
+        );
+        // x-max-priority turns priorities on whatever x-queue-order says about ties.
+        assert_eq!(
+            order(&[("x-max-priority", ArgValue::Int(2)), ("x-queue-order", ArgValue::Str("lifo".into()))]),
+            ReadyOrder { max_priority: 2, lifo: true }
+        );
     }
 }

@@ -25,8 +25,8 @@ pub const KIND_UNBIND: u8 = 0x17;
 pub const KIND_TX: u8 = 0x18;
 pub const RECORD_VERSION: u8 = 1;
 /// Version 2 added exchanges and bindings after the queues; version 3 each queue's message
-/// expiry times after its entries.
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// expiry times after its entries; version 4 a priority byte at the end of each entry.
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 /// `Enqueue.flags`: this record re-writes a live message that compaction moved out of an old
 /// segment; replay only updates the location of entries that still exist.
@@ -470,6 +470,8 @@ pub struct EnqueueHeader {
     pub times: Option<(u64, u64)>,
     pub queue_ids: Vec<u32>,
     pub body_len: u32,
+    /// The message's `priority` property (0 when absent).
+    pub priority: u8,
 }
 
 pub fn decode_enqueue_header(payload: &[u8]) -> Result<EnqueueHeader, DecodeError> {
@@ -484,11 +486,11 @@ pub fn decode_enqueue_header(payload: &[u8]) -> Result<EnqueueHeader, DecodeErro
     }
     r.str16()?;
     r.str16()?;
-    r.bytes32()?;
+    let priority = crate::properties::raw_priority(r.bytes32()?).unwrap_or(0);
     let body = r.bytes32()?;
     let body_len = body.len() as u32;
     r.finish()?;
-    Ok(EnqueueHeader { seq, flags, times, queue_ids, body_len })
+    Ok(EnqueueHeader { seq, flags, times, queue_ids, body_len, priority })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -588,6 +590,7 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
             w.u32(e.size_bytes);
             w.u16(e.delivery_count);
             w.u8(e.flags);
+            w.u8(e.priority);
         }
         let expiries = snapshot.expiries.get(index).map(Vec::as_slice).unwrap_or_default();
         w.u64(expiries.len() as u64);
@@ -621,7 +624,7 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
     for _ in 0..queue_count {
         let queue = decode_queue(&mut r)?;
         let count = r.u64()? as usize;
-        // 23 bytes per entry: refuse counts the payload cannot hold before allocating.
+        // 23 or 24 bytes per entry: refuse counts the payload cannot hold before allocating.
         if count > r.remaining() / 23 {
             return Err(r.err(format!("{count} entries cannot fit in {} bytes", r.remaining())));
         }
@@ -633,6 +636,7 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
                 size_bytes: r.u32()?,
                 delivery_count: r.u16()?,
                 flags: r.u8()?,
+                priority: if version >= 4 { r.u8()? } else { 0 },
             });
         }
         queues.push((queue, entries));
@@ -716,7 +720,7 @@ mod tests {
 
     #[test]
     fn snapshot_round_trip() {
-        let entry = MessageEntry { seq: 3, location: 9, size_bytes: 4, delivery_count: 1, flags: 1 };
+        let entry = MessageEntry { seq: 3, location: 9, size_bytes: 4, delivery_count: 1, flags: 1, priority: 6 };
         let snapshot = Snapshot {
             next_message_seq: 10,
             next_queue_id: 8,

@@ -117,7 +117,10 @@ impl Rebuilt {
                             track_segment_live(&mut self.segment_live, &entry, 1);
                         }
                     } else {
-                        let entry = probe_entry(header.seq, location, header.body_len);
+                        let entry = MessageEntry {
+                            priority: header.priority,
+                            ..probe_entry(header.seq, location, header.body_len)
+                        };
                         track_segment_live(&mut self.segment_live, &entry, 1);
                         queue.messages.push(entry);
                         if let Some(at) = message_expiry(&queue.config, header.times) {
@@ -181,7 +184,7 @@ impl Rebuilt {
 }
 
 fn probe_entry(seq: u64, location: u64, size_bytes: u32) -> MessageEntry {
-    MessageEntry { seq, location, size_bytes, delivery_count: 0, flags: ENTRY_FLAG_PERSISTENT }
+    MessageEntry { seq, location, size_bytes, delivery_count: 0, flags: ENTRY_FLAG_PERSISTENT, priority: 0 }
 }
 
 /// Load the checkpoint, open the log replaying what follows it, and build the broker.

@@ -27,6 +27,10 @@ pub struct MessageEntry {
     pub delivery_count: u16,
     /// `ENTRY_FLAG_*` bits.
     pub flags: u8,
+    /// Priority level inside its queue (0 in a queue without priorities; the message's
+    /// `priority` property capped at the queue's maximum otherwise). Fits in what would be
+    /// padding.
+    pub priority: u8,
 }
 
 impl MessageEntry {

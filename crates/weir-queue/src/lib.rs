@@ -8,8 +8,9 @@
 //!
 //! Invariants kept here (asserted, because breaking one is a Weir bug):
 //! - a message sequence number is in at most one of `ready` and `unacked`;
-//! - `ready` is sorted by sequence number (FIFO order, requeued messages go back to their
-//!   original place, as RabbitMQ's classic queues do);
+//! - each priority level of `ready` is sorted by sequence number (requeued messages go back
+//!   to their original place, as RabbitMQ's classic queues do); delivery takes the highest
+//!   occupied level, oldest first (`fifo`) or newest first (`lifo`);
 //! - the byte and count totals equal the sums over the entries.
 //!
 //! Memory: one [`MessageEntry`] is 24 bytes; the body lives in the log (or, for transient
@@ -19,4 +20,4 @@ mod entry;
 mod queue;
 
 pub use entry::{MessageEntry, MessageSeq, ENTRY_FLAG_PERSISTENT, ENTRY_FLAG_REDELIVERED};
-pub use queue::{Queue, QueueStats};
+pub use queue::{Queue, QueueStats, ReadyOrder};

@@ -1,12 +1,19 @@
 //! One queue's message index: ready messages in order, delivered ones awaiting settlement.
 //!
-//! Transitions (all O(1) amortised on the FIFO fast path):
-//! - `push`: a newly published message joins the tail (its sequence number is the largest
-//!   this queue has seen: asserted);
-//! - `deliver`: the head moves to `unacked` (or leaves at once for an auto-ack consumer);
+//! Order: ready messages sit in priority levels (one level in a queue without priorities).
+//! `deliver` takes from the highest non-empty level; inside a level messages are kept sorted by
+//! sequence number and handed out oldest first (`fifo`, the default) or newest first (`lifo`).
+//! Tuxedo's `x-queue-order: priority,lifo` and RabbitMQ's `x-max-priority` are both this shape.
+//!
+//! Transitions (O(1) amortised on the default path, plus a scan of the occupied levels where a
+//! message is looked up by sequence number alone):
+//! - `push`: a newly published message joins the tail of its level (its sequence number is the
+//!   largest this queue has seen: asserted);
+//! - `deliver`: the next message moves to `unacked` (or leaves at once for an auto-ack consumer);
 //! - `settle`: an unacked message leaves for good (ack, or dead-lettering later);
 //! - `requeue`: an unacked message returns to its original place, marked redelivered;
-//! - `remove`: a message leaves from wherever it is (log replay of a settlement, purge).
+//! - `remove`: a message leaves from wherever it is (log replay of a settlement, purge);
+//! - `take_oldest`: the least recently received ready message leaves (overflow `drop-head`).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -21,15 +28,34 @@ pub struct QueueStats {
     pub unacked_bytes: u64,
 }
 
+/// How a queue orders its ready messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadyOrder {
+    /// The highest priority level; 0 means no priorities (a single level). A message's
+    /// priority above it counts as this maximum, as in RabbitMQ.
+    pub max_priority: u8,
+    /// Inside a priority level, newest first instead of oldest first.
+    pub lifo: bool,
+}
+
 /// The message index of one queue.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Queue {
-    /// Sorted by `seq`, ascending: the head is the next to deliver.
-    ready: VecDeque<MessageEntry>,
+    order: ReadyOrder,
+    /// One deque per priority level, each sorted by `seq` ascending.
+    levels: Vec<VecDeque<MessageEntry>>,
+    /// Bit `p` set when level `p` holds a message: the highest level is found in O(1).
+    occupied: [u64; 4],
     unacked: HashMap<MessageSeq, MessageEntry>,
     stats: QueueStats,
     /// The largest sequence number ever pushed: new messages must come after it.
     last_pushed_seq: MessageSeq,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self::with_order(ReadyOrder::default())
+    }
 }
 
 impl Queue {
@@ -37,20 +63,36 @@ impl Queue {
         Self::default()
     }
 
+    pub fn with_order(order: ReadyOrder) -> Self {
+        Queue {
+            order,
+            levels: (0..=order.max_priority).map(|_| VecDeque::new()).collect(),
+            occupied: [0; 4],
+            unacked: HashMap::new(),
+            stats: QueueStats::default(),
+            last_pushed_seq: 0,
+        }
+    }
+
+    pub fn order(&self) -> ReadyOrder {
+        self.order
+    }
+
     pub fn stats(&self) -> QueueStats {
         self.stats
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ready.is_empty() && self.unacked.is_empty()
+        !self.has_ready() && self.unacked.is_empty()
     }
 
     pub fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
+        self.occupied.iter().any(|&bits| bits != 0)
     }
 
-    /// A newly published message joins the tail.
-    pub fn push(&mut self, entry: MessageEntry) {
+    /// A newly published message joins the tail of its priority level (its priority is capped
+    /// at the queue's maximum here).
+    pub fn push(&mut self, mut entry: MessageEntry) {
         assert!(
             entry.seq > self.last_pushed_seq,
             "queue push out of order: seq {} after {}",
@@ -58,14 +100,19 @@ impl Queue {
             self.last_pushed_seq
         );
         self.last_pushed_seq = entry.seq;
+        entry.priority = entry.priority.min(self.order.max_priority);
         self.add_ready_stats(&entry);
-        self.ready.push_back(entry);
+        self.levels[usize::from(entry.priority)].push_back(entry);
+        self.set_occupied(entry.priority, true);
     }
 
-    /// Hand out the head. With `auto_ack` the message leaves the queue at once; otherwise it
-    /// waits in `unacked` for `settle` or `requeue`.
+    /// Hand out the next message. With `auto_ack` the message leaves the queue at once;
+    /// otherwise it waits in `unacked` for `settle` or `requeue`.
     pub fn deliver(&mut self, auto_ack: bool) -> Option<MessageEntry> {
-        let mut entry = self.ready.pop_front()?;
+        let level = self.highest_occupied()?;
+        let deque = &mut self.levels[usize::from(level)];
+        let mut entry = if self.order.lifo { deque.pop_back() } else { deque.pop_front() }.expect("occupied");
+        self.level_shrunk(level);
         self.sub_ready_stats(&entry);
         entry.delivery_count = entry.delivery_count.saturating_add(1);
         if !auto_ack {
@@ -77,9 +124,12 @@ impl Queue {
         Some(entry)
     }
 
-    /// Take the head out without handing it out (it is dropped or dead-lettered: overflow).
-    pub fn take_head(&mut self) -> Option<MessageEntry> {
-        let entry = self.ready.pop_front()?;
+    /// Take the least recently received ready message out without handing it out (it is
+    /// dropped or dead-lettered: overflow `drop-head`).
+    pub fn take_oldest(&mut self) -> Option<MessageEntry> {
+        let level = self.occupied_levels().min_by_key(|&level| self.levels[usize::from(level)][0].seq)?;
+        let entry = self.levels[usize::from(level)].pop_front().expect("occupied");
+        self.level_shrunk(level);
         self.sub_ready_stats(&entry);
         Some(entry)
     }
@@ -87,8 +137,9 @@ impl Queue {
     /// Remove a message only if it is ready (expiry never takes a message out of a consumer's
     /// hands).
     pub fn remove_ready(&mut self, seq: MessageSeq) -> Option<MessageEntry> {
-        let index = self.ready.binary_search_by_key(&seq, |e| e.seq).ok()?;
-        let entry = self.ready.remove(index)?;
+        let (level, index) = self.find_ready(seq)?;
+        let entry = self.levels[usize::from(level)].remove(index).expect("found");
+        self.level_shrunk(level);
         self.sub_ready_stats(&entry);
         Some(entry)
     }
@@ -98,7 +149,7 @@ impl Queue {
     }
 
     pub fn contains(&self, seq: MessageSeq) -> bool {
-        self.unacked.contains_key(&seq) || self.ready.binary_search_by_key(&seq, |e| e.seq).is_ok()
+        self.unacked.contains_key(&seq) || self.find_ready(seq).is_some()
     }
 
     /// An unacked message is done with (acked). `None` if it is not unacked here.
@@ -133,8 +184,8 @@ impl Queue {
         let entry = match self.unacked.get_mut(&seq) {
             Some(entry) => entry,
             None => {
-                let index = self.ready.binary_search_by_key(&seq, |e| e.seq).ok()?;
-                &mut self.ready[index]
+                let (level, index) = self.find_ready(seq)?;
+                &mut self.levels[usize::from(level)][index]
             }
         };
         Some(std::mem::replace(&mut entry.location, location))
@@ -144,12 +195,14 @@ impl Queue {
     pub fn purge_ready(&mut self) -> Vec<MessageEntry> {
         self.stats.ready_messages = 0;
         self.stats.ready_bytes = 0;
-        self.ready.drain(..).collect()
+        self.occupied = [0; 4];
+        self.levels.iter_mut().flat_map(|level| level.drain(..)).collect()
     }
 
-    /// Every message, ready first then unacked (unacked in no particular order).
+    /// Every message, ready first (by level, lowest first, each by sequence number) then
+    /// unacked (in no particular order).
     pub fn entries(&self) -> impl Iterator<Item = &MessageEntry> {
-        self.ready.iter().chain(self.unacked.values())
+        self.levels.iter().flatten().chain(self.unacked.values())
     }
 
     /// Turn every unacked message back to ready (used when a snapshot is restored: nothing
@@ -161,14 +214,57 @@ impl Queue {
         }
     }
 
+    fn find_ready(&self, seq: MessageSeq) -> Option<(u8, usize)> {
+        self.occupied_levels().find_map(|level| {
+            let index = self.levels[usize::from(level)].binary_search_by_key(&seq, |e| e.seq).ok()?;
+            Some((level, index))
+        })
+    }
+
     fn insert_ready_sorted(&mut self, entry: MessageEntry) {
-        // Requeued messages usually belong near the head, so search from the front.
-        let index = match self.ready.binary_search_by_key(&entry.seq, |e| e.seq) {
+        let deque = &mut self.levels[usize::from(entry.priority)];
+        let index = match deque.binary_search_by_key(&entry.seq, |e| e.seq) {
             Ok(_) => panic!("seq {} is already ready", entry.seq),
             Err(index) => index,
         };
+        deque.insert(index, entry);
         self.add_ready_stats(&entry);
-        self.ready.insert(index, entry);
+        self.set_occupied(entry.priority, true);
+    }
+
+    /// Levels holding messages, highest first.
+    fn occupied_levels(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..=self.order.max_priority).rev().filter(|&level| self.is_occupied(level))
+    }
+
+    fn highest_occupied(&self) -> Option<u8> {
+        for word in (0..4).rev() {
+            let bits = self.occupied[word];
+            if bits != 0 {
+                return Some((word * 64 + 63 - bits.leading_zeros() as usize) as u8);
+            }
+        }
+        None
+    }
+
+    fn is_occupied(&self, level: u8) -> bool {
+        self.occupied[usize::from(level / 64)] & (1 << (level % 64)) != 0
+    }
+
+    fn set_occupied(&mut self, level: u8, on: bool) {
+        let bit = 1u64 << (level % 64);
+        let word = &mut self.occupied[usize::from(level / 64)];
+        if on {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
+    }
+
+    fn level_shrunk(&mut self, level: u8) {
+        if self.levels[usize::from(level)].is_empty() {
+            self.set_occupied(level, false);
+        }
     }
 
     fn add_ready_stats(&mut self, entry: &MessageEntry) {
@@ -187,7 +283,7 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64) -> MessageEntry {
-        MessageEntry { seq, location: seq * 10, size_bytes: 5, delivery_count: 0, flags: 0 }
+        MessageEntry { seq, location: seq * 10, size_bytes: 5, delivery_count: 0, flags: 0, priority: 0 }
     }
 
     #[test]

@@ -1,23 +1,41 @@
 //! Randomised comparison of `Queue` against a tiny reference model.
 //!
-//! The model is the simplest thing that could be right: a `Vec` of ready messages kept
-//! sorted by sequence number and a `BTreeMap` of unacked ones. Every step applies one
-//! random command to both and compares what came out. One seed reproduces a run: set
+//! The model is the simplest thing that could be right: a `Vec` of ready messages, re-sorted
+//! after every change by the queue's order (priority descending, then sequence number
+//! ascending for `fifo` or descending for `lifo`), and a `BTreeMap` of unacked ones. Each seed
+//! picks a random order (no priorities or up to 12 levels, fifo or lifo). Every step applies
+//! one random command to both and compares what came out. One seed reproduces a run: set
 //! `WEIR_SEED=<n>`; every failure message prints the seed.
 
 use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use weir_queue::{MessageEntry, Queue, ENTRY_FLAG_REDELIVERED};
+use weir_queue::{MessageEntry, Queue, ReadyOrder, ENTRY_FLAG_REDELIVERED};
 
-#[derive(Default)]
 struct Model {
+    order: ReadyOrder,
     ready: Vec<MessageEntry>,
     unacked: BTreeMap<u64, MessageEntry>,
 }
 
 impl Model {
+    fn sort(&mut self) {
+        let lifo = self.order.lifo;
+        self.ready.sort_by_key(|e| (std::cmp::Reverse(e.priority), if lifo { u64::MAX - e.seq } else { e.seq }));
+    }
+
+    fn push(&mut self, mut entry: MessageEntry) {
+        entry.priority = entry.priority.min(self.order.max_priority);
+        self.ready.push(entry);
+        self.sort();
+    }
+
+    fn take_oldest(&mut self) -> Option<MessageEntry> {
+        let index = (0..self.ready.len()).min_by_key(|&i| self.ready[i].seq)?;
+        Some(self.ready.remove(index))
+    }
+
     fn deliver(&mut self, auto_ack: bool) -> Option<MessageEntry> {
         if self.ready.is_empty() {
             return None;
@@ -36,7 +54,7 @@ impl Model {
         };
         entry.flags |= ENTRY_FLAG_REDELIVERED;
         self.ready.push(entry);
-        self.ready.sort_by_key(|e| e.seq);
+        self.sort();
         true
     }
 
@@ -51,12 +69,14 @@ impl Model {
 
 fn run(seed: u64, steps: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut queue = Queue::new();
-    let mut model = Model::default();
+    let order =
+        ReadyOrder { max_priority: if rng.gen_bool(0.3) { 0 } else { rng.gen_range(1..=12) }, lifo: rng.gen_bool(0.3) };
+    let mut queue = Queue::with_order(order);
+    let mut model = Model { order, ready: Vec::new(), unacked: BTreeMap::new() };
     let mut next_seq = 1u64;
     for step in 0..steps {
         let pick_seq = |rng: &mut StdRng| rng.gen_range(1..next_seq.max(2) + 1);
-        match rng.gen_range(0..7) {
+        match rng.gen_range(0..8) {
             0 | 1 => {
                 let entry = MessageEntry {
                     seq: next_seq,
@@ -64,11 +84,14 @@ fn run(seed: u64, steps: usize) {
                     size_bytes: rng.gen_range(0..2000),
                     delivery_count: 0,
                     flags: 0,
+                    // Sometimes above the queue's maximum: capped, as RabbitMQ does.
+                    priority: rng.gen_range(0..=15),
                 };
                 next_seq += 1;
                 queue.push(entry);
-                model.ready.push(entry);
+                model.push(entry);
             }
+            7 => assert_eq!(queue.take_oldest(), model.take_oldest(), "seed {seed} step {step}: take_oldest"),
             2 => {
                 let auto_ack = rng.gen_bool(0.3);
                 let got = queue.deliver(auto_ack);
@@ -106,6 +129,7 @@ fn run(seed: u64, steps: usize) {
         assert_eq!(stats.unacked_messages as usize, model.unacked.len(), "seed {seed} step {step}: unacked count");
         let model_ready_bytes: u64 = model.ready.iter().map(|e| u64::from(e.size_bytes)).sum();
         assert_eq!(stats.ready_bytes, model_ready_bytes, "seed {seed} step {step}: ready bytes");
+        assert_eq!(queue.has_ready(), !model.ready.is_empty(), "seed {seed} step {step}: has_ready");
     }
 }
 

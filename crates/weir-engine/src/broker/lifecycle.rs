@@ -186,7 +186,7 @@ impl<S: Storage> Broker<S> {
             if !queue.config.over_limit(stats.ready_messages, stats.ready_bytes) {
                 return;
             }
-            let Some(entry) = queue.messages.take_head() else { return };
+            let Some(entry) = queue.messages.take_oldest() else { return };
             self.dead_letter(queue_id, entry, DeathReason::MaxLength);
         }
     }

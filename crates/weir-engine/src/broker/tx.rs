@@ -111,8 +111,14 @@ impl<S: Storage> Broker<S> {
             for id in queue_ids {
                 let Some(queue) = self.queues.get_mut(&id) else { continue };
                 if queue.messages.relocate(seq, location).is_some() {
-                    let entry =
-                        MessageEntry { seq, location, size_bytes, delivery_count: 0, flags: ENTRY_FLAG_PERSISTENT };
+                    let entry = MessageEntry {
+                        seq,
+                        location,
+                        size_bytes,
+                        delivery_count: 0,
+                        flags: ENTRY_FLAG_PERSISTENT,
+                        priority: 0, // only its location counts here
+                    };
                     self.track_live(&entry, 1);
                 }
             }
