@@ -29,6 +29,7 @@ use crate::queue_config::{Overflow, QueueConfig};
 use crate::records::{self, location_of, pos_of, QueueRecord, Writer, LOCATION_MEMORY};
 use crate::topology::{Destination, Vhost};
 
+mod delay;
 mod exchanges;
 mod lifecycle;
 mod reply_to;
@@ -194,6 +195,8 @@ pub(crate) struct Broker<S: Storage> {
     pending_settles: Vec<(QueueId, u64)>,
     /// Every message with a time to live: (expires at, queue, message), earliest first.
     pub expiries: ExpiryIndex,
+    /// Every delayed message: (deliver at, queue, message), earliest first.
+    pub delays: ExpiryIndex,
     /// Source of direct reply-to tokens.
     next_reply_token: u64,
     /// The clock, read once per engine turn (epoch milliseconds).
@@ -244,6 +247,7 @@ impl<S: Storage> Broker<S> {
             pending_settles: Vec::new(),
             tx_capture: None,
             expiries: ExpiryIndex::default(),
+            delays: ExpiryIndex::default(),
             now_ms: 0,
             next_reply_token: 0x5eed,
             next_unused_check_ms: 0,
@@ -596,7 +600,8 @@ impl<S: Storage> Broker<S> {
     fn queue_purge(&mut self, origin: Origin, name: &str, no_wait: bool) -> Result<(), EngineError> {
         let id = self.lookup_queue(origin.connection, name)?;
         let queue = self.queues.get_mut(&id).expect("looked up");
-        let purged = queue.messages.purge_ready();
+        let mut purged = queue.messages.purge_ready();
+        purged.extend(queue.messages.purge_delayed());
         for entry in &purged {
             self.drop_entry(id, entry);
         }
@@ -636,6 +641,11 @@ impl<S: Storage> Broker<S> {
     /// dead-lettering).
     pub(crate) fn publish_in(&mut self, vhost: &str, publish: Publish) -> Result<(), EngineError> {
         let origin = publish.origin;
+        let deliver_at = if origin.connection == INTERNAL_CONNECTION {
+            None
+        } else {
+            delay::delivery_time(&publish.headers, self.now_ms)?
+        };
         let mut targets = self.route(vhost, &publish)?;
         let message = publish.message;
         let size_bytes = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
@@ -699,7 +709,7 @@ impl<S: Storage> Broker<S> {
             }
             let mut w = std::mem::take(&mut self.scratch);
             w.buf.clear();
-            records::encode_enqueue(&mut w, seq, 0, times, &logged, &message);
+            records::encode_enqueue(&mut w, seq, 0, times, deliver_at, &logged, &message);
             let appended = match &mut self.tx_capture {
                 // Inside a commit: the record joins the transaction's container, and the
                 // entries get their location when the container is appended. Until then the
@@ -739,12 +749,21 @@ impl<S: Storage> Broker<S> {
             };
             self.track_live(&entry, 1);
             let queue = self.queues.get_mut(&id).expect("routed");
-            queue.messages.push(entry);
-            if let Some(at) = lifecycle::message_expiry(&queue.config, times) {
+            let expires_at = lifecycle::message_expiry(&queue.config, times);
+            match deliver_at {
+                Some(at) => {
+                    queue.messages.push_delayed(entry);
+                    self.schedule_delay(id, seq, at);
+                }
+                None => {
+                    queue.messages.push(entry);
+                    self.enforce_max_length(id);
+                    self.mark_dirty(id);
+                }
+            }
+            if let Some(at) = expires_at {
                 self.schedule_expiry(id, seq, at);
             }
-            self.enforce_max_length(id);
-            self.mark_dirty(id);
         }
         if let Some(sequence) = publish.confirm {
             let event = confirm_event(sequence);

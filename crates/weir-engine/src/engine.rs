@@ -317,8 +317,9 @@ fn clock_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Expire what is due, deliver, log settlements, send ungated events, fsync, send the rest.
+/// Release delayed messages and expire what is due, deliver, log settlements, send ungated events, fsync, send the rest.
 fn end_turn<S: Storage>(broker: &mut Broker<S>) {
+    broker.release_due();
     broker.expire_due();
     broker.dispatch();
     broker.flush_settles();
@@ -404,7 +405,7 @@ fn compact<S: Storage>(broker: &mut Broker<S>, segments: &HashSet<u32>) {
         };
         writer.buf.clear();
         // No times: the message's expiry is already scheduled (and in the next checkpoint).
-        records::encode_enqueue(&mut writer, seq, ENQUEUE_FLAG_RELOCATED, None, &queue_ids, &message);
+        records::encode_enqueue(&mut writer, seq, ENQUEUE_FLAG_RELOCATED, None, None, &queue_ids, &message);
         let Ok(new_pos) = broker.log_append(records::KIND_ENQUEUE, &writer.buf) else {
             return;
         };

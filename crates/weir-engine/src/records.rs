@@ -25,8 +25,9 @@ pub const KIND_UNBIND: u8 = 0x17;
 pub const KIND_TX: u8 = 0x18;
 pub const RECORD_VERSION: u8 = 1;
 /// Version 2 added exchanges and bindings after the queues; version 3 each queue's message
-/// expiry times after its entries; version 4 a priority byte at the end of each entry.
-pub const SNAPSHOT_VERSION: u32 = 4;
+/// expiry times after its entries; version 4 a priority byte at the end of each entry;
+/// version 5 each queue's delayed messages (seq, deliver at) after its expiries.
+pub const SNAPSHOT_VERSION: u32 = 5;
 
 /// `Enqueue.flags`: this record re-writes a live message that compaction moved out of an old
 /// segment; replay only updates the location of entries that still exist.
@@ -35,6 +36,9 @@ pub const ENQUEUE_FLAG_RELOCATED: u8 = 0b0000_0001;
 /// message itself expires (its `expiration` property; 0 = never), both epoch milliseconds. Each
 /// queue applies its own `x-message-ttl` to the enqueue time.
 pub const ENQUEUE_FLAG_TIMED: u8 = 0b0000_0010;
+/// `Enqueue.flags`: one u64 follows (after the TIMED pair, if any): when the message may be
+/// delivered, epoch milliseconds (`x-delay`, `x-deliver-at`). Until then it waits, delayed.
+pub const ENQUEUE_FLAG_DELAYED: u8 = 0b0000_0100;
 
 /// A queue entry's `location` when the body is only in memory (transient message).
 pub const LOCATION_MEMORY: u64 = u64::MAX;
@@ -73,6 +77,8 @@ pub struct EnqueueRecord {
     pub flags: u8,
     /// (enqueued at, message expires at or 0), epoch ms, when `ENQUEUE_FLAG_TIMED`.
     pub times: Option<(u64, u64)>,
+    /// Delivery time, epoch ms, when `ENQUEUE_FLAG_DELAYED`.
+    pub deliver_at: Option<u64>,
     pub queue_ids: Vec<u32>,
     pub message: Message,
 }
@@ -95,6 +101,9 @@ pub struct Snapshot {
     pub queues: Vec<(QueueRecord, Vec<MessageEntry>)>,
     /// Per queue (same order as `queues`): (message seq, expires at epoch ms).
     pub expiries: Vec<Vec<(u64, u64)>>,
+    /// Per queue (same order as `queues`): (message seq, deliver at epoch ms) of the messages
+    /// still delayed.
+    pub delays: Vec<Vec<(u64, u64)>>,
     /// (vhost, exchange definition; bindings are listed separately).
     pub exchanges: Vec<(String, Exchange)>,
     pub bindings: Vec<BindingRecord>,
@@ -409,14 +418,25 @@ pub fn encode_enqueue(
     seq: u64,
     flags: u8,
     times: Option<(u64, u64)>,
+    deliver_at: Option<u64>,
     queue_ids: &[u32],
     message: &Message,
 ) {
     w.u64(seq);
-    w.u8(if times.is_some() { flags | ENQUEUE_FLAG_TIMED } else { flags & !ENQUEUE_FLAG_TIMED });
+    let mut flags = flags & !(ENQUEUE_FLAG_TIMED | ENQUEUE_FLAG_DELAYED);
+    if times.is_some() {
+        flags |= ENQUEUE_FLAG_TIMED;
+    }
+    if deliver_at.is_some() {
+        flags |= ENQUEUE_FLAG_DELAYED;
+    }
+    w.u8(flags);
     if let Some((enqueued_at, expires_at)) = times {
         w.u64(enqueued_at);
         w.u64(expires_at);
+    }
+    if let Some(at) = deliver_at {
+        w.u64(at);
     }
     w.u16(u16::try_from(queue_ids.len()).expect("a message reaches at most 65535 durable queues"));
     for id in queue_ids {
@@ -435,6 +455,7 @@ pub fn decode_enqueue(payload: Bytes) -> Result<EnqueueRecord, DecodeError> {
     let seq = r.u64()?;
     let flags = r.u8()?;
     let times = if flags & ENQUEUE_FLAG_TIMED != 0 { Some((r.u64()?, r.u64()?)) } else { None };
+    let deliver_at = if flags & ENQUEUE_FLAG_DELAYED != 0 { Some(r.u64()?) } else { None };
     let count = r.u16()?;
     let mut queue_ids = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
@@ -453,6 +474,7 @@ pub fn decode_enqueue(payload: Bytes) -> Result<EnqueueRecord, DecodeError> {
         seq,
         flags,
         times,
+        deliver_at,
         queue_ids,
         message: Message {
             exchange,
@@ -468,6 +490,7 @@ pub struct EnqueueHeader {
     pub seq: u64,
     pub flags: u8,
     pub times: Option<(u64, u64)>,
+    pub deliver_at: Option<u64>,
     pub queue_ids: Vec<u32>,
     pub body_len: u32,
     /// The message's `priority` property (0 when absent).
@@ -479,6 +502,7 @@ pub fn decode_enqueue_header(payload: &[u8]) -> Result<EnqueueHeader, DecodeErro
     let seq = r.u64()?;
     let flags = r.u8()?;
     let times = if flags & ENQUEUE_FLAG_TIMED != 0 { Some((r.u64()?, r.u64()?)) } else { None };
+    let deliver_at = if flags & ENQUEUE_FLAG_DELAYED != 0 { Some(r.u64()?) } else { None };
     let count = r.u16()?;
     let mut queue_ids = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
@@ -490,7 +514,7 @@ pub fn decode_enqueue_header(payload: &[u8]) -> Result<EnqueueHeader, DecodeErro
     let body = r.bytes32()?;
     let body_len = body.len() as u32;
     r.finish()?;
-    Ok(EnqueueHeader { seq, flags, times, queue_ids, body_len, priority })
+    Ok(EnqueueHeader { seq, flags, times, deliver_at, queue_ids, body_len, priority })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -592,11 +616,13 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
             w.u8(e.flags);
             w.u8(e.priority);
         }
-        let expiries = snapshot.expiries.get(index).map(Vec::as_slice).unwrap_or_default();
-        w.u64(expiries.len() as u64);
-        for (seq, expires_at) in expiries {
-            w.u64(*seq);
-            w.u64(*expires_at);
+        for timers in [&snapshot.expiries, &snapshot.delays] {
+            let timers = timers.get(index).map(Vec::as_slice).unwrap_or_default();
+            w.u64(timers.len() as u64);
+            for (seq, at) in timers {
+                w.u64(*seq);
+                w.u64(*at);
+            }
         }
     }
     w.u32(snapshot.exchanges.len() as u32);
@@ -621,6 +647,7 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
     let queue_count = r.u32()?;
     let mut queues = Vec::new();
     let mut expiries = Vec::new();
+    let mut delays = Vec::new();
     for _ in 0..queue_count {
         let queue = decode_queue(&mut r)?;
         let count = r.u64()? as usize;
@@ -640,17 +667,21 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
             });
         }
         queues.push((queue, entries));
-        let mut queue_expiries = Vec::new();
-        if version >= 3 {
-            let count = r.u64()? as usize;
-            if count > r.remaining() / 16 {
-                return Err(r.err(format!("{count} expiries cannot fit in {} bytes", r.remaining())));
+        let timers = |r: &mut Reader<'_>, since: u32, what: &str| -> Result<Vec<(u64, u64)>, DecodeError> {
+            let mut list = Vec::new();
+            if version >= since {
+                let count = r.u64()? as usize;
+                if count > r.remaining() / 16 {
+                    return Err(r.err(format!("{count} {what} cannot fit in {} bytes", r.remaining())));
+                }
+                for _ in 0..count {
+                    list.push((r.u64()?, r.u64()?));
+                }
             }
-            for _ in 0..count {
-                queue_expiries.push((r.u64()?, r.u64()?));
-            }
-        }
-        expiries.push(queue_expiries);
+            Ok(list)
+        };
+        expiries.push(timers(&mut r, 3, "expiries")?);
+        delays.push(timers(&mut r, 5, "delays")?);
     }
     let mut exchanges = Vec::new();
     let mut bindings = Vec::new();
@@ -663,7 +694,7 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
         }
     }
     r.finish()?;
-    Ok(Snapshot { next_message_seq, next_queue_id, queues, expiries, exchanges, bindings })
+    Ok(Snapshot { next_message_seq, next_queue_id, queues, expiries, delays, exchanges, bindings })
 }
 
 #[cfg(test)]
@@ -707,7 +738,7 @@ mod tests {
             body: Bytes::from_static(b"hello"),
         };
         let mut w = Writer::default();
-        encode_enqueue(&mut w, 42, 0, Some((1000, 2000)), &[1, 2], &message);
+        encode_enqueue(&mut w, 42, 0, Some((1000, 2000)), Some(3000), &[1, 2], &message);
         let decoded = decode_enqueue(Bytes::from(w.buf.clone())).unwrap();
         assert_eq!(decoded.seq, 42);
         assert_eq!(decoded.queue_ids, vec![1, 2]);
@@ -726,6 +757,7 @@ mod tests {
             next_queue_id: 8,
             queues: vec![(queue(), vec![entry])],
             expiries: vec![vec![(3, 12_345)]],
+            delays: vec![vec![(3, 99_999)]],
             exchanges: vec![("/".into(), {
                 let mut logs = Exchange::new("logs", ExchangeKind::Topic);
                 logs.internal = true;
@@ -765,7 +797,7 @@ mod tests {
         let mut inner = Vec::new();
         for (seq, body) in [(5u64, &b"five"[..]), (6, b"six")] {
             let mut w = Writer::default();
-            encode_enqueue(&mut w, seq, 0, None, &[1], &message(body));
+            encode_enqueue(&mut w, seq, 0, None, None, &[1], &message(body));
             inner.push((KIND_ENQUEUE, w.buf));
         }
         let mut w = Writer::default();

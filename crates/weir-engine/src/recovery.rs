@@ -29,6 +29,8 @@ struct Rebuilt {
     next_queue_id: u32,
     /// (expires at, queue, message) of every message with a time to live.
     expiries: Vec<Expiry>,
+    /// (deliver at, queue, message) of every delayed message.
+    delays: Vec<Expiry>,
 }
 
 impl Rebuilt {
@@ -40,6 +42,7 @@ impl Rebuilt {
             next_message_seq: snapshot.next_message_seq.max(1),
             next_queue_id: snapshot.next_queue_id.max(1),
             expiries: Vec::new(),
+            delays: Vec::new(),
         };
         for ((queue, _), expiries) in snapshot.queues.iter().zip(&snapshot.expiries) {
             for (seq, at) in expiries {
@@ -49,14 +52,22 @@ impl Rebuilt {
         for (vhost, exchange) in snapshot.exchanges {
             rebuilt.vhosts.entry(vhost).or_default().exchanges.insert(exchange.name.clone(), exchange);
         }
-        for (record, mut entries) in snapshot.queues {
+        let delays = snapshot.delays.into_iter().chain(std::iter::repeat_with(Vec::new));
+        for ((record, mut entries), delays) in snapshot.queues.into_iter().zip(delays) {
             let id = record.queue_id;
             rebuilt.add_queue(QueueState::from_record(record));
             entries.sort_by_key(|e| e.seq);
+            let delayed: HashMap<u64, u64> = delays.into_iter().collect();
             let queue = rebuilt.queues.get_mut(&id).expect("just added");
             for entry in entries {
                 track_segment_live(&mut rebuilt.segment_live, &entry, 1);
-                queue.messages.push(entry);
+                match delayed.get(&entry.seq) {
+                    Some(&at) => {
+                        queue.messages.push_delayed(entry);
+                        rebuilt.delays.push((at, id, entry.seq));
+                    }
+                    None => queue.messages.push(entry),
+                }
             }
         }
         for binding in snapshot.bindings {
@@ -122,7 +133,13 @@ impl Rebuilt {
                             ..probe_entry(header.seq, location, header.body_len)
                         };
                         track_segment_live(&mut self.segment_live, &entry, 1);
-                        queue.messages.push(entry);
+                        match header.deliver_at {
+                            Some(at) => {
+                                queue.messages.push_delayed(entry);
+                                self.delays.push((at, id, header.seq));
+                            }
+                            None => queue.messages.push(entry),
+                        }
                         if let Some(at) = message_expiry(&queue.config, header.times) {
                             self.expiries.push((at, id, header.seq));
                         }
@@ -213,6 +230,8 @@ pub(crate) fn recover<S: Storage>(
     broker.next_message_seq = rebuilt.next_message_seq;
     broker.next_queue_id = rebuilt.next_queue_id;
     broker.expiries = ExpiryIndex::from_entries(rebuilt.expiries);
+    // Delayed messages whose time passed while the broker was down go out on the first turn.
+    broker.delays = ExpiryIndex::from_entries(rebuilt.delays);
     // Look for unused recovered queues (`x-expires`) on the first turn.
     broker.has_expiring_queues = true;
     broker.checkpoint_lsn = replay_after;
@@ -251,6 +270,14 @@ impl<S: Storage> Broker<S> {
             }
         }
         let expiries = queues.iter().map(|(q, _)| by_queue.remove(&q.queue_id).unwrap_or_default()).collect();
+        // Delivery times of messages still delayed.
+        let mut delayed_by_queue: HashMap<QueueId, Vec<(u64, u64)>> = HashMap::new();
+        for (at, queue_id, seq) in self.delays.iter() {
+            if self.queues.get(queue_id).is_some_and(|q| q.messages.is_delayed(*seq)) {
+                delayed_by_queue.entry(*queue_id).or_default().push((*seq, *at));
+            }
+        }
+        let delays = queues.iter().map(|(q, _)| delayed_by_queue.remove(&q.queue_id).unwrap_or_default()).collect();
         let mut exchanges = Vec::new();
         let mut bindings = Vec::new();
         let mut vhost_names: Vec<&String> = self.vhosts.keys().collect();
@@ -280,6 +307,7 @@ impl<S: Storage> Broker<S> {
         }
         Snapshot {
             expiries,
+            delays,
             next_message_seq: self.next_message_seq,
             next_queue_id: self.next_queue_id,
             queues,

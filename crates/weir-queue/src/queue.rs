@@ -13,7 +13,10 @@
 //! - `settle`: an unacked message leaves for good (ack, or dead-lettering later);
 //! - `requeue`: an unacked message returns to its original place, marked redelivered;
 //! - `remove`: a message leaves from wherever it is (log replay of a settlement, purge);
-//! - `take_oldest`: the least recently received ready message leaves (overflow `drop-head`).
+//! - `take_oldest`: the least recently received ready message leaves (overflow `drop-head`);
+//! - `push_delayed` / `release_delayed`: a message published with a delay waits outside the
+//!   ready order (counted, never delivered) until the engine's timer releases it to its place
+//!   in the ready order, as if it had been ready all along.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -26,6 +29,9 @@ pub struct QueueStats {
     pub ready_bytes: u64,
     pub unacked_messages: u64,
     pub unacked_bytes: u64,
+    /// Waiting for their delivery time (`x-delay`, `x-deliver-at`); not ready.
+    pub delayed_messages: u64,
+    pub delayed_bytes: u64,
 }
 
 /// How a queue orders its ready messages.
@@ -47,6 +53,7 @@ pub struct Queue {
     /// Bit `p` set when level `p` holds a message: the highest level is found in O(1).
     occupied: [u64; 4],
     unacked: HashMap<MessageSeq, MessageEntry>,
+    delayed: HashMap<MessageSeq, MessageEntry>,
     stats: QueueStats,
     /// The largest sequence number ever pushed: new messages must come after it.
     last_pushed_seq: MessageSeq,
@@ -69,6 +76,7 @@ impl Queue {
             levels: (0..=order.max_priority).map(|_| VecDeque::new()).collect(),
             occupied: [0; 4],
             unacked: HashMap::new(),
+            delayed: HashMap::new(),
             stats: QueueStats::default(),
             last_pushed_seq: 0,
         }
@@ -83,7 +91,7 @@ impl Queue {
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.has_ready() && self.unacked.is_empty()
+        !self.has_ready() && self.unacked.is_empty() && self.delayed.is_empty()
     }
 
     pub fn has_ready(&self) -> bool {
@@ -92,7 +100,46 @@ impl Queue {
 
     /// A newly published message joins the tail of its priority level (its priority is capped
     /// at the queue's maximum here).
-    pub fn push(&mut self, mut entry: MessageEntry) {
+    pub fn push(&mut self, entry: MessageEntry) {
+        let entry = self.admit(entry);
+        self.add_ready_stats(&entry);
+        self.levels[usize::from(entry.priority)].push_back(entry);
+        self.set_occupied(entry.priority, true);
+    }
+
+    /// A newly published message that must wait until its delivery time: kept aside, counted
+    /// as delayed, until `release_delayed`.
+    pub fn push_delayed(&mut self, entry: MessageEntry) {
+        let entry = self.admit(entry);
+        self.stats.delayed_messages += 1;
+        self.stats.delayed_bytes += u64::from(entry.size_bytes);
+        self.delayed.insert(entry.seq, entry);
+    }
+
+    /// A delayed message's time has come: it joins the ready order at its place. False if it
+    /// is not delayed here (it left meanwhile).
+    pub fn release_delayed(&mut self, seq: MessageSeq) -> bool {
+        let Some(entry) = self.remove_delayed(seq) else {
+            return false;
+        };
+        self.insert_ready_sorted(entry);
+        true
+    }
+
+    /// Take a delayed message out (it expired while waiting, or the queue is purged).
+    pub fn remove_delayed(&mut self, seq: MessageSeq) -> Option<MessageEntry> {
+        let entry = self.delayed.remove(&seq)?;
+        self.stats.delayed_messages -= 1;
+        self.stats.delayed_bytes -= u64::from(entry.size_bytes);
+        Some(entry)
+    }
+
+    pub fn is_delayed(&self, seq: MessageSeq) -> bool {
+        self.delayed.contains_key(&seq)
+    }
+
+    /// Checks the arrival order and caps the priority at the queue's maximum.
+    fn admit(&mut self, mut entry: MessageEntry) -> MessageEntry {
         assert!(
             entry.seq > self.last_pushed_seq,
             "queue push out of order: seq {} after {}",
@@ -101,9 +148,7 @@ impl Queue {
         );
         self.last_pushed_seq = entry.seq;
         entry.priority = entry.priority.min(self.order.max_priority);
-        self.add_ready_stats(&entry);
-        self.levels[usize::from(entry.priority)].push_back(entry);
-        self.set_occupied(entry.priority, true);
+        entry
     }
 
     /// Hand out the next message. With `auto_ack` the message leaves the queue at once;
@@ -149,7 +194,7 @@ impl Queue {
     }
 
     pub fn contains(&self, seq: MessageSeq) -> bool {
-        self.unacked.contains_key(&seq) || self.find_ready(seq).is_some()
+        self.unacked.contains_key(&seq) || self.delayed.contains_key(&seq) || self.find_ready(seq).is_some()
     }
 
     /// An unacked message is done with (acked). `None` if it is not unacked here.
@@ -170,9 +215,12 @@ impl Queue {
         true
     }
 
-    /// Remove a message wherever it is (ready or unacked).
+    /// Remove a message wherever it is (ready, unacked or delayed).
     pub fn remove(&mut self, seq: MessageSeq) -> Option<MessageEntry> {
         if let Some(entry) = self.settle(seq) {
+            return Some(entry);
+        }
+        if let Some(entry) = self.remove_delayed(seq) {
             return Some(entry);
         }
         self.remove_ready(seq)
@@ -181,7 +229,7 @@ impl Queue {
     /// Change where a message's body lives (log compaction moved it). Returns the old
     /// location, or `None` if the message is not in the queue.
     pub fn relocate(&mut self, seq: MessageSeq, location: u64) -> Option<u64> {
-        let entry = match self.unacked.get_mut(&seq) {
+        let entry = match self.unacked.get_mut(&seq).or_else(|| self.delayed.get_mut(&seq)) {
             Some(entry) => entry,
             None => {
                 let (level, index) = self.find_ready(seq)?;
@@ -199,10 +247,17 @@ impl Queue {
         self.levels.iter_mut().flat_map(|level| level.drain(..)).collect()
     }
 
-    /// Every message, ready first (by level, lowest first, each by sequence number) then
-    /// unacked (in no particular order).
+    /// Drop every delayed message (`queue.purge` empties what waits, too).
+    pub fn purge_delayed(&mut self) -> Vec<MessageEntry> {
+        self.stats.delayed_messages = 0;
+        self.stats.delayed_bytes = 0;
+        self.delayed.drain().map(|(_, entry)| entry).collect()
+    }
+
+    /// Every message: ready first (by level, lowest first, each by sequence number), then
+    /// unacked and delayed ones (in no particular order).
     pub fn entries(&self) -> impl Iterator<Item = &MessageEntry> {
-        self.levels.iter().flatten().chain(self.unacked.values())
+        self.levels.iter().flatten().chain(self.unacked.values()).chain(self.delayed.values())
     }
 
     /// Turn every unacked message back to ready (used when a snapshot is restored: nothing

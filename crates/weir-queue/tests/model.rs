@@ -17,6 +17,7 @@ struct Model {
     order: ReadyOrder,
     ready: Vec<MessageEntry>,
     unacked: BTreeMap<u64, MessageEntry>,
+    delayed: BTreeMap<u64, MessageEntry>,
 }
 
 impl Model {
@@ -29,6 +30,15 @@ impl Model {
         entry.priority = entry.priority.min(self.order.max_priority);
         self.ready.push(entry);
         self.sort();
+    }
+
+    fn release_delayed(&mut self, seq: u64) -> bool {
+        let Some(entry) = self.delayed.remove(&seq) else {
+            return false;
+        };
+        self.ready.push(entry);
+        self.sort();
+        true
     }
 
     fn take_oldest(&mut self) -> Option<MessageEntry> {
@@ -62,6 +72,9 @@ impl Model {
         if let Some(entry) = self.unacked.remove(&seq) {
             return Some(entry);
         }
+        if let Some(entry) = self.delayed.remove(&seq) {
+            return Some(entry);
+        }
         let index = self.ready.iter().position(|e| e.seq == seq)?;
         Some(self.ready.remove(index))
     }
@@ -72,12 +85,12 @@ fn run(seed: u64, steps: usize) {
     let order =
         ReadyOrder { max_priority: if rng.gen_bool(0.3) { 0 } else { rng.gen_range(1..=12) }, lifo: rng.gen_bool(0.3) };
     let mut queue = Queue::with_order(order);
-    let mut model = Model { order, ready: Vec::new(), unacked: BTreeMap::new() };
+    let mut model = Model { order, ready: Vec::new(), unacked: BTreeMap::new(), delayed: BTreeMap::new() };
     let mut next_seq = 1u64;
     for step in 0..steps {
         let pick_seq = |rng: &mut StdRng| rng.gen_range(1..next_seq.max(2) + 1);
-        match rng.gen_range(0..8) {
-            0 | 1 => {
+        match rng.gen_range(0..10) {
+            0 | 1 | 8 => {
                 let entry = MessageEntry {
                     seq: next_seq,
                     location: rng.gen(),
@@ -88,8 +101,20 @@ fn run(seed: u64, steps: usize) {
                     priority: rng.gen_range(0..=15),
                 };
                 next_seq += 1;
-                queue.push(entry);
-                model.push(entry);
+                if rng.gen_bool(0.25) {
+                    queue.push_delayed(entry);
+                    let mut capped = entry;
+                    capped.priority = capped.priority.min(order.max_priority);
+                    model.delayed.insert(entry.seq, capped);
+                } else {
+                    queue.push(entry);
+                    model.push(entry);
+                }
+            }
+            9 => {
+                let seq = pick_seq(&mut rng);
+                let want = model.release_delayed(seq);
+                assert_eq!(queue.release_delayed(seq), want, "seed {seed} step {step}: release_delayed {seq}");
             }
             7 => assert_eq!(queue.take_oldest(), model.take_oldest(), "seed {seed} step {step}: take_oldest"),
             2 => {
@@ -119,6 +144,7 @@ fn run(seed: u64, steps: usize) {
                     .ready
                     .iter_mut()
                     .chain(model.unacked.values_mut())
+                    .chain(model.delayed.values_mut())
                     .find(|e| e.seq == seq)
                     .map(|e| std::mem::replace(&mut e.location, location));
                 assert_eq!(queue.relocate(seq, location), in_model, "seed {seed} step {step}: relocate {seq}");
@@ -130,6 +156,13 @@ fn run(seed: u64, steps: usize) {
         let model_ready_bytes: u64 = model.ready.iter().map(|e| u64::from(e.size_bytes)).sum();
         assert_eq!(stats.ready_bytes, model_ready_bytes, "seed {seed} step {step}: ready bytes");
         assert_eq!(queue.has_ready(), !model.ready.is_empty(), "seed {seed} step {step}: has_ready");
+        assert_eq!(stats.delayed_messages as usize, model.delayed.len(), "seed {seed} step {step}: delayed count");
+        for seq in 1..next_seq {
+            let in_model = model.delayed.contains_key(&seq)
+                || model.unacked.contains_key(&seq)
+                || model.ready.iter().any(|e| e.seq == seq);
+            assert_eq!(queue.contains(seq), in_model, "seed {seed} step {step}: contains {seq}");
+        }
     }
 }
 

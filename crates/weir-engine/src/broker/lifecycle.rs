@@ -48,15 +48,11 @@ impl<S: Storage> Broker<S> {
         self.expiries.insert((at, queue, seq), |q, s| queues.get(&q).is_some_and(|q| q.messages.contains(s)));
     }
 
-    /// The earliest time something is due: a message expiry, or the next look for unused
-    /// queues (every [`UNUSED_QUEUE_CHECK_MS`] while any queue has `x-expires`).
+    /// The earliest time something is due: a message expiry, a delayed message's delivery
+    /// time, or the next look for unused queues (every [`UNUSED_QUEUE_CHECK_MS`] while any queue has `x-expires`).
     pub(crate) fn next_timer_ms(&self) -> Option<u64> {
-        let message = self.expiries.next_at();
         let queue = self.has_expiring_queues.then_some(self.next_unused_check_ms);
-        match (message, queue) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.expiries.next_at(), self.delays.next_at(), queue].into_iter().flatten().min()
     }
 
     /// Expire every message and unused queue due at `self.now_ms`.
@@ -64,7 +60,7 @@ impl<S: Storage> Broker<S> {
         let now = self.now_ms;
         while let Some((queue_id, seq)) = self.expiries.pop_due(now) {
             let Some(queue) = self.queues.get_mut(&queue_id) else { continue };
-            if let Some(entry) = queue.messages.remove_ready(seq) {
+            if let Some(entry) = queue.messages.remove_ready(seq).or_else(|| queue.messages.remove_delayed(seq)) {
                 self.dead_letter(queue_id, entry, DeathReason::Expired);
             } else if queue.messages.is_unacked(seq) {
                 queue.expired_unacked.insert(seq);
