@@ -165,3 +165,17 @@ def test_invalid_delay_header_is_406(broker, headers):
         ch.queue_declare("q", passive=True)
     assert err.value.reply_code == 406
     conn.close()
+
+
+def test_invalid_delay_header_in_a_transaction_is_406_at_publish(broker):
+    conn, ch = connect(broker)
+    ch.queue_declare("q")
+    ch.tx_select()
+    ch.basic_publish("", "q", b"x", pika.BasicProperties(headers={"x-delay": "soon"}))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        ch.tx_commit()
+    assert err.value.reply_code == 406
+    # The broker is still there and the transaction left nothing behind.
+    ch = conn.channel()
+    assert ready_count(ch, "q") == 0
+    conn.close()

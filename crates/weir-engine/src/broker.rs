@@ -624,9 +624,11 @@ impl<S: Storage> Broker<S> {
         if self.channel_mut(publish.origin)?.tx.is_none() {
             return self.publish_now(publish);
         }
-        // In a transaction a missing exchange is an error now; routing happens at commit.
+        // In a transaction a missing exchange or a bad delay header is an error now (the
+        // commit must not fail once it starts applying); routing happens at commit.
         let vhost = self.vhost_of(publish.origin.connection)?.to_string();
         self.route(&vhost, &publish)?;
+        delay::delivery_time(&publish.headers, self.now_ms)?;
         self.channel_mut(publish.origin)?.tx.as_mut().expect("checked above").publishes.push(publish);
         Ok(())
     }
