@@ -86,6 +86,8 @@ pub struct Log<S: Storage> {
     write_behind_error: Option<LogError>,
     /// Pieces written behind since open (for tests and metrics).
     write_behinds: u64,
+    /// Bytes of the current batch already written behind (they count for spare pacing).
+    written_behind_bytes: u64,
     poisoned: Option<String>,
 }
 
@@ -116,6 +118,7 @@ impl<S: Storage> Log<S> {
             force_rollover,
             write_behind_error: None,
             write_behinds: 0,
+            written_behind_bytes: 0,
             poisoned: None,
         }
     }
@@ -173,6 +176,7 @@ impl<S: Storage> Log<S> {
                 // Let the device work on this piece while the next one is encoded.
                 slot.file.start_writeback(range.start, range.bytes.len() as u64);
                 range.start += range.bytes.len() as u64;
+                self.written_behind_bytes += range.bytes.len() as u64;
                 range.bytes.clear();
                 self.write_behinds += 1;
             }
@@ -195,7 +199,7 @@ impl<S: Storage> Log<S> {
             return Err(error);
         }
         self.durable_lsn = self.last_lsn;
-        let mut committed_bytes = 0u64;
+        let mut committed_bytes = std::mem::take(&mut self.written_behind_bytes);
         for mut range in self.pending.drain(..) {
             committed_bytes += range.bytes.len() as u64;
             if self.buffer_pool.len() < BUFFER_POOL_MAX {
@@ -279,12 +283,11 @@ impl<S: Storage> Log<S> {
         if self.poisoned.is_some() {
             return;
         }
-        self.spares.advance_after_commit(
+        self.spares.step(
             &self.storage,
             self.config.segment_size_bytes.into(),
             self.config.spare_segments,
-            // The pool zero-fills this factor times the bytes it is told were committed.
-            budget_bytes / crate::spares::ZERO_FILL_STEP_FACTOR,
+            budget_bytes,
         );
     }
 

@@ -117,6 +117,20 @@ fn wanted_bytes(header: Option<RecordHeader>, segment: u32, expected: Lsn, offse
     }
 }
 
+/// The chain check at `at` for the record with `lsn`: its header (if the bytes hold one) and
+/// the record or why it is not the expected one. The caller checked that a header fits.
+fn record_at<'r, F: StorageFile>(
+    reader: &'r mut SegmentReader<'_, F>,
+    segment: u32,
+    at: u64,
+    lsn: Lsn,
+) -> std::io::Result<(Option<RecordHeader>, Result<DecodedRecord<'r>, RecordDefect>)> {
+    let header = RecordHeader::peek(reader.bytes_at(at, RECORD_HEADER_BYTES)?);
+    let data_end = reader.data_end;
+    let bytes = reader.bytes_at(at, wanted_bytes(header, segment, lsn, at, data_end))?;
+    Ok((header, check_record(bytes, segment, lsn)))
+}
+
 /// Walks the chain of `segment` from the first record slot, calling `on_record` for every
 /// valid record with its offset. `data_end` bounds the scan (the segment size).
 pub(crate) fn scan_segment<F: StorageFile>(
@@ -136,10 +150,8 @@ pub(crate) fn scan_segment<F: StorageFile>(
         if offset + RECORD_HEADER_BYTES as u64 > data_end {
             return Ok(ScanSummary { next_lsn: expected, end_offset: offset, end: SegmentEnd::Clean, damage });
         }
-        let header = RecordHeader::peek(reader.bytes_at(offset, RECORD_HEADER_BYTES).map_err(io_error)?);
-        let bytes =
-            reader.bytes_at(offset, wanted_bytes(header, segment, expected, offset, data_end)).map_err(io_error)?;
-        let defect = match check_record(bytes, segment, expected) {
+        let (header, checked) = record_at(&mut reader, segment, offset, expected).map_err(io_error)?;
+        let defect = match checked {
             Ok(record) => {
                 on_record(record, offset)?;
                 offset += record.span_bytes as u64;
@@ -198,9 +210,7 @@ fn unfinished_batch_end<F: StorageFile>(
     let mut end = at;
     loop {
         if at + RECORD_HEADER_BYTES as u64 <= data_end {
-            let header = RecordHeader::peek(reader.bytes_at(at, RECORD_HEADER_BYTES)?);
-            let bytes = reader.bytes_at(at, wanted_bytes(header, segment, lsn, at, data_end))?;
-            if let Ok(record) = check_record(bytes, segment, lsn) {
+            if let (_, Ok(record)) = record_at(reader, segment, at, lsn)? {
                 if record.batch_start {
                     return Ok(None);
                 }

@@ -107,10 +107,17 @@ impl<F: StorageFile> SparePool<F> {
         target: usize,
         committed_bytes: u64,
     ) {
+        let budget = committed_bytes.saturating_mul(ZERO_FILL_STEP_FACTOR).max(MIN_ZERO_FILL_STEP_BYTES);
+        self.step(storage, segment_bytes, target, budget);
+    }
+
+    /// Zero-fills at most `budget` bytes towards `target` ready spares (after a commit, or on an
+    /// idle turn). Errors are logged, never returned, and stop further steps until the next
+    /// rollover retries inline.
+    pub(crate) fn step<S: Storage<File = F>>(&mut self, storage: &S, segment_bytes: u64, target: usize, budget: u64) {
         if self.backoff || self.ready.len() >= target {
             return;
         }
-        let budget = committed_bytes.saturating_mul(ZERO_FILL_STEP_FACTOR).max(MIN_ZERO_FILL_STEP_BYTES);
         if let Err(error) = self.advance(storage, segment_bytes, budget) {
             tracing::warn!(%error, "could not prepare a spare segment; the next rollover retries");
             self.backoff = true;

@@ -601,3 +601,21 @@ fn damage_followed_by_a_later_batch_is_corruption_in_the_newest_segment() {
     assert_eq!(report.corruptions[0].lsn_lost, Some(LsnRange { first: 3, last: 3 }));
     assert!(report.torn_tail.is_none());
 }
+
+#[test]
+fn bytes_written_behind_count_for_spare_preparation() {
+    // 4 MiB segments so the 1 MiB minimum zero-fill step does not hide the pacing.
+    let config = LogConfig { write_behind_bytes: 64 * 1024, ..LogConfig::with_segment_size(4 << 20) };
+    let storage = SimStorage::new();
+    let (mut log, _, _) = open_collect(storage.clone(), config.clone(), 0);
+    append_committed(&mut log, 1, 10); // takes the prepared spare: the next one starts now
+    let before = storage.stats().bytes_written;
+    let batch = append_committed(&mut log, 1500, 1000);
+    let record_bytes = batch.len() as u64 * weir_log::record_span_bytes(1000) as u64;
+    assert!(log.write_behind_count() > 10);
+    let zero_filled = storage.stats().bytes_written - before - record_bytes;
+    assert!(
+        zero_filled >= 2 * record_bytes,
+        "a commit advances the next spare by twice what it wrote: {zero_filled} < 2 x {record_bytes}"
+    );
+}
