@@ -10,9 +10,12 @@
 //! Guarantees (each one tested, see docs/RECOVERY.md):
 //! - Every record whose `commit` returned `Ok` is replayed by the next [`Log::open`] exactly
 //!   once, in LSN order, with identical bytes (unless the disk later damaged it, which is then
-//!   reported as [`Corruption`] with its location, never dropped silently).
-//! - Only a torn record at the very end of the log, which can only be uncommitted, is dropped;
-//!   the drop is reported in [`RecoveryReport::torn_tail`].
+//!   reported as [`Corruption`] with its location — with one exception: damage inside the
+//!   *last* committed batch of the newest segment looks exactly like that batch torn by a
+//!   crash, and is dropped as a torn tail, as the end of a write-ahead log is in PostgreSQL).
+//! - Only the end of the newest segment is ever dropped: a torn record, or the torn pieces of
+//!   the last batch (docs/RECOVERY.md rows 4 and 4b); the drop is reported in
+//!   [`RecoveryReport::torn_tail`] with its offset, first LSN and bytes.
 //! - A failed write or fsync poisons the log for ever: it never retries, never confirms.
 //! - LSNs start at 1, grow by one per record and are never reused.
 //!

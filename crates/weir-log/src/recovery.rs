@@ -7,8 +7,9 @@
 //!   64-byte headers are read. This is what bounds recovery time.
 //! - Every record with LSN > `replay_after` that forms the LSN chain is replayed exactly once,
 //!   in LSN order.
-//! - Only a torn record at the very end of the newest segment is dropped silently-but-reported
-//!   (`RecoveryReport::torn_tail`); every other break is a `Corruption` with its location.
+//! - Only the end of the newest segment is dropped, and reported (`RecoveryReport::torn_tail`):
+//!   a torn record, or a break followed only by records of the same (last) batch; every other
+//!   break is a `Corruption` with its location.
 //! - Recovery never reuses an LSN or a segment id, and never writes into a segment whose header
 //!   it could not verify.
 //! - Before returning, the active segment is fsynced, so every replayed record is durable.

@@ -143,8 +143,10 @@ impl fmt::Display for Corruption {
     }
 }
 
-/// A partially written record at the very end of the log, dropped by recovery. Only data that
-/// was never confirmed durable can be torn.
+/// The end of the newest segment, dropped by recovery: a partially written record, or the
+/// pieces of the last batch after a break. A crash can only tear data that was never confirmed
+/// durable; damage inside the last confirmed batch cannot be told from that and is reported
+/// here too (docs/RECOVERY.md, rule 3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TornTail {
     pub segment: u32,

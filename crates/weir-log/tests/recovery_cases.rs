@@ -558,8 +558,10 @@ fn failed_write_behind_poisons_at_commit() {
 
 #[test]
 fn batch_torn_out_of_order_is_a_torn_tail_not_damage() {
-    // A crash while a written-behind batch was on its way to the disk: a later piece of the
-    // batch landed, an earlier one did not. Nothing of the batch was confirmed.
+    // The image a crash leaves when a written-behind batch was on its way to the disk: a later
+    // piece of the batch landed, an earlier one did not. (Built here by committing the batch
+    // and erasing pieces; recovery sees only the image, and a confirmed last batch damaged
+    // this way is dropped the same: docs/RECOVERY.md rule 3.)
     let storage = SimStorage::new();
     let (mut log, _, _) = open_collect(storage.clone(), write_behind_config(), 0);
     append_committed(&mut log, 5, 100);
