@@ -7,7 +7,7 @@
 //! live and when it replays the log at start-up, so the two paths cannot disagree.
 //!
 //! Invariants kept here (asserted, because breaking one is a Weir bug):
-//! - a message sequence number is in at most one of `ready` and `unacked`;
+//! - a message sequence number is in at most one of `ready`, `unacked` and `delayed`;
 //! - each priority level of `ready` is sorted by sequence number (requeued messages go back
 //!   to their original place, as RabbitMQ's classic queues do); delivery takes the highest
 //!   occupied level, oldest first (`fifo`) or newest first (`lifo`);

@@ -116,6 +116,16 @@ fn run(seed: u64, steps: usize) {
                 let want = model.release_delayed(seq);
                 assert_eq!(queue.release_delayed(seq), want, "seed {seed} step {step}: release_delayed {seq}");
             }
+            7 if rng.gen_bool(0.05) => {
+                // Purge (ready and delayed), as queue.purge does.
+                let mut got = queue.purge_ready();
+                got.extend(queue.purge_delayed());
+                got.sort_by_key(|e| e.seq);
+                let mut want: Vec<MessageEntry> =
+                    model.ready.drain(..).chain(std::mem::take(&mut model.delayed).into_values()).collect();
+                want.sort_by_key(|e| e.seq);
+                assert_eq!(got, want, "seed {seed} step {step}: purge");
+            }
             7 => assert_eq!(queue.take_oldest(), model.take_oldest(), "seed {seed} step {step}: take_oldest"),
             2 => {
                 let auto_ack = rng.gen_bool(0.3);
@@ -157,6 +167,10 @@ fn run(seed: u64, steps: usize) {
         assert_eq!(stats.ready_bytes, model_ready_bytes, "seed {seed} step {step}: ready bytes");
         assert_eq!(queue.has_ready(), !model.ready.is_empty(), "seed {seed} step {step}: has_ready");
         assert_eq!(stats.delayed_messages as usize, model.delayed.len(), "seed {seed} step {step}: delayed count");
+        let bytes =
+            |entries: &mut dyn Iterator<Item = &MessageEntry>| entries.map(|e| u64::from(e.size_bytes)).sum::<u64>();
+        assert_eq!(stats.unacked_bytes, bytes(&mut model.unacked.values()), "seed {seed} step {step}: unacked bytes");
+        assert_eq!(stats.delayed_bytes, bytes(&mut model.delayed.values()), "seed {seed} step {step}: delayed bytes");
         for seq in 1..next_seq {
             let in_model = model.delayed.contains_key(&seq)
                 || model.unacked.contains_key(&seq)
