@@ -66,7 +66,7 @@ impl<S: Storage> Broker<S> {
                 queue.expired_unacked.insert(seq);
             }
         }
-        if now < self.next_unused_check_ms {
+        if !self.has_expiring_queues || now < self.next_unused_check_ms {
             return;
         }
         // Looking at every queue costs O(queues): do it at most every UNUSED_QUEUE_CHECK_MS.
