@@ -95,9 +95,18 @@ impl QueueState {
         self.durable && self.exclusive_owner.is_none()
     }
 
+    /// A queue from its logged declaration (replay, snapshot). Its arguments were validated when
+    /// it was declared; should a later version refuse one, the queue comes back without the
+    /// policies rather than not at all, and says so.
     pub fn from_record(record: QueueRecord) -> Self {
-        // Logged arguments were validated when the queue was declared.
-        let config = QueueConfig::parse(&record.arguments, &record.name, &record.vhost).unwrap_or_default();
+        let config = QueueConfig::parse(&record.arguments, &record.name, &record.vhost).unwrap_or_else(|error| {
+            tracing::warn!(queue = record.name, %error, "recovered queue's arguments no longer validate; ignoring them");
+            QueueConfig::default()
+        });
+        Self::with_config(record, config)
+    }
+
+    fn with_config(record: QueueRecord, config: QueueConfig) -> Self {
         let messages = Queue::with_order(config.order);
         Self {
             config,
@@ -163,6 +172,18 @@ struct ChannelState {
     tx: Option<tx::TxBuffer>,
     /// Its consumer on the direct reply-to pseudo-queue, if any.
     reply_consumer: Option<reply_to::ReplyConsumer>,
+}
+
+impl ChannelState {
+    /// The client's consumer tag, or a new server-generated `amq.ctag-…` one when it is empty.
+    fn consumer_tag(&mut self, origin: Origin, requested: &str) -> Arc<str> {
+        if requested.is_empty() {
+            self.next_consumer_tag += 1;
+            format!("amq.ctag-{}.{}.{}", origin.connection, origin.channel, self.next_consumer_tag).into()
+        } else {
+            requested.into()
+        }
+    }
 }
 
 struct ConnectionState {
@@ -486,7 +507,8 @@ impl<S: Storage> Broker<S> {
         name: String,
         declare: &QueueDeclare,
     ) -> Result<QueueId, EngineError> {
-        if QueueConfig::parse(&declare.arguments, &name, vhost)?.expires_ms.is_some() {
+        let config = QueueConfig::parse(&declare.arguments, &name, vhost)?;
+        if config.expires_ms.is_some() {
             self.has_expiring_queues = true;
         }
         let logged = declare.durable && !declare.exclusive;
@@ -498,23 +520,22 @@ impl<S: Storage> Broker<S> {
         let queue = QueueState {
             exclusive_owner: declare.exclusive.then_some(connection),
             last_used_ms: self.now_ms,
-            ..QueueState::from_record(QueueRecord {
-                queue_id: id,
-                vhost: vhost.to_string(),
-                name: name.clone(),
-                durable: declare.durable,
-                exclusive: declare.exclusive,
-                auto_delete: declare.auto_delete,
-                arguments: declare.arguments.clone(),
-            })
+            ..QueueState::with_config(
+                QueueRecord {
+                    queue_id: id,
+                    vhost: vhost.to_string(),
+                    name: name.clone(),
+                    durable: declare.durable,
+                    exclusive: declare.exclusive,
+                    auto_delete: declare.auto_delete,
+                    arguments: declare.arguments.clone(),
+                },
+                config,
+            )
         };
         if logged {
-            let mut w = std::mem::take(&mut self.scratch);
-            w.buf.clear();
-            records::encode_queue(&mut w, &queue.record());
-            let appended = self.append(records::KIND_QUEUE_DECLARE, &w.buf);
-            self.scratch = w;
-            appended?;
+            let record = queue.record();
+            self.append_with(records::KIND_QUEUE_DECLARE, |w| records::encode_queue(w, &record))?;
         }
         if declare.exclusive {
             self.connection_mut(connection)?.exclusive_queues.push(id);
@@ -573,7 +594,7 @@ impl<S: Storage> Broker<S> {
         if queue.is_logged() {
             // A failed append poisons the log; the queue still goes away in memory and the
             // refusal reaches clients through the gated replies of this batch.
-            let _ = self.append(records::KIND_QUEUE_DELETE, &records::encode_queue_delete(id));
+            let _ = self.log_append(records::KIND_QUEUE_DELETE, &records::encode_queue_delete(id));
         }
         if let Some(vhost) = self.vhosts.get_mut(&queue.vhost) {
             vhost.queues.remove(&queue.name);
@@ -829,12 +850,7 @@ impl<S: Storage> Broker<S> {
             ));
         }
         let channel = self.channel_mut(origin)?;
-        let tag: Arc<str> = if consumer_tag.is_empty() {
-            channel.next_consumer_tag += 1;
-            format!("amq.ctag-{}.{}.{}", origin.connection, origin.channel, channel.next_consumer_tag).into()
-        } else {
-            consumer_tag.into()
-        };
+        let tag = channel.consumer_tag(origin, &consumer_tag);
         if channel.consumers.contains_key(&tag) {
             return Err(error(ErrorKind::NotAllowed, format!("attempt to reuse consumer tag '{tag}'")));
         }
@@ -1224,15 +1240,11 @@ impl<S: Storage> Broker<S> {
             return;
         }
         let settles = std::mem::take(&mut self.pending_settles);
-        let mut w = std::mem::take(&mut self.scratch);
-        w.buf.clear();
-        records::encode_settle(&mut w, &settles);
         // On failure the log is poisoned; what a settlement loses is a redelivery after a
         // crash, never a confirmed message, so there is no client to refuse here.
-        if let Err(e) = self.append(records::KIND_SETTLE, &w.buf) {
+        if let Err(e) = self.append_with(records::KIND_SETTLE, |w| records::encode_settle(w, &settles)) {
             tracing::error!("cannot log settlements: {e}");
         }
-        self.scratch = w;
     }
 
     /// Encode a record with `encode` into the scratch buffer and append it.
@@ -1243,10 +1255,6 @@ impl<S: Storage> Broker<S> {
         let result = self.log_append(kind, &w.buf).map(|_| ());
         self.scratch = w;
         result
-    }
-
-    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<(), EngineError> {
-        self.log_append(kind, payload).map(|_| ())
     }
 
     pub(crate) fn log_append(&mut self, kind: u8, payload: &[u8]) -> Result<weir_log::RecordPos, EngineError> {

@@ -110,13 +110,18 @@ pub fn died_before(properties: &BasicProperties, queue: &str, reason: DeathReaso
     else {
         return false;
     };
-    deaths.as_slice().iter().any(|death| match death {
+    deaths.as_slice().iter().any(|death| is_death_of(death, queue, reason))
+}
+
+/// Is this `x-death` entry the one for (`queue`, `reason`)?
+fn is_death_of(death: &AMQPValue, queue: &str, reason: DeathReason) -> bool {
+    match death {
         AMQPValue::FieldTable(t) => {
             header_str(t, "queue") == Some(queue.as_bytes())
                 && header_str(t, "reason") == Some(reason.name().as_bytes())
         }
         _ => false,
-    })
+    }
 }
 
 /// The properties of a message dead-lettered from `queue`: RabbitMQ's `x-death` entry for
@@ -135,13 +140,7 @@ pub fn with_death(
         Some(AMQPValue::FieldArray(array)) => array.as_slice().to_vec(),
         _ => Vec::new(),
     };
-    let same = deaths.iter().position(|death| match death {
-        AMQPValue::FieldTable(t) => {
-            header_str(t, "queue") == Some(queue.as_bytes())
-                && header_str(t, "reason") == Some(reason.name().as_bytes())
-        }
-        _ => false,
-    });
+    let same = deaths.iter().position(|death| is_death_of(death, queue, reason));
     let entry = match same {
         Some(index) => {
             let AMQPValue::FieldTable(mut entry) = deaths.remove(index) else { unreachable!("matched a table") };

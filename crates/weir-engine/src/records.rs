@@ -186,7 +186,12 @@ impl<'a> Reader<'a> {
         let raw = self.take(n)?;
         String::from_utf8(raw.to_vec()).map_err(|_| self.err("string is not UTF-8"))
     }
-    /// Offset of the next unread byte within the original buffer.
+    /// Steps over a `str16` without allocating (or checking its UTF-8).
+    fn skip_str16(&mut self) -> Result<(), DecodeError> {
+        let n = usize::from(self.u16()?);
+        self.take(n).map(|_| ())
+    }
+    /// How many bytes are left to read.
     pub fn remaining(&self) -> usize {
         self.buf.len()
     }
@@ -448,10 +453,16 @@ pub fn encode_enqueue(
     w.bytes32(&message.body);
 }
 
-/// Decode an enqueue record. `payload` is taken as `Bytes` so the body and properties are
-/// zero-copy slices of it.
-pub fn decode_enqueue(payload: Bytes) -> Result<EnqueueRecord, DecodeError> {
-    let mut r = Reader::new(&payload, "enqueue record");
+/// The fields an enqueue record starts with, before its message.
+struct EnqueuePrefix {
+    seq: u64,
+    flags: u8,
+    times: Option<(u64, u64)>,
+    deliver_at: Option<u64>,
+    queue_ids: Vec<u32>,
+}
+
+fn read_enqueue_prefix(r: &mut Reader<'_>) -> Result<EnqueuePrefix, DecodeError> {
     let seq = r.u64()?;
     let flags = r.u8()?;
     let times = if flags & ENQUEUE_FLAG_TIMED != 0 { Some((r.u64()?, r.u64()?)) } else { None };
@@ -461,6 +472,14 @@ pub fn decode_enqueue(payload: Bytes) -> Result<EnqueueRecord, DecodeError> {
     for _ in 0..count {
         queue_ids.push(r.u32()?);
     }
+    Ok(EnqueuePrefix { seq, flags, times, deliver_at, queue_ids })
+}
+
+/// Decode an enqueue record. `payload` is taken as `Bytes` so the body and properties are
+/// zero-copy slices of it.
+pub fn decode_enqueue(payload: Bytes) -> Result<EnqueueRecord, DecodeError> {
+    let mut r = Reader::new(&payload, "enqueue record");
+    let EnqueuePrefix { seq, flags, times, deliver_at, queue_ids } = read_enqueue_prefix(&mut r)?;
     let exchange = r.str16()?;
     let routing_key = r.str16()?;
     let props_len = r.u32()? as usize;
@@ -497,19 +516,13 @@ pub struct EnqueueHeader {
     pub priority: u8,
 }
 
+/// Reads what replay needs; skips the exchange and routing key without allocating (replay
+/// reads every enqueue record after the checkpoint).
 pub fn decode_enqueue_header(payload: &[u8]) -> Result<EnqueueHeader, DecodeError> {
     let mut r = Reader::new(payload, "enqueue record");
-    let seq = r.u64()?;
-    let flags = r.u8()?;
-    let times = if flags & ENQUEUE_FLAG_TIMED != 0 { Some((r.u64()?, r.u64()?)) } else { None };
-    let deliver_at = if flags & ENQUEUE_FLAG_DELAYED != 0 { Some(r.u64()?) } else { None };
-    let count = r.u16()?;
-    let mut queue_ids = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        queue_ids.push(r.u32()?);
-    }
-    r.str16()?;
-    r.str16()?;
+    let EnqueuePrefix { seq, flags, times, deliver_at, queue_ids } = read_enqueue_prefix(&mut r)?;
+    r.skip_str16()?;
+    r.skip_str16()?;
     let priority = crate::properties::raw_priority(r.bytes32()?).unwrap_or(0);
     let body = r.bytes32()?;
     let body_len = body.len() as u32;
@@ -583,7 +596,8 @@ pub fn message_in_record(kind: u8, payload: Bytes, seq: u64) -> Result<Message, 
         }
         KIND_TX => {
             for (inner_kind, inner) in decode_tx(&payload)? {
-                if inner_kind == KIND_ENQUEUE && decode_enqueue_header(inner)?.seq == seq {
+                // An enqueue record starts with its message's seq.
+                if inner_kind == KIND_ENQUEUE && Reader::new(inner, "enqueue record").u64()? == seq {
                     let start = inner.as_ptr() as usize - payload.as_ptr() as usize;
                     return Ok(decode_enqueue(payload.slice(start..start + inner.len()))?.message);
                 }

@@ -58,12 +58,7 @@ impl<S: Storage> Broker<S> {
         if channel.reply_consumer.is_some() {
             return Err(error(ErrorKind::PreconditionFailed, "reply consumer already set".into()));
         }
-        let tag: Arc<str> = if consumer_tag.is_empty() {
-            channel.next_consumer_tag += 1;
-            format!("amq.ctag-{}.{}.{}", origin.connection, origin.channel, channel.next_consumer_tag).into()
-        } else {
-            consumer_tag.into()
-        };
+        let tag = channel.consumer_tag(origin, &consumer_tag);
         channel.reply_consumer = Some(ReplyConsumer { tag: Arc::clone(&tag), token });
         if !no_wait {
             self.reply(origin.connection, Event::ConsumeOk { channel: origin.channel, consumer_tag: tag.to_string() });
