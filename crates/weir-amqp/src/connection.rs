@@ -745,7 +745,7 @@ impl Connection {
             message: Arc::new(Message {
                 exchange: publish.exchange.as_str().to_string(),
                 routing_key: publish.routing_key.as_str().to_string(),
-                raw_properties: owned(raw_properties),
+                raw_properties: bytes::Bytes::copy_from_slice(&raw_properties),
                 body: owned(content.body),
             }),
         })));
@@ -1157,7 +1157,10 @@ fn sender_selected(properties: &BasicProperties, raw: bytes::Bytes) -> (Vec<Stri
 /// Message bytes the broker keeps must own their memory: a zero-copy slice of the socket's
 /// read buffer would keep the whole buffer alive for as long as the message lives (a 16-byte
 /// message pinning 256 KiB). A body already assembled from several frames is its own
-/// allocation and is kept as is.
+/// allocation and is kept as is. Only for the body, sliced while the read buffer still holds
+/// its handle: the property bytes, decoded a frame earlier, may be the last handle on a buffer
+/// the reader has since replaced (then `is_unique` holds and nothing would be copied), so they
+/// are always copied (they are small).
 fn owned(bytes: bytes::Bytes) -> bytes::Bytes {
     if bytes.is_unique() {
         bytes
