@@ -295,8 +295,10 @@ impl Connection {
         if matches!(state.phase, ChannelPhase::ServerClosing { .. }) {
             return;
         }
-        let engine_done = state.phase == ChannelPhase::ClientClosing;
-        state.phase = ChannelPhase::ServerClosing { engine_done };
+        // The engine lets go only when it answers a ChannelClose with ChannelClosed; if the
+        // client's close already sent one, that answer is still to come: do not send another.
+        let engine_told = state.phase == ChannelPhase::ClientClosing;
+        state.phase = ChannelPhase::ServerClosing { engine_done: false };
         let close = channel::Close {
             reply_code: error.code.code(),
             reply_text: short(&error.reply_text()),
@@ -304,7 +306,7 @@ impl Connection {
             method_id: error.method_id,
         };
         encode_method(out, channel, &AMQPClass::Channel(channel::AMQPMethod::Close(close)));
-        if !engine_done {
+        if !engine_told {
             commands.push(Command::ChannelClose { origin: self.origin(channel, 20, 40) });
         }
     }
