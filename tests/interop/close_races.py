@@ -1,8 +1,6 @@
 """Raw-frame reproductions of the close-handling bugs B1-B5 in docs/INTEROP.md.
 
-Not run by scripts/test: today every check fails. Run it after a fix, and when a check passes
-reliably, move the amqp091-go tests it unblocks into tests/interop/amqp091_go.sh (and consider
-moving the check itself into CI):
+Run by scripts/test since the fixes landed (all five hold); by hand:
 
     .venv/bin/python tests/interop/close_races.py     # exit 0 when all five hold
 

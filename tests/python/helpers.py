@@ -7,6 +7,11 @@ def connect(broker):
     return conn, conn.channel()
 
 
+def depth(ch, queue):
+    """Ready messages in `queue` (passive queue.declare)."""
+    return ch.queue_declare(queue, passive=True).method.message_count
+
+
 def drain(ch, queue):
     """Every ready message's body, in delivery order, taken with auto-ack `basic.get`."""
     bodies = []

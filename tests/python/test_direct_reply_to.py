@@ -2,19 +2,19 @@
 import pika
 import pytest
 
+from helpers import connect
+
 REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 def test_rpc_round_trip_through_direct_reply_to(broker):
-    client = pika.BlockingConnection(broker.params())
-    ch = client.channel()
+    client, ch = connect(broker)
     ch.queue_declare("rpc")
     replies = []
     ch.basic_consume(REPLY_TO, lambda c, m, p, body: replies.append((p.correlation_id, body)), auto_ack=True)
     ch.basic_publish("", "rpc", b"2+3", pika.BasicProperties(reply_to=REPLY_TO, correlation_id="req-1"))
 
-    server = pika.BlockingConnection(broker.params())
-    sch = server.channel()
+    server, sch = connect(broker)
     method, props, body = sch.basic_get("rpc", auto_ack=True)
     assert body == b"2+3"
     assert props.reply_to.startswith(REPLY_TO + "."), "the broker rewrote reply_to to the channel's address"
@@ -28,8 +28,7 @@ def test_rpc_round_trip_through_direct_reply_to(broker):
 
 
 def test_reply_consumer_must_not_ack(broker):
-    conn = pika.BlockingConnection(broker.params())
-    ch = conn.channel()
+    conn, ch = connect(broker)
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
         ch.basic_consume(REPLY_TO, lambda *a: None, auto_ack=False)
     assert err.value.reply_code == 406
@@ -37,8 +36,7 @@ def test_reply_consumer_must_not_ack(broker):
 
 
 def test_reply_to_without_a_reply_consumer_is_406(broker):
-    conn = pika.BlockingConnection(broker.params())
-    ch = conn.channel()
+    conn, ch = connect(broker)
     ch.queue_declare("rpc")
     ch.basic_publish("", "rpc", b"x", pika.BasicProperties(reply_to=REPLY_TO))
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
@@ -49,8 +47,7 @@ def test_reply_to_without_a_reply_consumer_is_406(broker):
 
 
 def test_reply_to_a_gone_consumer_is_dropped(broker):
-    conn = pika.BlockingConnection(broker.params())
-    ch = conn.channel()
+    conn, ch = connect(broker)
     tag = ch.basic_consume(REPLY_TO, lambda *a: None, auto_ack=True)
     ch.queue_declare("rpc")
     ch.basic_publish("", "rpc", b"q", pika.BasicProperties(reply_to=REPLY_TO))

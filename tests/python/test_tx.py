@@ -2,14 +2,7 @@
 import pika
 import pytest
 
-
-def connect(broker):
-    conn = pika.BlockingConnection(broker.params())
-    return conn, conn.channel()
-
-
-def depth(ch, queue):
-    return ch.queue_declare(queue, passive=True).method.message_count
+from helpers import connect, depth
 
 
 def test_publishes_wait_for_commit_and_rollback_forgets_them(broker):

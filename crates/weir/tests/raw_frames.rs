@@ -85,6 +85,10 @@ fn frame_larger_than_frame_max_is_501_decided_from_the_header() {
     client.send(&queue_declare(1, "boundary"));
     client.next_method("queue.declare-ok");
     client.send(&sent);
+    // Proof it was accepted: the connection still answers on the channel.
+    client.send(&basic_qos(1));
+    let reply = client.next_method("after a body frame of exactly frame_max");
+    assert!(format!("{reply:?}").contains("QosOk"), "expected basic.qos-ok, got {reply:?}");
     // One byte more is refused from the 7-byte header alone: no payload is sent.
     let mut header = vec![FRAME_TYPE_BODY];
     header.extend(1u16.to_be_bytes());
