@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Broker;
+use common::{durable, persistent, runtime, Broker};
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -20,14 +20,6 @@ async fn connect(broker: &Broker) -> (Connection, Channel) {
     (connection, channel)
 }
 
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions { durable: true, ..Default::default() }
-}
-
-fn persistent() -> BasicProperties {
-    BasicProperties::default().with_delivery_mode(2)
-}
-
 async fn publish(channel: &Channel, queue: &str, body: &[u8], properties: BasicProperties) -> Confirmation {
     channel
         .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, properties)
@@ -37,8 +29,11 @@ async fn publish(channel: &Channel, queue: &str, body: &[u8], properties: BasicP
         .expect("confirm")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+/// Publishes the one-byte messages `[0]`, `[1]`, … `[count - 1]` to `queue`.
+async fn publish_numbered(channel: &Channel, queue: &str, count: u8) {
+    for i in 0..count {
+        publish(channel, queue, &[i], BasicProperties::default()).await;
+    }
 }
 
 #[test]
@@ -142,12 +137,7 @@ fn unacked_messages_return_when_the_channel_closes() {
     runtime().block_on(async {
         let (connection, channel) = connect(&broker).await;
         channel.queue_declare("q".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
-        for i in 0..5u8 {
-            channel
-                .basic_publish("".into(), "q".into(), BasicPublishOptions::default(), &[i], BasicProperties::default())
-                .await
-                .unwrap();
-        }
+        publish_numbered(&channel, "q", 5).await;
         let mut consumer = channel
             .basic_consume("q".into(), "c1".into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
@@ -179,12 +169,7 @@ fn prefetch_limits_unacked_deliveries() {
     runtime().block_on(async {
         let (_connection, channel) = connect(&broker).await;
         channel.queue_declare("p".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
-        for i in 0..10u8 {
-            channel
-                .basic_publish("".into(), "p".into(), BasicPublishOptions::default(), &[i], BasicProperties::default())
-                .await
-                .unwrap();
-        }
+        publish_numbered(&channel, "p", 10).await;
         channel.basic_qos(3, BasicQosOptions::default()).await.unwrap();
         let mut consumer = channel
             .basic_consume("p".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
@@ -249,12 +234,7 @@ fn acking_a_cancelled_consumers_delivery_does_not_free_a_new_consumers_prefetch(
     runtime().block_on(async {
         let (_connection, channel) = connect(&broker).await;
         channel.queue_declare("r".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
-        for i in 0..3u8 {
-            channel
-                .basic_publish("".into(), "r".into(), BasicPublishOptions::default(), &[i], BasicProperties::default())
-                .await
-                .unwrap();
-        }
+        publish_numbered(&channel, "r", 3).await;
         channel.basic_qos(1, BasicQosOptions::default()).await.unwrap();
         let mut first = channel
             .basic_consume("r".into(), "same-tag".into(), BasicConsumeOptions::default(), FieldTable::default())
@@ -299,18 +279,7 @@ fn consumer_priorities_and_single_active_consumer() {
             .basic_consume("prio".into(), "high".into(), BasicConsumeOptions::default(), with_priority(10))
             .await
             .unwrap();
-        for i in 0..3u8 {
-            channel
-                .basic_publish(
-                    "".into(),
-                    "prio".into(),
-                    BasicPublishOptions::default(),
-                    &[i],
-                    BasicProperties::default(),
-                )
-                .await
-                .unwrap();
-        }
+        publish_numbered(&channel, "prio", 3).await;
         // The high-priority consumer fills its prefetch first; only then the low one gets work.
         assert_eq!(high.next().await.unwrap().unwrap().data, [0]);
         assert_eq!(high.next().await.unwrap().unwrap().data, [1]);
@@ -338,18 +307,7 @@ fn consumer_priorities_and_single_active_consumer() {
             )
             .await
             .unwrap();
-        for i in 0..3u8 {
-            channel
-                .basic_publish(
-                    "".into(),
-                    "sac".into(),
-                    BasicPublishOptions::default(),
-                    &[i],
-                    BasicProperties::default(),
-                )
-                .await
-                .unwrap();
-        }
+        publish_numbered(&channel, "sac", 3).await;
         for i in 0..3u8 {
             assert_eq!(first.next().await.unwrap().unwrap().data, [i], "only the active consumer receives");
         }

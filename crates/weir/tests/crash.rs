@@ -16,11 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Broker, SMALL_LOG};
+use common::{crash_schedule, durable, runtime, Broker, SMALL_LOG};
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -41,10 +40,6 @@ fn body(id: u64) -> Vec<u8> {
 fn parse(bytes: &[u8]) -> Option<u64> {
     let id = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
     (body(id) == bytes).then_some(id)
-}
-
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions { durable: true, ..Default::default() }
 }
 
 /// Consume everything in the queue, ack it, and make the acks durable with a confirmed
@@ -139,13 +134,11 @@ async fn publish_until_killed(
 
 #[test]
 fn kill9_loses_no_confirmed_message_and_duplicates_none() {
-    let seed: u64 = std::env::var("WEIR_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    let rounds: u64 = std::env::var("WEIR_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
-    eprintln!("crash test seed {seed}, {rounds} rounds (WEIR_SEED={seed} reproduces the schedule)");
+    let (seed, rounds) = crash_schedule("crash test", 50);
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(&dir.path().join("data"), &SMALL_LOG);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = runtime();
 
     let mut published_all: HashSet<u64> = HashSet::new();
     let mut confirmed_outstanding: HashSet<u64> = HashSet::new();

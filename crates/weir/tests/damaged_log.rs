@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Broker, SMALL_LOG};
+use common::{runtime, Broker, SMALL_LOG};
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -18,10 +18,6 @@ fn body(i: usize) -> Vec<u8> {
     let mut body = format!("MSG-{i:05}-").into_bytes();
     body.resize(BODY_BYTES, b'x');
     body
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 async fn channel(broker: &Broker) -> (Connection, Channel) {

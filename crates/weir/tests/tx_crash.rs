@@ -11,19 +11,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Broker, SMALL_LOG};
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use common::{crash_schedule, durable, persistent, runtime, Broker, SMALL_LOG};
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const QUEUES: [&str; 2] = ["tx-a", "tx-b"];
 const MESSAGES_PER_QUEUE: u64 = 3;
-
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions { durable: true, ..Default::default() }
-}
 
 /// Take everything from both queues (auto-ack), grouped by transaction id.
 async fn drain(url: &str) -> BTreeMap<u64, Vec<(usize, u64)>> {
@@ -49,10 +45,6 @@ async fn drain(url: &str) -> BTreeMap<u64, Vec<(usize, u64)>> {
     channel.tx_commit().await.unwrap();
     let _ = connection.close(200, "".into()).await;
     by_tx
-}
-
-fn persistent() -> BasicProperties {
-    BasicProperties::default().with_delivery_mode(2)
 }
 
 async fn transact_until_killed(
@@ -92,13 +84,11 @@ async fn transact_until_killed(
 
 #[test]
 fn transactions_are_all_or_nothing_across_kill9() {
-    let seed: u64 = std::env::var("WEIR_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    let rounds: u64 = std::env::var("WEIR_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    eprintln!("tx crash test seed {seed}, {rounds} rounds");
+    let (seed, rounds) = crash_schedule("tx crash test", 20);
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(&dir.path().join("data"), &SMALL_LOG);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = runtime();
     let mut started_all: HashSet<u64> = HashSet::new();
     let mut committed_outstanding: HashSet<u64> = HashSet::new();
     let mut total_committed = 0;

@@ -128,3 +128,27 @@ impl Drop for Broker {
 
 /// Small segments so tests cross segment boundaries, recycle and compact.
 pub const SMALL_LOG: [&str; 4] = ["--segment-size-bytes", "262144", "--checkpoint-interval-bytes", "1048576"];
+
+/// The lapin options of a durable queue.
+pub fn durable() -> lapin::options::QueueDeclareOptions {
+    lapin::options::QueueDeclareOptions { durable: true, ..Default::default() }
+}
+
+/// Properties of a persistent message (delivery-mode 2).
+pub fn persistent() -> lapin::BasicProperties {
+    lapin::BasicProperties::default().with_delivery_mode(2)
+}
+
+/// The runtime the lapin tests drive their clients on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A crash test's seed (`WEIR_SEED`, else random) and number of rounds (`WEIR_CRASH_ROUNDS`,
+/// else `default_rounds`), printed so that a failure can be replayed.
+pub fn crash_schedule(test: &str, default_rounds: u64) -> (u64, u64) {
+    let seed: u64 = std::env::var("WEIR_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let rounds: u64 = std::env::var("WEIR_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_rounds);
+    eprintln!("{test} seed {seed}, {rounds} rounds (WEIR_SEED={seed} reproduces the schedule)");
+    (seed, rounds)
+}
