@@ -95,17 +95,17 @@ def test_delayed_message_survives_a_restart_and_waits_for_its_time(broker, stop)
     ch.confirm_delivery()
     ch.queue_declare("q", durable=True)
     sent = time.monotonic()
-    ch.basic_publish("", "q", b"durable-later", delayed(ms=2500, persistent=True))
+    ch.basic_publish("", "q", b"durable-later", delayed(ms=4000, persistent=True))
     conn.close()
     broker.kill9() if stop == "kill9" else broker.stop()
     broker.start()
     conn, ch = connect(broker)
     elapsed = time.monotonic() - sent
-    assert elapsed < 2.0, f"the restart took {elapsed:.1f}s: too long to check the delay"
+    assert elapsed < 3.5, f"the restart took {elapsed:.1f}s: too long to check the delay"
     assert drain(ch, "q") == [], "still delayed after the restart"
     body, _ = wait_for_get(ch, "q")
     assert body == "durable-later"
-    assert time.monotonic() - sent >= 2.5
+    assert time.monotonic() - sent >= 4.0
     conn.close()
 
 
