@@ -136,7 +136,7 @@ fi
 
 # --- the broker ---------------------------------------------------------------------------
 : >"$WORK/broker.out" # created now: the background job opens its redirections only after fork
-"$WEIR_BIN" serve --data-dir "$WORK/data" --amqp-listen 127.0.0.1:0 >"$WORK/broker.out" 2>"$WORK/broker.log" &
+"$WEIR_BIN" serve --data-dir "$WORK/data" --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 >"$WORK/broker.out" 2>"$WORK/broker.log" &
 BROKER_PID=$!
 PORT=""
 for _ in $(seq 600); do

@@ -168,7 +168,7 @@ def b5_channel_number_reusable_after_close_ok(port):
 
 def start_broker(data_dir):
     process = subprocess.Popen(
-        [WEIR_BIN, "serve", "--data-dir", str(data_dir), "--amqp-listen", "127.0.0.1:0"],
+        [WEIR_BIN, "serve", "--data-dir", str(data_dir), "--amqp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )

@@ -38,7 +38,7 @@ class Broker {
     const log = fs.openSync(this.logPath, 'a');
     this.process = spawn(
       WEIR_BIN,
-      ['serve', '--data-dir', path.join(this.dir, 'data'), '--amqp-listen', '127.0.0.1:0'],
+      ['serve', '--data-dir', path.join(this.dir, 'data'), '--amqp-listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0'],
       { stdio: ['ignore', 'pipe', log] },
     );
     fs.closeSync(log);

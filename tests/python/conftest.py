@@ -1,4 +1,4 @@
-"""Fixtures: a real `weir serve` on an ephemeral loopback port, in a temporary data dir.
+"""Fixtures: a real `weir serve` on ephemeral loopback ports (AMQP and HTTP), in a temporary data dir.
 
 The binary comes from WEIR_BIN (scripts/test sets it) or target/debug/weir.
 """
@@ -20,11 +20,15 @@ class Broker:
         self.log_path = data_dir.with_suffix(".log")
         self.process = None
         self.port = None
+        self.http_port = None
 
     def start(self):
+        self.port = self.http_port = None
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [WEIR_BIN, "serve", "--data-dir", str(self.data_dir), "--amqp-listen", "127.0.0.1:0"],
+            [WEIR_BIN, "serve", "--data-dir", str(self.data_dir), "--amqp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+             # Small segments: each test's broker preallocates (zero-fills) its segment files.
+             "--segment-size-bytes", str(16 << 20)],
             stdout=subprocess.PIPE,
             stderr=log,
         )
@@ -33,8 +37,11 @@ class Broker:
         def read():
             for raw in self.process.stdout:
                 line = raw.decode().strip()
-                if line.startswith("amqp listening on "):
+                if line.startswith("http listening on "):
+                    self.http_port = int(line.rsplit(":", 1)[1])
+                elif line.startswith("amqp listening on "):
                     self.port = int(line.rsplit(":", 1)[1])
+                if self.port and self.http_port:
                     found.set()
 
         threading.Thread(target=read, daemon=True).start()
@@ -56,6 +63,11 @@ class Broker:
     def restart(self):
         self.stop()
         return self.start()
+
+    @property
+    def http(self):
+        """Base URL of the HTTP API."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     def params(self):
         import pika

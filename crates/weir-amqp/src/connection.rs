@@ -11,9 +11,9 @@
 //! hard codes close the connection; the close names the class and method that failed.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use amq_protocol::protocol::BasicProperties;
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
@@ -22,8 +22,8 @@ use weir_amqp_codec::{
     parse_amqplain, parse_plain, Content, ContentAssembler, Frame, FrameError, ReplyCode, FRAME_MIN_SIZE,
 };
 use weir_engine::{
-    BindRequest, BindTarget, ChannelId, Command, ConnectionId, ConsumeRequest, EngineError, Event, EventSink,
-    ExchangeDeclare, Message, Origin, Publish, QueueDeclare,
+    BindRequest, BindTarget, ChannelId, Command, ConnectionId, ConnectionInfo, ConsumeRequest, EngineError, Event,
+    EventSink, ExchangeDeclare, Origin, Publish, PublishParts, QueueDeclare,
 };
 
 use crate::convert::{arguments, reply_code, short};
@@ -104,8 +104,10 @@ pub struct Connection {
     id: ConnectionId,
     state: State,
     limits: ConnectionLimits,
-    from_loopback: bool,
+    peer: SocketAddr,
     users: Arc<Vec<Credentials>>,
+    /// Who logged in and with what client, once known (for connection listings).
+    info: ConnectionInfo,
     frame_max: u32,
     channel_max: u16,
     heartbeat_seconds: u16,
@@ -132,7 +134,7 @@ impl Connection {
         id: ConnectionId,
         limits: ConnectionLimits,
         users: Arc<Vec<Credentials>>,
-        from_loopback: bool,
+        peer: SocketAddr,
         sink: EventSink,
     ) -> Self {
         Self {
@@ -142,8 +144,9 @@ impl Connection {
             channel_max: limits.channel_max,
             heartbeat_seconds: 0,
             limits,
-            from_loopback,
+            peer,
             users,
+            info: ConnectionInfo { peer: peer.to_string(), ..ConnectionInfo::default() },
             client_capabilities: FieldTable::default(),
             channels: HashMap::new(),
             engine_closes_due: HashMap::new(),
@@ -420,6 +423,7 @@ impl Connection {
                 commands.push(Command::Connect {
                     connection: self.id,
                     vhost: open.virtual_host.as_str().to_string(),
+                    info: self.info.clone(),
                     sink: self.sink.clone(),
                 });
                 Ok(Flow::Continue)
@@ -449,9 +453,17 @@ impl Connection {
     }
 
     fn start_ok(&mut self, start_ok: connection::StartOk, out: &mut BytesMut) -> Result<Flow, FrameError> {
-        if let Some(AMQPValue::FieldTable(capabilities)) = start_ok.client_properties.inner().get("capabilities") {
+        let client_properties = start_ok.client_properties.inner();
+        if let Some(AMQPValue::FieldTable(capabilities)) = client_properties.get("capabilities") {
             self.client_capabilities = capabilities.clone();
         }
+        let text = |key: &str| match client_properties.get(key) {
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            Some(AMQPValue::ShortString(s)) => s.as_str().to_string(),
+            _ => String::new(),
+        };
+        let client = format!("{} {}", text("product"), text("version"));
+        self.info.client = weir_amqp_codec::truncate_to_char_boundary(client.trim(), 255).to_string();
         let mechanism = start_ok.mechanism.as_str();
         let credentials = match mechanism {
             "PLAIN" => parse_plain(start_ok.response.as_bytes())?,
@@ -463,9 +475,11 @@ impl Connection {
         let accepted = self.users.iter().any(|user| {
             user.username == credentials.username
                 && user.password == credentials.password
-                && (user.username != "guest" || self.from_loopback)
+                && (user.username != "guest" || self.peer.ip().is_loopback())
         });
-        if !accepted {
+        if accepted {
+            self.info.user = credentials.username.clone();
+        } else {
             tracing::warn!(user = credentials.username, mechanism, "login refused");
             if self.client_capability("authentication_failure_close") {
                 let close = connection::Close {
@@ -719,38 +733,19 @@ impl Connection {
             state.next_publish_sequence += 1;
             sequence
         });
-        let persistent = *content.properties.delivery_mode() == Some(2);
-        let headers = content.properties.headers().as_ref().map(arguments).unwrap_or_default();
-        let (cc, raw_properties) = sender_selected(&content.properties, content.raw_properties);
-        let direct_reply_to =
-            content.properties.reply_to().as_ref().is_some_and(|r| r.as_str() == "amq.rabbitmq.reply-to");
-        let expiration_ms = match content.properties.expiration() {
-            None => None,
-            Some(text) => Some(text.as_str().parse::<u64>().map_err(|_| {
-                FrameError::new(ReplyCode::PreconditionFailed, format!("invalid expiration '{}'", text.as_str()))
-                    .on_channel(channel)
-                    .for_method(60, 40)
-            })?),
-        };
         let publish = content.publish;
-        commands.push(Command::Publish(Box::new(Publish {
+        let parts = PublishParts {
             origin: self.origin(channel, 60, 40),
-            exchange: publish.exchange.as_str().to_string(),
-            routing_key: publish.routing_key.as_str().to_string(),
+            exchange: publish.exchange.as_str(),
+            routing_key: publish.routing_key.as_str(),
             mandatory: publish.mandatory,
-            persistent,
             confirm,
-            headers,
-            expiration_ms,
-            direct_reply_to,
-            cc,
-            message: Arc::new(Message {
-                exchange: publish.exchange.as_str().to_string(),
-                routing_key: publish.routing_key.as_str().to_string(),
-                raw_properties: bytes::Bytes::copy_from_slice(&raw_properties),
-                body: owned(content.body),
-            }),
-        })));
+            properties: &content.properties,
+            raw_properties: content.raw_properties,
+            body: owned(content.body),
+        };
+        let publish = Publish::from_parts(parts).map_err(|e| engine_error(&e, 60, 40).on_channel(channel))?;
+        commands.push(Command::Publish(Box::new(publish)));
         Ok(Flow::Continue)
     }
 
@@ -1118,42 +1113,6 @@ fn exchange_method(
     };
     commands.push(command);
     Ok(())
-}
-
-/// RabbitMQ's sender-selected distribution: the `CC` and `BCC` headers (arrays of strings)
-/// are extra routing keys; `BCC` is removed from the message before anyone receives it.
-/// Returns the extra keys and the property bytes to store.
-fn sender_selected(properties: &BasicProperties, raw: bytes::Bytes) -> (Vec<String>, bytes::Bytes) {
-    let Some(headers) = properties.headers() else {
-        return (Vec::new(), raw);
-    };
-    let keys = |name: &str| -> Vec<String> {
-        match headers.inner().get(name) {
-            Some(AMQPValue::FieldArray(values)) => values
-                .as_slice()
-                .iter()
-                .filter_map(|v| match v {
-                    AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_string),
-                    AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
-    let mut cc = keys("CC");
-    if !headers.contains_key("BCC") {
-        return (cc, raw);
-    }
-    cc.extend(keys("BCC"));
-    let without_bcc: FieldTable = headers
-        .inner()
-        .iter()
-        .filter(|(key, _)| key.as_str() != "BCC")
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect::<std::collections::BTreeMap<_, _>>()
-        .into();
-    (cc, weir_amqp_codec::encode_properties(&properties.clone().with_headers(without_bcc)))
 }
 
 /// Message bytes the broker keeps must own their memory: a zero-copy slice of the socket's

@@ -17,6 +17,7 @@ pub fn reply_code(kind: ErrorKind) -> ReplyCode {
         ErrorKind::InternalError => ReplyCode::InternalError,
         ErrorKind::ResourceError => ReplyCode::ResourceError,
         ErrorKind::CommandInvalid => ReplyCode::CommandInvalid,
+        ErrorKind::ConnectionForced => ReplyCode::ConnectionForced,
     }
 }
 

@@ -135,8 +135,7 @@ async fn run_connection(
     let shared = Arc::new(ConnectionShared::default());
     let id = engine.connection_id();
     let sink = EventSink { sender: events_tx, shared: Arc::clone(&shared) };
-    let mut connection =
-        Connection::new(id, config.limits.clone(), Arc::clone(&config.users), peer.ip().is_loopback(), sink);
+    let mut connection = Connection::new(id, config.limits.clone(), Arc::clone(&config.users), peer, sink);
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut commands = Vec::new();
     connection.start(&mut out);

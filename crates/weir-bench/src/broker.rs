@@ -71,7 +71,7 @@ pub struct BrokerProcess {
 }
 
 impl BrokerProcess {
-    /// Starts `bin serve --data-dir DIR --amqp-listen 127.0.0.1:0` and waits for its port.
+    /// Starts `bin serve --data-dir DIR --amqp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0` and waits for its AMQP port.
     /// Returns the process and the time from spawn to the listening line.
     pub async fn start(bin: &Path, data_dir: &Path) -> Result<(BrokerProcess, Duration), BrokerProcessError> {
         let log = data_dir.with_extension("log");
@@ -82,6 +82,8 @@ impl BrokerProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--amqp-listen")
+            .arg("127.0.0.1:0")
+            .arg("--http-listen")
             .arg("127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -143,6 +143,7 @@ pub enum Command {
     Connect {
         connection: ConnectionId,
         vhost: String,
+        info: ConnectionInfo,
         sink: EventSink,
     },
     Disconnect {
@@ -245,6 +246,20 @@ pub enum Command {
     TxRollback {
         origin: Origin,
     },
+    /// An operator closes a connection: it is told [`ErrorKind::ConnectionForced`] with
+    /// `reason` (AMQP 320), then disconnects as usual.
+    ///
+    /// [`ErrorKind::ConnectionForced`]: crate::ErrorKind::ConnectionForced
+    CloseConnection {
+        connection: ConnectionId,
+        reason: String,
+        reply: flume::Sender<bool>,
+    },
+    /// A read-only question about the broker's state, answered at once on `reply`.
+    Inspect {
+        query: Inspect,
+        reply: flume::Sender<InspectReply>,
+    },
     /// The connection's writer drained below half of its in-flight limit.
     Resume {
         connection: ConnectionId,
@@ -263,6 +278,130 @@ pub enum Command {
         segment: u32,
         result: Result<Vec<String>, String>,
     },
+}
+
+/// Who a connection is, for listings (`/api/connections`). Given at [`Command::Connect`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub user: String,
+    /// The client's address, `ip:port`.
+    pub peer: String,
+    /// The client library's name and version (AMQP `client-properties`), if it said.
+    pub client: String,
+    /// Connections the broker makes for itself (the HTTP API's) are not listed.
+    pub internal: bool,
+}
+
+/// What [`Command::Inspect`] asks. `vhost: None` means every vhost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inspect {
+    Overview,
+    Vhosts,
+    Queues { vhost: Option<String> },
+    Exchanges { vhost: Option<String> },
+    Bindings { vhost: Option<String> },
+    Connections,
+}
+
+/// The answer to [`Command::Inspect`], one variant per question.
+#[derive(Clone, Debug)]
+pub enum InspectReply {
+    Overview(OverviewView),
+    Vhosts(Vec<String>),
+    Queues(Vec<QueueView>),
+    Exchanges(Vec<ExchangeView>),
+    Bindings(Vec<BindingView>),
+    Connections(Vec<ConnectionView>),
+}
+
+/// Cumulative counts of what happened to a queue's messages since the broker started (rates
+/// are their differences over time).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounters {
+    /// Messages that entered the queue (published, dead-lettered into it).
+    pub published: u64,
+    /// Deliveries to consumers and `basic.get`s (redeliveries included).
+    pub delivered: u64,
+    pub redelivered: u64,
+    pub acked: u64,
+    /// Messages whose time to live ran out here.
+    pub expired: u64,
+    /// Messages that left for a dead-letter exchange.
+    pub dead_lettered: u64,
+    /// Messages that left without a dead-letter exchange to go to (expired, rejected, overflow).
+    pub dropped: u64,
+}
+
+/// A queue's settings and state at one moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueView {
+    pub vhost: String,
+    pub name: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub exclusive: bool,
+    pub arguments: Vec<(String, ArgValue)>,
+    pub ready: u64,
+    pub ready_bytes: u64,
+    pub unacked: u64,
+    pub unacked_bytes: u64,
+    pub delayed: u64,
+    pub delayed_bytes: u64,
+    pub consumers: u32,
+    pub counters: QueueCounters,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExchangeView {
+    pub vhost: String,
+    pub name: String,
+    pub kind: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: Vec<(String, ArgValue)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BindingView {
+    pub vhost: String,
+    pub source: String,
+    pub destination: String,
+    pub destination_is_queue: bool,
+    pub routing_key: String,
+    pub arguments: Vec<(String, ArgValue)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionView {
+    pub id: ConnectionId,
+    pub vhost: String,
+    pub info: ConnectionInfo,
+    pub channels: u32,
+    pub consumers: u32,
+    pub unacked: u64,
+}
+
+/// Broker-wide totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OverviewView {
+    pub vhosts: u32,
+    pub queues: u32,
+    pub exchanges: u32,
+    pub connections: u32,
+    pub channels: u32,
+    pub consumers: u32,
+    pub ready: u64,
+    pub unacked: u64,
+    pub delayed: u64,
+    /// Sum of every queue's counters.
+    pub counters: QueueCounters,
+    /// Log segments on disk and their total size.
+    pub log_segments: u32,
+    pub log_bytes: u64,
+    pub durable_lsn: u64,
+    /// Why new persistent messages are refused, if they are.
+    pub read_only: Option<String>,
 }
 
 /// What the engine tells a connection.

@@ -17,8 +17,8 @@ use weir_log::{Log, Storage};
 use weir_queue::{MessageEntry, Queue, ENTRY_FLAG_PERSISTENT};
 
 use crate::api::{
-    ArgValue, ChannelId, Command, ConnectionId, ConsumeRequest, Event, EventSink, Message, Origin, Publish,
-    QueueDeclare,
+    ArgValue, ChannelId, Command, ConnectionId, ConnectionInfo, ConsumeRequest, Event, EventSink, Message, Origin,
+    Publish, QueueCounters, QueueDeclare,
 };
 use crate::content::ContentStore;
 use crate::error::{EngineError, ErrorKind};
@@ -31,6 +31,7 @@ use crate::topology::{Destination, Vhost};
 
 mod delay;
 mod exchanges;
+mod inspect;
 mod lifecycle;
 mod reply_to;
 mod tx;
@@ -75,9 +76,17 @@ pub(crate) struct QueueState {
     /// Listed in `Broker::dirty_queues` (so marking it again costs nothing).
     dirty: bool,
     exclusive_consumer: bool,
+    pub counters: QueueCounters,
 }
 
 impl QueueState {
+    fn count_delivery(&mut self, entry: &MessageEntry) {
+        self.counters.delivered += 1;
+        if entry.is_redelivered() {
+            self.counters.redelivered += 1;
+        }
+    }
+
     pub fn record(&self) -> QueueRecord {
         QueueRecord {
             queue_id: self.id,
@@ -125,6 +134,7 @@ impl QueueState {
             had_consumers: false,
             dirty: false,
             exclusive_consumer: false,
+            counters: QueueCounters::default(),
         }
     }
 }
@@ -188,6 +198,7 @@ impl ChannelState {
 
 struct ConnectionState {
     vhost: String,
+    info: ConnectionInfo,
     channels: HashMap<ChannelId, ChannelState>,
     exclusive_queues: Vec<QueueId>,
 }
@@ -285,8 +296,21 @@ impl<S: Storage> Broker<S> {
 
     pub fn handle(&mut self, command: Command) {
         let (origin, result) = match command {
-            Command::Connect { connection, vhost, sink } => {
-                self.connect(connection, vhost, sink);
+            Command::Connect { connection, vhost, info, sink } => {
+                self.connect(connection, vhost, info, sink);
+                return;
+            }
+            Command::CloseConnection { connection, reason, reply } => {
+                let found = self.sinks.contains_key(&connection);
+                if found {
+                    let error = error(ErrorKind::ConnectionForced, reason);
+                    self.outbox.push(connection, Event::ConnectionError { error });
+                }
+                let _ = reply.send(found);
+                return;
+            }
+            Command::Inspect { query, reply } => {
+                let _ = reply.send(self.inspect(query));
                 return;
             }
             Command::Disconnect { connection } => {
@@ -357,7 +381,7 @@ impl<S: Storage> Broker<S> {
     // -----------------------------------------------------------------------------------
     // Connections and channels
 
-    fn connect(&mut self, connection: ConnectionId, vhost: String, sink: EventSink) {
+    fn connect(&mut self, connection: ConnectionId, vhost: String, info: ConnectionInfo, sink: EventSink) {
         if !self.vhosts.contains_key(&vhost) {
             let _ = sink.sender.send(vec![Event::ConnectionError {
                 error: error(ErrorKind::NotAllowed, format!("vhost {vhost} not found")),
@@ -365,8 +389,10 @@ impl<S: Storage> Broker<S> {
             return;
         }
         self.sinks.insert(connection, sink);
-        self.connections
-            .insert(connection, ConnectionState { vhost, channels: HashMap::new(), exclusive_queues: Vec::new() });
+        self.connections.insert(
+            connection,
+            ConnectionState { vhost, info, channels: HashMap::new(), exclusive_queues: Vec::new() },
+        );
         self.outbox.push(connection, Event::ConnectionOpened);
     }
 
@@ -772,6 +798,7 @@ impl<S: Storage> Broker<S> {
             };
             self.track_live(&entry, 1);
             let queue = self.queues.get_mut(&id).expect("routed");
+            queue.counters.published += 1;
             let expires_at = lifecycle::message_expiry(&queue.config, times);
             match deliver_at {
                 Some(at) => {
@@ -931,6 +958,7 @@ impl<S: Storage> Broker<S> {
                 self.reply(origin.connection, Event::GetEmpty { channel: origin.channel });
                 return Ok(());
             };
+            queue.count_delivery(&entry);
             let message_count = clamp_u32(queue.messages.stats().ready_messages);
             if let Some(message) = self.load_message(id, &entry, no_ack) {
                 break (entry, message, message_count);
@@ -1013,6 +1041,7 @@ impl<S: Storage> Broker<S> {
                 Settlement::Requeue => self.requeue_entry(unacked.queue, unacked.seq),
                 Settlement::Ack => {
                     if let Some(entry) = queue.messages.settle(unacked.seq) {
+                        queue.counters.acked += 1;
                         queue.expired_unacked.remove(&unacked.seq);
                         self.drop_entry(unacked.queue, &entry);
                     }
@@ -1138,7 +1167,9 @@ impl<S: Storage> Broker<S> {
 
     fn deliver_to(&mut self, id: QueueId, key: &ConsumerKey) {
         let no_ack = self.connections[&key.connection].channels[&key.channel].consumers[&key.tag].no_ack;
-        let entry = self.queues.get_mut(&id).expect("present").messages.deliver(no_ack).expect("has ready");
+        let queue = self.queues.get_mut(&id).expect("present");
+        let entry = queue.messages.deliver(no_ack).expect("has ready");
+        queue.count_delivery(&entry);
         let Some(message) = self.load_message(id, &entry, no_ack) else {
             return;
         };

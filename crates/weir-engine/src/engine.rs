@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use weir_log::{LogConfig, RecoveryReport, Storage};
 use weir_queue::MessageEntry;
@@ -32,6 +32,7 @@ use crate::api::{Command, ConnectionId};
 use crate::broker::{Broker, QueueId};
 use crate::error::StartError;
 use crate::records::{self, location_of, pos_of, Writer, ENQUEUE_FLAG_RELOCATED};
+use crate::stats::EngineStats;
 
 /// Commands applied in one turn at most, so that one turn's replies are not held back too long.
 pub const BATCH_COMMANDS_MAX: usize = 8192;
@@ -69,12 +70,18 @@ impl Default for EngineConfig {
 pub struct EngineHandle {
     inbox: flume::Sender<Command>,
     next_connection: Arc<AtomicU64>,
+    stats: Arc<EngineStats>,
 }
 
 impl EngineHandle {
     /// A fresh connection id.
     pub fn connection_id(&self) -> ConnectionId {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Measurements readable at any time (commit latency).
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
     }
 
     /// Send a command, waiting while the inbox is full. Err when the engine has stopped.
@@ -105,11 +112,16 @@ impl Engine {
         let (broker, report) =
             crate::recovery::recover(storage.clone(), config.log.clone(), config.cache_budget_bytes)?;
         let (inbox_sender, inbox) = flume::bounded(config.inbox_capacity);
-        let handle = EngineHandle { inbox: inbox_sender.clone(), next_connection: Arc::new(AtomicU64::new(1)) };
+        let stats = Arc::new(EngineStats::default());
+        let handle = EngineHandle {
+            inbox: inbox_sender.clone(),
+            next_connection: Arc::new(AtomicU64::new(1)),
+            stats: Arc::clone(&stats),
+        };
         let checkpointer = Checkpointer::start(storage, inbox_sender.clone())?;
         let scrubber = Scrubber::start(inbox_sender)?;
         let thread = std::thread::Builder::new().name("weir-engine".into()).spawn(move || {
-            let run = std::panic::AssertUnwindSafe(|| run(broker, inbox, checkpointer, scrubber, config));
+            let run = std::panic::AssertUnwindSafe(|| run(broker, inbox, checkpointer, scrubber, config, &stats));
             if std::panic::catch_unwind(run).is_err() {
                 eprintln!("weir: the engine thread panicked (a bug); aborting so that recovery starts from the log");
                 std::process::abort();
@@ -253,6 +265,7 @@ fn run<S: Storage>(
     mut checkpointer: Checkpointer,
     mut scrubber: Scrubber<S::File>,
     config: EngineConfig,
+    stats: &EngineStats,
 ) {
     loop {
         let now = clock_ms();
@@ -292,7 +305,7 @@ fn run<S: Storage>(
                 other => broker.handle(other),
             }
         }
-        end_turn(&mut broker);
+        end_turn(&mut broker, Some(stats));
         if shutdown {
             checkpointer.stop();
             scrubber.stop();
@@ -318,7 +331,7 @@ fn clock_ms() -> u64 {
 }
 
 /// Release delayed messages and expire what is due, deliver, log settlements, send ungated events, fsync, send the rest.
-fn end_turn<S: Storage>(broker: &mut Broker<S>) {
+fn end_turn<S: Storage>(broker: &mut Broker<S>, stats: Option<&EngineStats>) {
     broker.release_due();
     broker.expire_due();
     broker.dispatch();
@@ -326,7 +339,12 @@ fn end_turn<S: Storage>(broker: &mut Broker<S>) {
     broker.outbox.send_ungated(&broker.sinks);
     let mut failure = None;
     if broker.log.last_lsn() > broker.log.durable_lsn() {
-        if let Err(e) = broker.log.commit() {
+        let started = Instant::now();
+        let committed = broker.log.commit();
+        if let Some(stats) = stats {
+            stats.record_commit(started.elapsed());
+        }
+        if let Err(e) = committed {
             let reason = e.to_string();
             tracing::error!("log commit failed, refusing new durable data from now on: {reason}");
             broker.read_only.get_or_insert(reason.clone());
@@ -423,5 +441,5 @@ fn compact<S: Storage>(broker: &mut Broker<S>, segments: &HashSet<u32>) {
         moved_bytes += u64::from(entry.size_bytes);
     }
     tracing::info!(segments = segments.len(), moved_bytes, "compacted sparse segments");
-    end_turn(broker);
+    end_turn(broker, None);
 }

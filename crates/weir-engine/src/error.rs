@@ -21,6 +21,8 @@ pub enum ErrorKind {
     /// A request the protocol does not allow, such as an unknown exchange type (AMQP 503,
     /// connection-level, as RabbitMQ 3.x).
     CommandInvalid,
+    /// An operator closed the connection (AMQP 320, connection-level).
+    ConnectionForced,
 }
 
 /// An error with the human text RabbitMQ-style clients show.

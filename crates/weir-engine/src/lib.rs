@@ -22,14 +22,18 @@ pub mod properties;
 mod queue_config;
 pub mod records;
 mod recovery;
+mod stats;
 mod topology;
 
 pub use api::{
-    ArgValue, BindRequest, BindTarget, ChannelId, Command, ConnectionId, ConnectionShared, ConsumeRequest, Event,
-    EventSink, ExchangeDeclare, Message, Origin, Publish, QueueDeclare, CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
+    ArgValue, BindRequest, BindTarget, BindingView, ChannelId, Command, ConnectionId, ConnectionInfo, ConnectionShared,
+    ConnectionView, ConsumeRequest, Event, EventSink, ExchangeDeclare, ExchangeView, Inspect, InspectReply, Message,
+    Origin, OverviewView, Publish, QueueCounters, QueueDeclare, QueueView, CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
 };
 pub use broker::DEFAULT_VHOST;
 pub use engine::{Engine, EngineConfig, EngineHandle, EngineStopped, BATCH_COMMANDS_MAX};
 pub use error::{EngineError, ErrorKind, StartError};
+pub use properties::PublishParts;
 pub use queue_config::{Overflow, QueueConfig};
+pub use stats::{CommitHistogram, EngineStats, COMMIT_BUCKETS_MICROS};
 pub use weir_log::{FileStorage, LogConfig, RecoveryReport};

@@ -9,7 +9,101 @@
 use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
-use crate::api::ArgValue;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::api::{ArgValue, Message, Origin, Publish};
+use crate::error::{EngineError, ErrorKind};
+
+/// The `reply_to` that names RabbitMQ's direct reply-to pseudo-queue.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// A publish as a protocol received it: where it goes, and its content with the properties
+/// decoded once (the protocol had to decode them to validate them).
+pub struct PublishParts<'a> {
+    pub origin: Origin,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub mandatory: bool,
+    pub confirm: Option<u64>,
+    pub properties: &'a BasicProperties,
+    /// The properties' bytes as received (kept unchanged unless `BCC` must be removed).
+    pub raw_properties: Bytes,
+    pub body: Bytes,
+}
+
+impl Publish {
+    /// The engine's publish from what a protocol received, with every property rule applied
+    /// in one place for AMQP and HTTP alike: delivery-mode 2 is persistent, `headers` are
+    /// kept decoded for headers exchanges, `CC`/`BCC` add routing keys (`BCC` is removed
+    /// from the stored message), `reply_to` may name direct reply-to, and `expiration` must
+    /// be a whole number of milliseconds (else 406, as RabbitMQ).
+    pub fn from_parts(parts: PublishParts<'_>) -> Result<Publish, EngineError> {
+        let properties = parts.properties;
+        let expiration_ms = match properties.expiration() {
+            None => None,
+            Some(text) => Some(text.as_str().parse::<u64>().map_err(|_| {
+                EngineError::new(ErrorKind::PreconditionFailed, format!("invalid expiration '{}'", text.as_str()))
+            })?),
+        };
+        let (cc, raw_properties) = sender_selected(properties, parts.raw_properties);
+        Ok(Publish {
+            origin: parts.origin,
+            exchange: parts.exchange.to_string(),
+            routing_key: parts.routing_key.to_string(),
+            mandatory: parts.mandatory,
+            persistent: *properties.delivery_mode() == Some(2),
+            confirm: parts.confirm,
+            headers: properties.headers().as_ref().map(table_to_arguments).unwrap_or_default(),
+            expiration_ms,
+            cc,
+            direct_reply_to: properties.reply_to().as_ref().is_some_and(|r| r.as_str() == DIRECT_REPLY_TO),
+            message: Arc::new(Message {
+                exchange: parts.exchange.to_string(),
+                routing_key: parts.routing_key.to_string(),
+                raw_properties: Bytes::copy_from_slice(&raw_properties),
+                body: parts.body,
+            }),
+        })
+    }
+}
+
+/// RabbitMQ's sender-selected distribution: the `CC` and `BCC` headers (arrays of strings)
+/// are extra routing keys; `BCC` is removed from the message before anyone receives it.
+/// Returns the extra keys and the property bytes to store.
+fn sender_selected(properties: &BasicProperties, raw: Bytes) -> (Vec<String>, Bytes) {
+    let Some(headers) = properties.headers() else {
+        return (Vec::new(), raw);
+    };
+    let keys = |name: &str| -> Vec<String> {
+        match headers.inner().get(name) {
+            Some(AMQPValue::FieldArray(values)) => values
+                .as_slice()
+                .iter()
+                .filter_map(|v| match v {
+                    AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_string),
+                    AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut cc = keys("CC");
+    if !headers.contains_key("BCC") {
+        return (cc, raw);
+    }
+    cc.extend(keys("BCC"));
+    let without_bcc: FieldTable = headers
+        .inner()
+        .iter()
+        .filter(|(key, _)| key.as_str() != "BCC")
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into();
+    (cc, weir_amqp_codec::encode_properties(&properties.clone().with_headers(without_bcc)))
+}
 
 /// Why a message was dead-lettered, as RabbitMQ names it in `x-death`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,6 +19,10 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1:5672 and [::1]:5672].
     #[arg(long, env = "WEIR_AMQP_LISTEN", value_delimiter = ',')]
     pub amqp_listen: Vec<SocketAddr>,
+    /// HTTP API, console and metrics listen address; repeat for several (port 0 picks a free
+    /// port) [default: 127.0.0.1:15672].
+    #[arg(long, env = "WEIR_HTTP_LISTEN", value_delimiter = ',')]
+    pub http_listen: Vec<SocketAddr>,
     /// Size of each log segment file in bytes [default: 64 MiB].
     #[arg(long, env = "WEIR_SEGMENT_SIZE_BYTES")]
     pub segment_size_bytes: Option<u32>,
@@ -36,6 +40,7 @@ pub struct ServeArgs {
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub amqp_listen: Option<Vec<SocketAddr>>,
+    pub http_listen: Option<Vec<SocketAddr>>,
     pub segment_size_bytes: Option<u32>,
     pub checkpoint_interval_bytes: Option<u64>,
     pub cache_bytes: Option<u64>,
@@ -46,12 +51,14 @@ pub struct FileConfig {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub amqp_listen: Vec<SocketAddr>,
+    pub http_listen: Vec<SocketAddr>,
     pub segment_size_bytes: u32,
     pub checkpoint_interval_bytes: u64,
     pub cache_bytes: u64,
 }
 
 pub const DEFAULT_AMQP_LISTEN: [&str; 2] = ["127.0.0.1:5672", "[::1]:5672"];
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:15672";
 
 impl ServeArgs {
     pub fn resolve(self) -> Result<Settings, String> {
@@ -70,7 +77,15 @@ impl ServeArgs {
         } else {
             DEFAULT_AMQP_LISTEN.iter().map(|a| a.parse().expect("valid default")).collect()
         };
+        let http_listen = if !self.http_listen.is_empty() {
+            self.http_listen
+        } else if let Some(list) = file.http_listen {
+            list
+        } else {
+            vec![DEFAULT_HTTP_LISTEN.parse().expect("valid default")]
+        };
         Ok(Settings {
+            http_listen,
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("weir-data")),
             amqp_listen,
             segment_size_bytes: self

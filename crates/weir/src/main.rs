@@ -1,6 +1,7 @@
-//! The `weir` binary: `weir serve` runs the broker. The admin CLI (talking to the HTTP API)
-//! joins it as the HTTP API lands.
+//! The `weir` binary: `weir serve` runs the broker; every other command is the admin and
+//! client CLI, which talks to a broker's HTTP API (never to its files).
 
+mod cli;
 mod config;
 mod serve;
 
@@ -21,12 +22,44 @@ enum Commands {
     ///   weir serve                                   # ./weir-data, AMQP on 127.0.0.1:5672 and [::1]:5672
     ///   weir serve --data-dir /var/lib/weir --amqp-listen 0.0.0.0:5672
     ///   weir serve --config weir.toml
+    #[command(verbatim_doc_comment)]
     Serve(config::ServeArgs),
+    /// Create, list, show, purge and delete queues.
+    Queue(cli::QueueCommand),
+    /// Send one message to a queue.
+    ///
+    /// Examples:
+    ///   weir send orders 'hello'
+    ///   echo '{"id": 7}' | weir send orders --content-type application/json --priority 5
+    ///   weir send reminders 'later' --delay 60000
+    #[command(verbatim_doc_comment)]
+    Send(cli::SendArgs),
+    /// Take messages from a queue and print their bodies, one per line.
+    ///
+    /// Examples:
+    ///   weir recv orders
+    ///   weir recv orders --wait 10 --count 100
+    ///   weir recv orders --requeue --json          # look, then put back
+    #[command(verbatim_doc_comment)]
+    Recv(cli::RecvArgs),
+    /// List vhosts.
+    Vhost(cli::VhostCommand),
+    /// The broker's totals: queues, connections, messages by state, log.
+    ///
+    /// Example:
+    ///   weir status --server http://127.0.0.1:15672
+    #[command(verbatim_doc_comment)]
+    Status(cli::Connection),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Serve(args) => serve::run(args),
+        Commands::Queue(command) => cli::run(cli::queue(&command)),
+        Commands::Send(args) => cli::run(cli::send(&args)),
+        Commands::Recv(args) => cli::run(cli::recv(&args)),
+        Commands::Vhost(command) => cli::run(cli::vhost(&command)),
+        Commands::Status(connection) => cli::run(cli::status(&connection)),
     }
 }

@@ -2,8 +2,10 @@
 //! cleanly on SIGTERM/SIGINT (connections are told 320 CONNECTION_FORCED, in-flight
 //! deliveries are requeued by the engine, a final checkpoint makes the next start fast).
 //!
-//! The lines `amqp listening on ADDR:PORT` on stdout are a contract: scripts and tests read
-//! them to learn the ports chosen for `:0`.
+//! The HTTP API (`weir-http`) runs beside AMQP on the same runtime and engine.
+//!
+//! The lines `amqp listening on ADDR:PORT` and `http listening on ADDR:PORT` on stdout are a
+//! contract: scripts and tests read them to learn the ports chosen for `:0`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,7 +15,12 @@ use tokio::net::TcpListener;
 use weir_amqp::AmqpConfig;
 use weir_engine::{Engine, EngineConfig, FileStorage, LogConfig};
 
+use weir_http::HttpConfig;
+
 use crate::config::{ServeArgs, Settings, DEFAULT_AMQP_LISTEN};
+
+/// How long shutdown waits for HTTP requests in progress.
+const HTTP_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub fn run(args: ServeArgs) -> ExitCode {
     tracing_subscriber::fmt()
@@ -62,7 +69,8 @@ fn serve(settings: Settings) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let result = runtime.block_on(async {
-        let listeners = bind(&settings.amqp_listen).await?;
+        let listeners = bind("amqp", &settings.amqp_listen).await?;
+        let http_listeners = bind("http", &settings.http_listen).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -70,7 +78,13 @@ fn serve(settings: Settings) -> Result<(), String> {
             let _ = stop_tx.send(true);
         });
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+        let http =
+            tokio::spawn(weir_http::serve(http_listeners, engine.handle(), http_config(&settings), stop_rx.clone()));
         weir_amqp::serve(listeners, engine.handle(), amqp_config(&settings), stop_rx).await;
+        // Requests in progress get a moment to finish (a long-polling get may take longer).
+        if tokio::time::timeout(HTTP_STOP_GRACE, http).await.is_err() {
+            tracing::warn!("http requests still running at shutdown were cut off");
+        }
         Ok::<(), String>(())
     });
     engine.shutdown();
@@ -87,14 +101,29 @@ fn amqp_config(settings: &Settings) -> AmqpConfig {
     config
 }
 
-async fn bind(addresses: &[std::net::SocketAddr]) -> Result<Vec<TcpListener>, String> {
+/// HTTP settings: the same accounts as AMQP, and a body limit that fits the largest message
+/// in base64 with its JSON around it.
+fn http_config(settings: &Settings) -> HttpConfig {
+    let amqp = amqp_config(settings);
+    let message_max = usize::try_from(amqp.limits.message_size_max).unwrap_or(usize::MAX);
+    let users = amqp
+        .users
+        .iter()
+        .map(|u| weir_amqp_codec::Credentials { username: u.username.clone(), password: u.password.clone() })
+        .collect();
+    HttpConfig { users: std::sync::Arc::new(users), body_limit_bytes: message_max.saturating_mul(4) / 3 + (1 << 20) }
+}
+
+/// Listen on `addresses`, printing `{protocol} listening on ADDR:PORT` for each (a contract:
+/// scripts read it to learn ports picked for `:0`).
+async fn bind(protocol: &str, addresses: &[std::net::SocketAddr]) -> Result<Vec<TcpListener>, String> {
     let defaults: Vec<std::net::SocketAddr> = DEFAULT_AMQP_LISTEN.iter().map(|a| a.parse().expect("valid")).collect();
     let mut listeners = Vec::new();
     for address in addresses {
         match TcpListener::bind(address).await {
             Ok(listener) => {
                 let local = listener.local_addr().map_err(|e| e.to_string())?;
-                println!("amqp listening on {local}");
+                println!("{protocol} listening on {local}");
                 let _ = std::io::stdout().flush();
                 listeners.push(listener);
             }

@@ -103,10 +103,14 @@ impl<S: Storage> Broker<S> {
     /// `entry` has left `queue_id`: dead-letter it if the queue has a dead-letter exchange,
     /// else drop it. Either way the original is settled.
     pub(super) fn dead_letter(&mut self, queue_id: QueueId, entry: MessageEntry, reason: DeathReason) {
+        let mut has_target = false;
         if let Some(queue) = self.queues.get_mut(&queue_id) {
             queue.expired_unacked.remove(&entry.seq);
+            has_target = queue.config.dead_letter_exchange.is_some();
+            let counters = &mut queue.counters;
+            counters.expired += u64::from(reason == DeathReason::Expired);
+            *if has_target { &mut counters.dead_lettered } else { &mut counters.dropped } += 1;
         }
-        let has_target = self.queues.get(&queue_id).is_some_and(|q| q.config.dead_letter_exchange.is_some());
         if !has_target {
             self.drop_entry(queue_id, &entry);
             return;

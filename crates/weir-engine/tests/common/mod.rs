@@ -28,7 +28,9 @@ impl Client {
         let (sender, events) = flume::unbounded();
         let connection = handle.connection_id();
         let sink = EventSink { sender, shared: Arc::new(ConnectionShared::default()) };
-        handle.send_blocking(Command::Connect { connection, vhost: "/".into(), sink }).unwrap();
+        handle
+            .send_blocking(Command::Connect { connection, vhost: "/".into(), info: Default::default(), sink })
+            .unwrap();
         let mut client = Client { handle, connection, events, pending: VecDeque::new(), next_confirm: 1 };
         assert!(matches!(client.next_event(), Event::ConnectionOpened));
         client.open_channel(1);

@@ -42,6 +42,8 @@ impl Broker {
             .arg(&self.data_dir)
             .arg("--amqp-listen")
             .arg("127.0.0.1:0")
+            .arg("--http-listen")
+            .arg("127.0.0.1:0")
             .args(&self.extra_args)
             .env("WEIR_LOG", "info")
             .stdout(Stdio::piped())

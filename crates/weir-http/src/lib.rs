@@ -1,0 +1,91 @@
+//! weir-http: the HTTP API under `/api`, its OpenAPI document, and `/metrics`.
+//!
+//! Every route is one row of the table in `routes.rs`; the router and the OpenAPI document
+//! (`/api/openapi.json`) are both built from that table, so they cannot drift apart. Handlers
+//! never touch broker state: reads go through [`weir_engine::Command::Inspect`], changes
+//! through an internal engine connection (`session.rs`) that sends the same commands an AMQP
+//! client would, so both protocols share every rule, check and durability guarantee.
+//!
+//! Layout: `routes` (the table and router), `topology` (vhosts, queues, exchanges, bindings,
+//! connections, overview), `messages` (publish and get), `metrics` (Prometheus text),
+//! `openapi` (the document), `auth` (basic authentication), `session` (engine conversation),
+//! `json` (AMQP values as JSON), `extract` (request parsing with JSON errors), `error`.
+
+mod auth;
+mod error;
+mod extract;
+mod json;
+mod messages;
+mod metrics;
+mod openapi;
+mod routes;
+mod session;
+mod topology;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use weir_amqp_codec::Credentials;
+use weir_engine::EngineHandle;
+
+pub use error::ApiError;
+
+/// HTTP settings.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Accounts that may log in (the same as AMQP's).
+    pub users: Arc<Vec<Credentials>>,
+    /// The largest request body accepted (a published message's JSON, base64 included).
+    pub body_limit_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            users: Arc::new(vec![Credentials { username: "guest".into(), password: "guest".into() }]),
+            body_limit_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: EngineHandle,
+    pub users: Arc<Vec<Credentials>>,
+    pub started: Instant,
+}
+
+/// The whole HTTP application (also used by tests with a listener of their own).
+pub fn app(engine: EngineHandle, config: &HttpConfig) -> axum::Router {
+    let state = AppState { engine, users: Arc::clone(&config.users), started: Instant::now() };
+    routes::router(state, config.body_limit_bytes)
+}
+
+/// Serve the API on `listeners` until `stop` turns true; requests in progress then finish.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    engine: EngineHandle,
+    config: HttpConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let app = app(engine, &config);
+    let mut servers = Vec::new();
+    for listener in listeners {
+        let service = app.clone().into_make_service_with_connect_info::<SocketAddr>();
+        let mut stop = stop.clone();
+        servers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
+                tracing::error!("http server failed: {e}");
+            }
+        }));
+    }
+    for server in servers {
+        let _ = server.await;
+    }
+}

@@ -1,0 +1,283 @@
+//! Publishing and getting messages over HTTP.
+//!
+//! A publish is confirmed: the answer comes after the engine has logged and fsynced the
+//! message (for a persistent message to a durable queue), exactly as a publisher confirm.
+//! HTTP publishes are persistent unless `properties.delivery_mode` is 1: someone who sends a
+//! message from a script or the CLI expects it to be there after a restart.
+//!
+//! A get takes up to `count` ready messages. With `wait_ms`, it long-polls as SQS does: when
+//! nothing is ready it waits until at least one message arrives (then also takes whatever
+//! else came with it, up to `count`) or the time is up, and answers an empty list then.
+//! `ackmode` says what happens to the messages taken: `remove` acks them (gone for good),
+//! `requeue` puts them back (marked redelivered), as RabbitMQ's `ack_requeue_true`.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Extension, State};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use weir_engine::{Command, ConsumeRequest, Event, Message, Publish, PublishParts};
+
+use crate::auth::User;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, PathParams};
+use crate::json::{decode_payload, encode_payload, whole, PayloadEncoding, Properties};
+use crate::session::Session;
+use crate::topology::exchange_from_url;
+use crate::AppState;
+
+const BASIC_PUBLISH: u32 = (60 << 16) | 40;
+const BASIC_GET: u32 = (60 << 16) | 70;
+const BASIC_CONSUME: u32 = (60 << 16) | 20;
+const BASIC_QOS: u32 = (60 << 16) | 10;
+const BASIC_ACK: u32 = (60 << 16) | 80;
+
+/// At most this many messages per get.
+pub const GET_COUNT_MAX: u32 = 1000;
+/// The longest a get may wait.
+pub const GET_WAIT_MS_MAX: u64 = 60_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    #[serde(default)]
+    routing_key: String,
+    #[serde(default)]
+    payload: String,
+    #[serde(default)]
+    payload_encoding: PayloadEncoding,
+    #[serde(default)]
+    properties: Properties,
+}
+
+/// `POST /api/exchanges/{vhost}/{exchange}/publish` → `{"routed": bool}`.
+pub async fn publish_to_exchange(
+    State(state): State<AppState>,
+    Extension(User(user)): Extension<User>,
+    PathParams((vhost, exchange)): PathParams<(String, String)>,
+    JsonBody(request): JsonBody<PublishRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let exchange = exchange_from_url(&exchange).to_string();
+    let routing_key = request.routing_key.clone();
+    let routed = publish(&state, &user, &vhost, &exchange, &routing_key, request).await?;
+    Ok(Json(json!({ "routed": routed })))
+}
+
+/// `POST /api/queues/{vhost}/{queue}/publish`: through the default exchange straight to the
+/// queue; 404 if there is no such queue.
+pub async fn publish_to_queue(
+    State(state): State<AppState>,
+    Extension(User(user)): Extension<User>,
+    PathParams((vhost, queue)): PathParams<(String, String)>,
+    JsonBody(request): JsonBody<PublishRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if !request.routing_key.is_empty() {
+        return Err(ApiError::bad_request("a publish to a queue takes no routing_key (the queue's name is the key)"));
+    }
+    if !publish(&state, &user, &vhost, "", &queue, request).await? {
+        return Err(ApiError::not_found("not_found", format!("no queue '{queue}' in vhost '{vhost}'")));
+    }
+    Ok(Json(json!({ "routed": true })))
+}
+
+async fn publish(
+    state: &AppState,
+    user: &str,
+    vhost: &str,
+    exchange: &str,
+    routing_key: &str,
+    request: PublishRequest,
+) -> Result<bool, ApiError> {
+    if exchange.len() > 255 || routing_key.len() > 255 {
+        return Err(ApiError::bad_request("exchange names and routing keys are at most 255 bytes"));
+    }
+    let body = decode_payload(&request.payload, request.payload_encoding)?;
+    let mut properties = request.properties.to_amqp()?;
+    if properties.delivery_mode().is_none() {
+        properties = properties.with_delivery_mode(2);
+    }
+    let raw_properties = weir_amqp_codec::encode_properties(&properties);
+    let mut session = Session::open(&state.engine, vhost, user).await?;
+    let parts = PublishParts {
+        origin: session.origin(BASIC_PUBLISH),
+        exchange,
+        routing_key,
+        mandatory: true,
+        confirm: Some(1),
+        properties: &properties,
+        raw_properties,
+        body: Bytes::from(body),
+    };
+    let result = async {
+        let publish = Publish::from_parts(parts).map_err(|e| ApiError::invalid_argument(e.text))?;
+        session.send(Command::Publish(Box::new(publish))).await?;
+        let mut routed = true;
+        loop {
+            match session.answer().await? {
+                Event::Returned { .. } => routed = false,
+                Event::ConfirmAck { .. } => return Ok(routed),
+                Event::ConfirmNack { .. } => {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "not_stored",
+                        "the broker could not store the message (see its log)",
+                    ))
+                }
+                other => return Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
+            }
+        }
+    }
+    .await;
+    session.close().await;
+    result
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    Remove,
+    Requeue,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseEncoding {
+    #[default]
+    Auto,
+    Base64,
+}
+
+fn default_count() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetRequest {
+    #[serde(default = "default_count", deserialize_with = "whole")]
+    count: u32,
+    ackmode: Option<AckMode>,
+    #[serde(default, deserialize_with = "whole")]
+    wait_ms: u64,
+    #[serde(default)]
+    encoding: ResponseEncoding,
+}
+
+struct Taken {
+    delivery_tag: u64,
+    redelivered: bool,
+    message_count: Option<u32>,
+    message: std::sync::Arc<Message>,
+}
+
+/// `POST /api/queues/{vhost}/{queue}/get` → a list of messages (maybe empty).
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(User(user)): Extension<User>,
+    PathParams((vhost, queue)): PathParams<(String, String)>,
+    JsonBody(request): JsonBody<GetRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if request.count == 0 || request.count > GET_COUNT_MAX {
+        return Err(ApiError::bad_request(format!("count must be 1 to {GET_COUNT_MAX}")));
+    }
+    if request.wait_ms > GET_WAIT_MS_MAX {
+        return Err(ApiError::bad_request(format!("wait_ms must be at most {GET_WAIT_MS_MAX}")));
+    }
+    let ackmode = request.ackmode.unwrap_or(AckMode::Remove);
+    let mut session = Session::open(&state.engine, &vhost, &user).await?;
+    let result = take(&mut session, &queue, &request).await;
+    let settled = match &result {
+        Ok(taken) if !taken.is_empty() => {
+            let delivery_tag = taken.iter().map(|t| t.delivery_tag).max().expect("not empty");
+            let origin = session.origin(BASIC_ACK);
+            let command = match ackmode {
+                AckMode::Remove => Command::Ack { origin, delivery_tag, multiple: true },
+                AckMode::Requeue => Command::Reject { origin, delivery_tag, multiple: true, requeue: true },
+            };
+            session.send(command).await
+        }
+        _ => Ok(()),
+    };
+    session.close().await;
+    let taken = result?;
+    settled?;
+    let force_base64 = request.encoding == ResponseEncoding::Base64;
+    Ok(Json(Value::Array(taken.iter().map(|t| message_json(t, force_base64)).collect())))
+}
+
+/// Take up to `count` messages: what is ready now, else (with `wait_ms`) the first to arrive.
+async fn take(session: &mut Session, queue: &str, request: &GetRequest) -> Result<Vec<Taken>, ApiError> {
+    let mut taken = Vec::new();
+    while taken.len() < request.count as usize {
+        let origin = session.origin(BASIC_GET);
+        match session.call(Command::Get { origin, queue: queue.to_string(), no_ack: false }).await? {
+            Event::GetOk { delivery_tag, redelivered, message_count, message, .. } => {
+                taken.push(Taken { delivery_tag, redelivered, message_count: Some(message_count), message });
+            }
+            Event::GetEmpty { .. } => break,
+            other => return Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
+        }
+    }
+    if !taken.is_empty() || request.wait_ms == 0 {
+        return Ok(taken);
+    }
+    let deadline = Instant::now() + Duration::from_millis(request.wait_ms);
+    let origin = session.origin(BASIC_QOS);
+    let prefetch_count = u16::try_from(request.count).unwrap_or(u16::MAX);
+    session.call(Command::Qos { origin, prefetch_count, global: false }).await?;
+    let consume = ConsumeRequest {
+        queue: queue.to_string(),
+        consumer_tag: String::new(),
+        no_ack: false,
+        exclusive: false,
+        no_wait: false,
+        arguments: Vec::new(),
+    };
+    let origin = session.origin(BASIC_CONSUME);
+    let consumer_tag = match session.call(Command::Consume { origin, consume }).await? {
+        Event::ConsumeOk { consumer_tag, .. } => consumer_tag,
+        other => return Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
+    };
+    // Wait for the first delivery (or the deadline), then cancel and keep every delivery
+    // that came before the cancel's answer.
+    let mut cancelled = false;
+    loop {
+        let timeout =
+            if cancelled { Duration::from_secs(30) } else { deadline.saturating_duration_since(Instant::now()) };
+        let event = session.next_event(timeout).await?;
+        match event {
+            Some(Event::Deliver { delivery_tag, redelivered, message, .. }) => {
+                taken.push(Taken { delivery_tag, redelivered, message_count: None, message });
+            }
+            Some(Event::CancelOk { .. }) | Some(Event::ConsumerCancelled { .. }) if cancelled => return Ok(taken),
+            Some(Event::ConsumerCancelled { .. }) => return Ok(taken), // the queue was deleted
+            Some(Event::ChannelError { error, .. }) => return Err(error.into()),
+            Some(_) => {}
+            None if cancelled => return Err(ApiError::internal("the engine did not answer in time".into())),
+            None => {}
+        }
+        if !cancelled && (!taken.is_empty() || Instant::now() >= deadline) {
+            let origin = session.origin(BASIC_CONSUME);
+            session.send(Command::Cancel { origin, consumer_tag: consumer_tag.clone(), no_wait: false }).await?;
+            cancelled = true;
+        }
+    }
+}
+
+fn message_json(taken: &Taken, force_base64: bool) -> Value {
+    let message = &taken.message;
+    let (payload, encoding) = encode_payload(&message.body, force_base64);
+    let properties = weir_amqp_codec::decode_properties(&message.raw_properties).unwrap_or_default();
+    json!({
+        "payload": payload,
+        "payload_encoding": encoding,
+        "payload_bytes": message.body.len(),
+        "redelivered": taken.redelivered,
+        "exchange": message.exchange,
+        "routing_key": message.routing_key,
+        "message_count": taken.message_count,
+        "properties": Properties::from_amqp(&properties),
+    })
+}

@@ -1,0 +1,306 @@
+//! `GET /api/openapi.json`: the OpenAPI 3.1 document, generated from the route table (paths,
+//! methods, parameters, bodies, answers) and the schemas below, which describe exactly the
+//! JSON the handlers read and write. Checked against the running server by schemathesis in
+//! the test suite.
+
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use crate::routes::{table, Route};
+
+pub async fn document() -> Json<Value> {
+    Json(build())
+}
+
+pub fn build() -> Value {
+    let mut paths = Map::new();
+    for route in table() {
+        let item = paths.entry(route.path.to_string()).or_insert_with(|| json!({}));
+        item[route.method.as_str().to_ascii_lowercase()] = operation(&route);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Weir HTTP API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Manage and use a Weir broker. Vhost names are percent-encoded in paths \
+                            (the default vhost / is %2F); the default exchange is amq.default. \
+                            Errors are JSON {code, message}. Names, routing keys and short message \
+                            properties are AMQP short strings: at most 255 bytes of UTF-8 (maxLength \
+                            below counts characters, so it is exact for ASCII only).",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "basic": { "type": "http", "scheme": "basic" } },
+            "schemas": schemas(),
+        },
+    })
+}
+
+fn parameter_schema(name: &str) -> Value {
+    match name {
+        "id" => json!({ "type": "integer", "format": "int64", "minimum": 0 }),
+        "kind" => json!({ "type": "string", "enum": ["q", "e"] }),
+        _ => json!({ "type": "string", "minLength": 1 }),
+    }
+}
+
+/// A path parameter's example value (the examples phase of API testers uses it).
+fn example(name: &str) -> Value {
+    match name {
+        "vhost" => json!("/"),
+        "id" => json!(1),
+        "kind" => json!("q"),
+        "source" => json!("amq.topic"),
+        _ => json!("orders"),
+    }
+}
+
+fn operation(route: &Route) -> Value {
+    let mut parameters: Vec<Value> = route
+        .path
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| {
+            json!({ "name": name, "in": "path", "required": true, "schema": parameter_schema(name), "example": example(name) })
+        })
+        .collect();
+    parameters.extend(
+        route
+            .query
+            .iter()
+            .map(|(name, kind)| json!({ "name": name, "in": "query", "required": false, "schema": { "type": kind } })),
+    );
+    let error = json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let mut responses = Map::new();
+    let success = match route.success.schema {
+        Some(schema) => json!({
+            "description": "success",
+            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } },
+        }),
+        None if route.path == "/metrics" => {
+            json!({ "description": "success", "content": { "text/plain": { "schema": { "type": "string" } } } })
+        }
+        None if route.path == "/api/openapi.json" => {
+            json!({ "description": "success", "content": { "application/json": { "schema": { "type": "object" } } } })
+        }
+        None => json!({ "description": "success, no body" }),
+    };
+    responses.insert(route.success.status.to_string(), success);
+    let mut errors = vec!["400", "404", "503"];
+    if route.login {
+        errors.extend(["401", "403", "405", "409", "413"]);
+    }
+    for status in errors {
+        responses.insert(status.to_string(), error.clone());
+    }
+    let mut op = json!({
+        "summary": route.summary,
+        "tags": [route.tag],
+        "operationId": operation_id(route),
+        "parameters": parameters,
+        "responses": responses,
+    });
+    if let Some(body) = route.body {
+        // A body is needed when its schema has required fields (else an empty body is `{}`).
+        let required = schemas()[body]["required"].as_array().is_some_and(|fields| !fields.is_empty());
+        op["requestBody"] = json!({
+            "required": required,
+            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{body}") } } },
+        });
+    }
+    op["security"] = if route.login { json!([{ "basic": [] }]) } else { json!([]) };
+    op
+}
+
+fn operation_id(route: &Route) -> String {
+    let mut id = route.method.as_str().to_ascii_lowercase();
+    for segment in route.path.split('/').filter(|s| !s.is_empty() && *s != "api") {
+        let word = segment.trim_matches(|c| c == '{' || c == '}').replace(['.', '-'], "_");
+        id.push('_');
+        id.push_str(&word);
+    }
+    id
+}
+
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({ "type": "object", "required": required, "properties": properties })
+}
+
+fn list(item: &str) -> Value {
+    json!({ "type": "array", "items": { "$ref": format!("#/components/schemas/{item}") } })
+}
+
+fn schemas() -> Value {
+    let int = json!({ "type": "integer", "minimum": 0 });
+    let text = json!({ "type": "string" });
+    let flag = json!({ "type": "boolean" });
+    // Queue, exchange and binding arguments are flat: scalar values only.
+    let args = json!({ "type": "object", "additionalProperties": { "type": ["string", "number", "boolean", "null"] } });
+    let short = json!({ "type": "string", "maxLength": 255 });
+    let counters = object(
+        &["published", "delivered", "redelivered", "acked", "expired", "dead_lettered", "dropped"],
+        json!({
+            "published": int, "delivered": int, "redelivered": int, "acked": int,
+            "expired": int, "dead_lettered": int, "dropped": int,
+        }),
+    );
+    let queue_fields = [
+        "vhost",
+        "name",
+        "durable",
+        "auto_delete",
+        "exclusive",
+        "arguments",
+        "messages",
+        "messages_ready",
+        "messages_unacknowledged",
+        "messages_delayed",
+        "message_bytes",
+        "message_bytes_ready",
+        "message_bytes_unacknowledged",
+        "message_bytes_delayed",
+        "consumers",
+        "counters",
+    ];
+    let properties = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "content_type": short, "content_encoding": short,
+            "headers": { "type": "object", "additionalProperties": true },
+            "delivery_mode": { "type": "integer", "enum": [1, 2] },
+            "priority": { "type": "integer", "minimum": 0, "maximum": 255 },
+            "correlation_id": short, "reply_to": short,
+            "expiration": { "type": "string", "pattern": "^[0-9]{1,19}$" },
+            "message_id": short,
+            "timestamp": { "type": "integer", "minimum": 0, "maximum": 9_007_199_254_740_991u64 },
+            "type": short, "user_id": short, "app_id": short,
+        },
+    });
+    let publish_fields = json!({
+        "payload": text,
+        "payload_encoding": { "type": "string", "enum": ["string", "base64"] },
+        "properties": { "$ref": "#/components/schemas/Properties" },
+    });
+    let mut exchange_publish = publish_fields.clone();
+    exchange_publish["routing_key"] = short.clone();
+    // With "payload_encoding": "base64" the payload must be base64.
+    let base64_payload = json!({
+        "if": { "properties": { "payload_encoding": { "const": "base64" } }, "required": ["payload_encoding"] },
+        "then": { "properties": { "payload": {
+            "type": "string",
+            "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+        } } },
+    });
+    let publish_schema = |properties: Value| {
+        let mut schema = base64_payload.clone();
+        schema["type"] = json!("object");
+        schema["additionalProperties"] = json!(false);
+        schema["properties"] = properties;
+        schema
+    };
+    json!({
+        "Error": object(&["code", "message"], json!({ "code": text, "message": text })),
+        "Counters": counters,
+        "Overview": object(
+            &["version", "uptime_ms", "vhosts", "queues", "exchanges", "connections", "channels", "consumers",
+              "messages", "messages_ready", "messages_unacknowledged", "messages_delayed", "counters", "log"],
+            json!({
+                "version": text, "uptime_ms": int, "vhosts": int, "queues": int, "exchanges": int,
+                "connections": int, "channels": int, "consumers": int, "messages": int,
+                "messages_ready": int, "messages_unacknowledged": int, "messages_delayed": int,
+                "counters": { "$ref": "#/components/schemas/Counters" },
+                "log": object(&["segments", "bytes", "durable_lsn", "read_only"], json!({
+                    "segments": int, "bytes": int, "durable_lsn": int,
+                    "read_only": { "type": ["string", "null"] },
+                })),
+            }),
+        ),
+        "Vhost": object(&["name"], json!({ "name": text })),
+        "VhostList": list("Vhost"),
+        "Queue": object(&queue_fields, json!({
+            "vhost": text, "name": text, "durable": flag, "auto_delete": flag, "exclusive": flag,
+            "arguments": args, "messages": int, "messages_ready": int, "messages_unacknowledged": int,
+            "messages_delayed": int, "message_bytes": int, "message_bytes_ready": int,
+            "message_bytes_unacknowledged": int, "message_bytes_delayed": int, "consumers": int,
+            "counters": { "$ref": "#/components/schemas/Counters" },
+        })),
+        "QueueList": list("Queue"),
+        "QueueSettings": {
+            "type": "object", "additionalProperties": false,
+            "properties": { "durable": flag, "auto_delete": flag, "arguments": args },
+        },
+        "Removed": object(&["messages"], json!({ "messages": int })),
+        "Exchange": object(&["vhost", "name", "type", "durable", "auto_delete", "internal", "arguments"], json!({
+            "vhost": text, "name": text, "type": { "type": "string", "enum": ["direct", "fanout", "topic", "headers"] },
+            "durable": flag, "auto_delete": flag, "internal": flag, "arguments": args,
+        })),
+        "ExchangeList": list("Exchange"),
+        "ExchangeSettings": {
+            "type": "object", "additionalProperties": false, "required": ["type"],
+            "properties": {
+                "type": { "type": "string", "enum": ["direct", "fanout", "topic", "headers"] },
+                "durable": flag, "auto_delete": flag, "internal": flag, "arguments": args,
+            },
+        },
+        "Binding": object(&["vhost", "source", "destination", "destination_type", "routing_key", "arguments"], json!({
+            "vhost": text, "source": text, "destination": text,
+            "destination_type": { "type": "string", "enum": ["queue", "exchange"] },
+            "routing_key": text, "arguments": args,
+        })),
+        "BindingList": list("Binding"),
+        "BindingSettings": {
+            "type": "object", "additionalProperties": false,
+            "properties": { "routing_key": short, "arguments": args },
+        },
+        "Connection": object(&["id", "vhost", "user", "peer", "client", "channels", "consumers", "messages_unacknowledged"], json!({
+            "id": int, "vhost": text, "user": text, "peer": text, "client": text,
+            "channels": int, "consumers": int, "messages_unacknowledged": int,
+        })),
+        "ConnectionList": list("Connection"),
+        "Properties": properties,
+        "Publish": publish_schema(exchange_publish),
+        "QueuePublish": publish_schema(publish_fields),
+        "PublishResult": object(&["routed"], json!({ "routed": flag })),
+        "GetRequest": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "count": { "type": "integer", "minimum": 1, "maximum": crate::messages::GET_COUNT_MAX },
+                "ackmode": { "type": "string", "enum": ["remove", "requeue"] },
+                "wait_ms": { "type": "integer", "minimum": 0, "maximum": crate::messages::GET_WAIT_MS_MAX },
+                "encoding": { "type": "string", "enum": ["auto", "base64"] },
+            },
+        },
+        "Message": object(
+            &["payload", "payload_encoding", "payload_bytes", "redelivered", "exchange", "routing_key", "message_count", "properties"],
+            json!({
+                "payload": text,
+                "payload_encoding": { "type": "string", "enum": ["string", "base64"] },
+                "payload_bytes": int, "redelivered": flag, "exchange": text, "routing_key": text,
+                "message_count": { "type": ["integer", "null"], "minimum": 0 },
+                "properties": { "type": "object" },
+            }),
+        ),
+        "MessageList": list("Message"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_and_every_schema_reference_resolves() {
+        let doc = build();
+        for route in table() {
+            let method = route.method.as_str().to_ascii_lowercase();
+            assert!(doc["paths"][route.path][&method].is_object(), "{method} {} missing", route.path);
+        }
+        let text = doc.to_string();
+        for reference in text.split("#/components/schemas/").skip(1) {
+            let name: String = reference.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(doc["components"]["schemas"][&name].is_object(), "schema {name} is referenced but not defined");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! One HTTP request's conversation with the engine.
+//!
+//! The engine speaks in connections and channels; an HTTP request that changes something
+//! (declare, delete, publish, get) opens an internal connection on its vhost with one channel,
+//! sends the same commands an AMQP client would, waits for each answer, and disconnects. So
+//! the HTTP API goes through exactly the checks, logging and durability rules of AMQP, and a
+//! request that is cut off (the client went away) still disconnects: its unacked messages go
+//! back to their queues.
+//!
+//! Internal connections are marked as such and not listed under `/api/connections`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_engine::{
+    ChannelId, Command, ConnectionId, ConnectionInfo, ConnectionShared, EngineHandle, Event, EventSink, Inspect,
+    InspectReply, Origin,
+};
+
+use crate::error::ApiError;
+
+/// The channel every session uses.
+const CHANNEL: ChannelId = 1;
+
+/// How long a request waits for an engine answer before it gives up (the engine answers in
+/// one turn; only a stopped or wedged engine takes this long).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Session {
+    engine: EngineHandle,
+    id: ConnectionId,
+    events: flume::Receiver<Vec<Event>>,
+    pending: VecDeque<Event>,
+    shared: Arc<ConnectionShared>,
+    open: bool,
+}
+
+impl Session {
+    /// Open an internal connection on `vhost` for `user`, with channel 1 open.
+    pub async fn open(engine: &EngineHandle, vhost: &str, user: &str) -> Result<Session, ApiError> {
+        let (sender, events) = flume::unbounded();
+        let shared = Arc::new(ConnectionShared::default());
+        let id = engine.connection_id();
+        let info =
+            ConnectionInfo { user: user.to_string(), peer: String::new(), client: "weir-http".into(), internal: true };
+        let sink = EventSink { sender, shared: Arc::clone(&shared) };
+        engine.send(Command::Connect { connection: id, vhost: vhost.to_string(), info, sink }).await?;
+        let mut session = Session { engine: engine.clone(), id, events, pending: VecDeque::new(), shared, open: false };
+        match session.next_event(ANSWER_TIMEOUT).await? {
+            Some(Event::ConnectionOpened) => {}
+            Some(Event::ConnectionError { .. }) => {
+                return Err(ApiError::not_found("vhost_not_found", format!("no vhost '{vhost}'")));
+            }
+            other => return Err(ApiError::internal(format!("unexpected engine answer to connect: {other:?}"))),
+        }
+        session.open = true;
+        session.engine.send(Command::ChannelOpen { origin: session.origin(0) }).await?;
+        Ok(session)
+    }
+
+    pub fn origin(&self, method: u32) -> Origin {
+        Origin { connection: self.id, channel: CHANNEL, method }
+    }
+
+    /// Send a command without waiting for anything.
+    pub async fn send(&mut self, command: Command) -> Result<(), ApiError> {
+        self.engine.send(command).await.map_err(ApiError::from)
+    }
+
+    /// Send a command and return the first event that answers it; a channel error becomes
+    /// the API error for its kind (and the channel is opened again for the next command).
+    pub async fn call(&mut self, command: Command) -> Result<Event, ApiError> {
+        self.send(command).await?;
+        self.answer().await
+    }
+
+    /// The next event, a channel error turned into an API error.
+    pub async fn answer(&mut self) -> Result<Event, ApiError> {
+        match self.next_event(ANSWER_TIMEOUT).await? {
+            Some(Event::ChannelError { error, .. }) => {
+                // The engine closed the channel; open it again so the session stays usable.
+                self.engine.send(Command::ChannelOpen { origin: self.origin(0) }).await?;
+                Err(ApiError::from(error))
+            }
+            Some(event) => Ok(event),
+            None => Err(ApiError::internal("the engine did not answer in time".into())),
+        }
+    }
+
+    /// The next event within `timeout`, or None. Deliveries are counted as written at once
+    /// (the session holds them in memory), so the engine's flow control never stalls it.
+    pub async fn next_event(&mut self, timeout: Duration) -> Result<Option<Event>, ApiError> {
+        if self.pending.is_empty() {
+            let batch = match tokio::time::timeout(timeout, self.events.recv_async()).await {
+                Err(_) => return Ok(None),
+                Ok(Err(_)) => return Err(ApiError::unavailable()),
+                Ok(Ok(batch)) => batch,
+            };
+            // Only consumer deliveries count against the engine's in-flight limit.
+            let deliveries = batch.iter().filter(|e| matches!(e, Event::Deliver { .. })).count();
+            if deliveries > 0 && self.shared.deliveries_written(deliveries) {
+                self.engine.send(Command::Resume { connection: self.id }).await?;
+            }
+            self.pending.extend(batch);
+        }
+        Ok(self.pending.pop_front())
+    }
+
+    /// Disconnect and wait until the engine has requeued whatever this session left unacked.
+    pub async fn close(mut self) {
+        self.open = false;
+        if self.engine.send(Command::Disconnect { connection: self.id }).await.is_err() {
+            return;
+        }
+        while let Ok(Some(event)) = self.next_event(ANSWER_TIMEOUT).await {
+            if matches!(event, Event::Disconnected) {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    /// A request cut off midway (its client went away) still disconnects.
+    fn drop(&mut self) {
+        if self.open {
+            let engine = self.engine.clone();
+            let connection = self.id;
+            tokio::spawn(async move {
+                let _ = engine.send(Command::Disconnect { connection }).await;
+            });
+        }
+    }
+}
+
+/// Ask the engine a read-only question.
+pub async fn inspect(engine: &EngineHandle, query: Inspect) -> Result<InspectReply, ApiError> {
+    let (reply, answer) = flume::bounded(1);
+    engine.send(Command::Inspect { query, reply }).await?;
+    match tokio::time::timeout(ANSWER_TIMEOUT, answer.recv_async()).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(_)) => Err(ApiError::unavailable()),
+        Err(_) => Err(ApiError::internal("the engine did not answer in time".into())),
+    }
+}

@@ -1,0 +1,117 @@
+"""The `weir` CLI as a user runs it, against a real broker through its HTTP API: a whole
+session, the --json output, and the exit codes scripts rely on."""
+import json
+import os
+import subprocess
+import threading
+import time
+
+from conftest import WEIR_BIN
+
+
+def weir(broker, *args, input=None, env=None, expect=0):
+    environment = dict(os.environ, WEIR_SERVER=broker.http)
+    environment.pop("WEIR_USER", None)
+    environment.pop("WEIR_PASSWORD", None)
+    environment.update(env or {})
+    run = subprocess.run(
+        [WEIR_BIN, *args], input=input, capture_output=True, env=environment, timeout=120
+    )
+    assert run.returncode == expect, (args, run.returncode, run.stdout, run.stderr)
+    return run.stdout.decode(), run.stderr.decode()
+
+
+def test_a_whole_session(broker):
+    # A work queue whose expired or rejected messages go to a dead-letter queue.
+    weir(broker, "queue", "create", "dead")
+    out, _ = weir(
+        broker, "queue", "create", "work",
+        "--arg", "x-dead-letter-exchange=", "--arg", "x-dead-letter-routing-key=dead",
+        "--arg", "x-max-priority=9",
+    )
+    assert "work" in out
+    listed, _ = weir(broker, "queue", "list")
+    lines = listed.splitlines()
+    assert lines[0].split() == ["vhost", "name", "messages", "ready", "unacked", "delayed", "consumers"]
+    assert [line.split()[1] for line in lines[1:]] == ["dead", "work"]
+
+    weir(broker, "send", "work", "low")
+    weir(broker, "send", "work", "high", "--priority", "7", "--header", "attempt=1", "--correlation-id", "c-9")
+    weir(broker, "send", "work", input=b"from stdin\n")
+    weir(broker, "send", "work", "short-lived", "--expiration", "50")
+    time.sleep(0.3)
+    shown = json.loads(weir(broker, "queue", "show", "work", "--json")[0])
+    assert shown["messages_ready"] == 3 and shown["arguments"]["x-max-priority"] == 9
+    assert shown["counters"]["dead_lettered"] == 1
+
+    # Highest priority first; bodies one per line (a body's own newline is not doubled).
+    out, _ = weir(broker, "recv", "work", "--count", "10")
+    assert out == "high\nlow\nfrom stdin\n"
+    out, _ = weir(broker, "recv", "dead", "--json")
+    [dead] = json.loads(out)
+    assert dead["payload"] == "short-lived"
+    assert dead["properties"]["headers"]["x-first-death-reason"] == "expired"
+
+    # recv --wait answers when a message arrives.
+    def send_soon():
+        time.sleep(0.5)
+        weir(broker, "send", "work", "arrived")
+
+    sender = threading.Thread(target=send_soon)
+    sender.start()
+    started = time.monotonic()
+    out, _ = weir(broker, "recv", "work", "--wait", "10")
+    sender.join()
+    assert out == "arrived\n" and time.monotonic() - started < 9
+    out, _ = weir(broker, "recv", "work", "--wait", "0.2")
+    assert out == "", "nothing there: no output, and still success"
+
+    # --requeue looks without taking.
+    weir(broker, "send", "work", "keep me")
+    assert weir(broker, "recv", "work", "--requeue")[0] == "keep me\n"
+    assert json.loads(weir(broker, "queue", "show", "work", "--json")[0])["messages_ready"] == 1
+    assert "purged 1 messages" in weir(broker, "queue", "purge", "work")[0]
+
+    status, _ = weir(broker, "status")
+    assert "queues" in status and "log" in status
+    assert json.loads(weir(broker, "status", "--json")[0])["queues"] == 2
+    assert weir(broker, "vhost", "list")[0].split() == ["name", "/"]
+
+    weir(broker, "queue", "delete", "work")
+    weir(broker, "queue", "delete", "dead")
+    assert json.loads(weir(broker, "queue", "list", "--json")[0]) == []
+
+
+def test_binary_bodies_round_trip(broker):
+    weir(broker, "queue", "create", "bin")
+    body = bytes(range(256))
+    weir(broker, "send", "bin", input=body)
+    out = subprocess.run(
+        [WEIR_BIN, "recv", "bin"], capture_output=True, env=dict(os.environ, WEIR_SERVER=broker.http), timeout=60
+    ).stdout
+    assert out == body + b"\n"
+
+
+def test_exit_codes(broker):
+    _, err = weir(broker, "queue", "show", "missing", expect=3)
+    assert "no queue 'missing'" in err
+    weir(broker, "send", "missing", "x", expect=3)
+    _, err = weir(broker, "status", env={"WEIR_PASSWORD": "wrong"}, expect=4)
+    assert "unauthorized" in err
+    weir(broker, "status", env={"WEIR_SERVER": "http://127.0.0.1:1"}, expect=4)
+    weir(broker, "queue", "create", "q", "--arg", "x-max-priority=lots", expect=1)
+    weir(broker, "queue", "create", "q", "--arg", "novalue", expect=2)
+    weir(broker, "recv", "q", "--selector", "a = 1", expect=2)
+    weir(broker, "queue", "bogus", expect=2)
+    weir(broker, "queue", "create", "q")
+    weir(broker, "send", "q", "x")
+    _, err = weir(broker, "queue", "delete", "q", "--if-empty", expect=1)
+    assert "precondition_failed" in err
+
+
+def test_every_command_has_help_with_examples():
+    for command in (["queue", "create"], ["queue", "list"], ["queue", "show"], ["queue", "purge"],
+                    ["queue", "delete"], ["send"], ["recv"], ["status"], ["serve"]):
+        run = subprocess.run([WEIR_BIN, *command, "--help"], capture_output=True, timeout=30)
+        assert run.returncode == 0
+        assert "Example" in run.stdout.decode(), command
