@@ -301,7 +301,8 @@ impl<S: Storage> Broker<S> {
                 return;
             }
             Command::CloseConnection { connection, reason, reply } => {
-                let found = self.sinks.contains_key(&connection);
+                // Only client connections: the HTTP API's own are not the operator's to close.
+                let found = self.connections.get(&connection).is_some_and(|c| !c.info.internal);
                 if found {
                     let error = error(ErrorKind::ConnectionForced, reason);
                     self.outbox.push(connection, Event::ConnectionError { error });
