@@ -653,6 +653,9 @@ impl<S: Storage> Broker<S> {
         for entry in &purged {
             self.drop_entry(id, entry);
         }
+        // Log the settlements now, not at the end of the turn, so that the reply is gated on
+        // their fsync even when the purge is all this turn logs.
+        self.flush_settles();
         if !no_wait {
             let message_count = clamp_u32(purged.len() as u64);
             self.reply(origin.connection, Event::QueuePurgeOk { channel: origin.channel, message_count });
