@@ -797,10 +797,14 @@ impl Connection {
                 }
             }
             Event::ConnectionError { error } => {
-                let error = engine_error(&error, 0, 0);
-                // An unknown vhost is refused before the connection counts as open.
-                self.state = State::Open;
-                return self.fail(error, out, commands);
+                match self.state {
+                    // Already closing (say an operator closed it twice): one close is enough.
+                    State::Closing | State::ClientClosing | State::Closed => return Flow::Continue,
+                    // An unknown vhost is refused before the connection counts as open.
+                    State::AwaitOpenOk => self.state = State::Open,
+                    _ => {}
+                }
+                return self.fail(engine_error(&error, 0, 0), out, commands);
             }
             Event::ChannelClosed { channel } if self.engine_closes_due.contains_key(&channel) => {
                 let due = self.engine_closes_due.get_mut(&channel).expect("checked");
@@ -1167,4 +1171,67 @@ fn event_channel(event: &Event) -> ChannelId {
 fn method_name(class: &AMQPClass) -> String {
     let debug = format!("{class:?}");
     debug.split('(').take(2).collect::<Vec<_>>().join(".").to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use amq_protocol::types::ShortString;
+    use weir_amqp_codec::decode_frame;
+    use weir_engine::ErrorKind;
+
+    use super::*;
+
+    /// An open connection, past the handshake (its start, tune and open written away).
+    fn open_connection() -> Connection {
+        let (sender, _events) = flume::unbounded();
+        let sink = EventSink { sender, shared: Arc::default() };
+        let users = Arc::new(vec![Credentials { username: "guest".into(), password: "guest".into() }]);
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let mut connection = Connection::new(1, ConnectionLimits::default(), users, peer, sink);
+        let (mut out, mut commands) = (BytesMut::new(), Vec::new());
+        connection.start(&mut out);
+        let handshake = [
+            connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: FieldTable::default(),
+                mechanism: ShortString::from("PLAIN"),
+                response: LongString::from("\0guest\0guest"),
+                locale: ShortString::from("en_US"),
+            }),
+            connection::AMQPMethod::TuneOk(connection::TuneOk { channel_max: 2047, frame_max: 131_072, heartbeat: 60 }),
+            connection::AMQPMethod::Open(connection::Open { virtual_host: "/".into() }),
+        ];
+        for method in handshake {
+            let mut wire = BytesMut::new();
+            encode_method(&mut wire, 0, &AMQPClass::Connection(method));
+            let frame = decode_frame(&mut wire, 131_072).unwrap().unwrap();
+            assert_eq!(connection.on_frame(frame, &mut out, &mut commands), Flow::Continue);
+        }
+        connection.on_events(vec![Event::ConnectionOpened], &mut out, &mut commands);
+        assert!(connection.is_open());
+        connection
+    }
+
+    /// The `connection.close` frames in `out`.
+    fn closes(out: &mut BytesMut) -> usize {
+        let mut count = 0;
+        while let Some(frame) = decode_frame(out, 131_072).unwrap() {
+            if let Frame::Method { method: AMQPClass::Connection(connection::AMQPMethod::Close(close)), .. } = frame {
+                assert_eq!(close.reply_code, ReplyCode::ConnectionForced.code());
+                count += 1;
+            }
+        }
+        count
+    }
+
+    #[test]
+    fn a_second_forced_close_sends_no_second_close() {
+        let mut connection = open_connection();
+        let forced =
+            || Event::ConnectionError { error: EngineError::new(ErrorKind::ConnectionForced, "closed by an operator") };
+        let (mut out, mut commands) = (BytesMut::new(), Vec::new());
+        connection.on_events(vec![forced()], &mut out, &mut commands);
+        assert_eq!(closes(&mut out), 1);
+        connection.on_events(vec![forced()], &mut out, &mut commands);
+        assert_eq!(closes(&mut out), 0, "the connection is already closing");
+    }
 }
