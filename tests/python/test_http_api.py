@@ -371,3 +371,20 @@ def test_schemathesis_finds_no_server_errors_or_schema_drift(broker, tmp_path):
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "passed" in run.stdout
+
+
+def test_a_message_over_the_size_limit_is_413(api):
+    # The test broker's 16 MiB segments cap a message just under 16 MiB; the request body limit
+    # is a third larger (for base64), so this body reaches the handler and is refused there.
+    api.put("/api/queues/%2F/big")
+    too_big = "x" * (16 << 20)
+    assert error_code(api.post("/api/queues/%2F/big/publish", 413, json={"payload": too_big})) == "too_large"
+    assert api.get("/api/queues/%2F/big").json()["messages"] == 0
+
+
+def test_a_full_reject_publish_queue_refuses_with_409(api):
+    api.put("/api/queues/%2F/capped", json={"arguments": {"x-max-length": 1, "x-overflow": "reject-publish"}})
+    api.post("/api/queues/%2F/capped/publish", json={"payload": "first"})
+    refused = api.post("/api/queues/%2F/capped/publish", 409, json={"payload": "second"})
+    assert error_code(refused) == "rejected"
+    assert [m["payload"] for m in api.post("/api/queues/%2F/capped/get", json={"count": 5}).json()] == ["first"]

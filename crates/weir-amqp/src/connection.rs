@@ -18,8 +18,8 @@ use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queu
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
 use weir_amqp_codec::{
-    encode_confirm_ack, encode_confirm_nack, encode_deliver, encode_get_ok, encode_method, encode_return,
-    parse_amqplain, parse_plain, Content, ContentAssembler, Frame, FrameError, ReplyCode, FRAME_MIN_SIZE,
+    encode_confirm_ack, encode_confirm_nack, encode_deliver, encode_get_ok, encode_method, encode_return, may_log_in,
+    parse_amqplain, parse_plain, Content, ContentAssembler, Credentials, Frame, FrameError, ReplyCode, FRAME_MIN_SIZE,
 };
 use weir_engine::{
     BindRequest, BindTarget, ChannelId, Command, ConnectionId, ConnectionInfo, ConsumeRequest, EngineError, Event,
@@ -41,14 +41,6 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self { channel_max: 2047, frame_max: 131_072, heartbeat_seconds: 60, message_size_max: 128 << 20 }
     }
-}
-
-/// Who may log in. Users and permissions arrive with the HTTP API; until then the one
-/// account is `guest`/`guest`, from loopback only, as RabbitMQ ships.
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -472,11 +464,8 @@ impl Connection {
                 return Err(hard(ReplyCode::CommandInvalid, format!("unknown authentication mechanism '{other}'")))
             }
         };
-        let accepted = self.users.iter().any(|user| {
-            user.username == credentials.username
-                && user.password == credentials.password
-                && (user.username != "guest" || self.peer.ip().is_loopback())
-        });
+        let accepted =
+            may_log_in(&self.users, &credentials.username, &credentials.password, self.peer.ip().is_loopback());
         if accepted {
             self.info.user = credentials.username.clone();
         } else {
@@ -1185,7 +1174,7 @@ mod tests {
     fn open_connection() -> Connection {
         let (sender, _events) = flume::unbounded();
         let sink = EventSink { sender, shared: Arc::default() };
-        let users = Arc::new(vec![Credentials { username: "guest".into(), password: "guest".into() }]);
+        let users = Arc::new(Credentials::defaults());
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let mut connection = Connection::new(1, ConnectionLimits::default(), users, peer, sink);
         let (mut out, mut commands) = (BytesMut::new(), Vec::new());

@@ -9,5 +9,6 @@ mod connection;
 mod convert;
 mod server;
 
-pub use connection::{Connection, ConnectionLimits, Credentials, Flow};
+pub use connection::{Connection, ConnectionLimits, Flow};
 pub use server::{serve, AmqpConfig, CLOSE_OK_TIMEOUT, HANDSHAKE_TIMEOUT};
+pub use weir_amqp_codec::Credentials;

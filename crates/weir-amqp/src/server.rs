@@ -19,7 +19,9 @@ use tokio::task::JoinSet;
 use weir_amqp_codec::{check_protocol_header, decode_frame, encode_heartbeat, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use weir_engine::{Command, ConnectionShared, EngineHandle, EventSink};
 
-use crate::connection::{Connection, ConnectionLimits, Credentials, Flow};
+use weir_amqp_codec::Credentials;
+
+use crate::connection::{Connection, ConnectionLimits, Flow};
 
 /// A client must finish the handshake (up to connection.open-ok) within this time.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,10 +41,7 @@ pub struct AmqpConfig {
 
 impl Default for AmqpConfig {
     fn default() -> Self {
-        Self {
-            limits: ConnectionLimits::default(),
-            users: Arc::new(vec![Credentials { username: "guest".into(), password: "guest".into() }]),
-        }
+        Self { limits: ConnectionLimits::default(), users: Arc::new(Credentials::defaults()) }
     }
 }
 

@@ -12,6 +12,7 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use weir_amqp_codec::may_log_in;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -28,12 +29,7 @@ pub async fn require_login(State(state): State<AppState>, mut request: Request, 
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(parse_basic)
-        .filter(|(name, password)| {
-            state
-                .users
-                .iter()
-                .any(|user| user.username == *name && user.password == *password && (name != "guest" || from_loopback))
-        });
+        .filter(|(name, password)| may_log_in(&state.users, name, password, from_loopback));
     match user {
         Some((name, _)) => {
             request.extensions_mut().insert(User(name));

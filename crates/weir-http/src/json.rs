@@ -57,7 +57,8 @@ pub fn args_from_json(args: &Map<String, Value>) -> Result<Vec<(String, ArgValue
     Ok(out)
 }
 
-fn check_short(text: &str, what: &str) -> Result<(), ApiError> {
+/// An AMQP short string: at most 255 bytes.
+pub fn check_short(text: &str, what: &str) -> Result<(), ApiError> {
     if text.len() > SHORT_STRING_LENGTH_MAX {
         return Err(ApiError::bad_request(format!("{what} is longer than {SHORT_STRING_LENGTH_MAX} bytes")));
     }

@@ -37,16 +37,14 @@ pub use error::ApiError;
 pub struct HttpConfig {
     /// Accounts that may log in (the same as AMQP's).
     pub users: Arc<Vec<Credentials>>,
-    /// The largest request body accepted (a published message's JSON, base64 included).
-    pub body_limit_bytes: usize,
+    /// The largest message body a publish may carry (the same limit as AMQP's). Request
+    /// bodies may be a third larger (base64) plus 1 MiB of JSON around it.
+    pub message_size_max: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self {
-            users: Arc::new(vec![Credentials { username: "guest".into(), password: "guest".into() }]),
-            body_limit_bytes: 64 << 20,
-        }
+        Self { users: Arc::new(Credentials::defaults()), message_size_max: 128 << 20 }
     }
 }
 
@@ -56,12 +54,19 @@ pub struct AppState {
     pub engine: EngineHandle,
     pub users: Arc<Vec<Credentials>>,
     pub started: Instant,
+    pub message_size_max: usize,
 }
 
 /// The whole HTTP application (also used by tests with a listener of their own).
 pub fn app(engine: EngineHandle, config: &HttpConfig) -> axum::Router {
-    let state = AppState { engine, users: Arc::clone(&config.users), started: Instant::now() };
-    routes::router(state, config.body_limit_bytes)
+    let state = AppState {
+        engine,
+        users: Arc::clone(&config.users),
+        started: Instant::now(),
+        message_size_max: config.message_size_max,
+    };
+    let body_limit = config.message_size_max.saturating_mul(4) / 3 + (1 << 20);
+    routes::router(state, body_limit)
 }
 
 /// Serve the API on `listeners` until `stop` turns true; requests in progress then finish.

@@ -14,17 +14,18 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::{Extension, State};
+use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weir_engine::{Command, ConsumeRequest, Event, Message, Publish, PublishParts};
+use weir_engine::{Command, ConsumeRequest, Event, Inspect, InspectReply, Message, Publish, PublishParts};
 
 use crate::auth::User;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParams};
-use crate::json::{decode_payload, encode_payload, whole, PayloadEncoding, Properties};
-use crate::session::Session;
+use crate::json::{check_short, decode_payload, encode_payload, whole, PayloadEncoding, Properties};
+use crate::session::{inspect, Session};
 use crate::topology::exchange_from_url;
 use crate::AppState;
 
@@ -90,10 +91,16 @@ async fn publish(
     routing_key: &str,
     request: PublishRequest,
 ) -> Result<bool, ApiError> {
-    if exchange.len() > 255 || routing_key.len() > 255 {
-        return Err(ApiError::bad_request("exchange names and routing keys are at most 255 bytes"));
-    }
+    check_short(exchange, "exchange name")?;
+    check_short(routing_key, "routing key")?;
     let body = decode_payload(&request.payload, request.payload_encoding)?;
+    if body.len() > state.message_size_max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("message body of {} bytes is over the limit of {}", body.len(), state.message_size_max),
+        ));
+    }
     let mut properties = request.properties.to_amqp()?;
     if properties.delivery_mode().is_none() {
         properties = properties.with_delivery_mode(2);
@@ -118,13 +125,7 @@ async fn publish(
             match session.answer().await? {
                 Event::Returned { .. } => routed = false,
                 Event::ConfirmAck { .. } => return Ok(routed),
-                Event::ConfirmNack { .. } => {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "not_stored",
-                        "the broker could not store the message (see its log)",
-                    ))
-                }
+                Event::ConfirmNack { .. } => return Err(refused(state).await),
                 other => return Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
             }
         }
@@ -132,6 +133,28 @@ async fn publish(
     .await;
     session.close().await;
     result
+}
+
+/// Why a publish was nacked: the log refuses new messages (503), or a full queue with
+/// `x-overflow: reject-publish` refused it (409, the request meets the queue's state).
+async fn refused(state: &AppState) -> ApiError {
+    let read_only = match inspect(&state.engine, Inspect::Overview).await {
+        Ok(InspectReply::Overview(overview)) => overview.read_only,
+        Ok(_) => None,
+        Err(e) => return e,
+    };
+    match read_only {
+        Some(reason) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_stored",
+            format!("the broker cannot store messages now: {reason}"),
+        ),
+        None => ApiError::new(
+            StatusCode::CONFLICT,
+            "rejected",
+            "a full queue refused the message (x-overflow: reject-publish)",
+        ),
+    }
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -25,7 +25,7 @@ const CHANNEL: ChannelId = 1;
 
 /// How long a request waits for an engine answer before it gives up (the engine answers in
 /// one turn; only a stopped or wedged engine takes this long).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Session {
     engine: EngineHandle,
@@ -46,15 +46,17 @@ impl Session {
             ConnectionInfo { user: user.to_string(), peer: String::new(), client: "weir-http".into(), internal: true };
         let sink = EventSink { sender, shared: Arc::clone(&shared) };
         engine.send(Command::Connect { connection: id, vhost: vhost.to_string(), info, sink }).await?;
-        let mut session = Session { engine: engine.clone(), id, events, pending: VecDeque::new(), shared, open: false };
+        // From here the engine may hold the connection: dropping the session disconnects it,
+        // even if this request is cut off before the engine answers.
+        let mut session = Session { engine: engine.clone(), id, events, pending: VecDeque::new(), shared, open: true };
         match session.next_event(ANSWER_TIMEOUT).await? {
             Some(Event::ConnectionOpened) => {}
             Some(Event::ConnectionError { .. }) => {
+                session.open = false; // refused: the engine did not register it
                 return Err(ApiError::not_found("vhost_not_found", format!("no vhost '{vhost}'")));
             }
             other => return Err(ApiError::internal(format!("unexpected engine answer to connect: {other:?}"))),
         }
-        session.open = true;
         session.engine.send(Command::ChannelOpen { origin: session.origin(0) }).await?;
         Ok(session)
     }
@@ -69,7 +71,7 @@ impl Session {
     }
 
     /// Send a command and return the first event that answers it; a channel error becomes
-    /// the API error for its kind (and the channel is opened again for the next command).
+    /// the API error for its kind. After an error the session is only fit to be closed.
     pub async fn call(&mut self, command: Command) -> Result<Event, ApiError> {
         self.send(command).await?;
         self.answer().await
@@ -78,11 +80,7 @@ impl Session {
     /// The next event, a channel error turned into an API error.
     pub async fn answer(&mut self) -> Result<Event, ApiError> {
         match self.next_event(ANSWER_TIMEOUT).await? {
-            Some(Event::ChannelError { error, .. }) => {
-                // The engine closed the channel; open it again so the session stays usable.
-                self.engine.send(Command::ChannelOpen { origin: self.origin(0) }).await?;
-                Err(ApiError::from(error))
-            }
+            Some(Event::ChannelError { error, .. }) => Err(ApiError::from(error)),
             Some(event) => Ok(event),
             None => Err(ApiError::internal("the engine did not answer in time".into())),
         }
@@ -109,10 +107,10 @@ impl Session {
 
     /// Disconnect and wait until the engine has requeued whatever this session left unacked.
     pub async fn close(mut self) {
-        self.open = false;
         if self.engine.send(Command::Disconnect { connection: self.id }).await.is_err() {
             return;
         }
+        self.open = false;
         while let Ok(Some(event)) = self.next_event(ANSWER_TIMEOUT).await {
             if matches!(event, Event::Disconnected) {
                 return;

@@ -16,8 +16,8 @@ use weir_engine::{
 use crate::auth::User;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParams, QueryParams};
-use crate::json::{args_from_json, args_to_json};
-use crate::session::{inspect, Session};
+use crate::json::{args_from_json, args_to_json, check_short};
+use crate::session::{inspect, Session, ANSWER_TIMEOUT};
 use crate::AppState;
 
 /// Method tokens for errors (AMQP class and method ids; only copied back in errors).
@@ -284,10 +284,11 @@ pub async fn close_connection(
     let (reply, answer) = flume::bounded(1);
     let reason = format!("closed via the HTTP API by user '{user}'");
     state.engine.send(Command::CloseConnection { connection: id, reason, reply }).await?;
-    match answer.recv_async().await {
-        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Ok(false) => Err(ApiError::not_found("not_found", format!("no connection {id}"))),
-        Err(_) => Err(ApiError::unavailable()),
+    match tokio::time::timeout(ANSWER_TIMEOUT, answer.recv_async()).await {
+        Ok(Ok(true)) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(Ok(false)) => Err(ApiError::not_found("not_found", format!("no connection {id}"))),
+        Ok(Err(_)) => Err(ApiError::unavailable()),
+        Err(_) => Err(ApiError::internal("the engine did not answer in time".into())),
     }
 }
 
@@ -298,10 +299,7 @@ fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
     if name.is_empty() {
         return Err(ApiError::bad_request(format!("{what} name must not be empty")));
     }
-    if name.len() > 255 {
-        return Err(ApiError::bad_request(format!("{what} name is longer than 255 bytes")));
-    }
-    Ok(())
+    check_short(name, &format!("{what} name"))
 }
 
 fn default_true() -> bool {
@@ -320,7 +318,7 @@ pub struct QueueSettings {
 }
 
 /// Declare a queue; an existing queue with the same settings is fine (as `queue.declare`),
-/// different settings are 400 `precondition_failed`.
+/// different settings are 409 `precondition_failed`.
 pub async fn put_queue(
     State(state): State<AppState>,
     Extension(User(user)): Extension<User>,
@@ -505,9 +503,7 @@ pub async fn create_binding(
         routing_key: settings.routing_key,
         arguments: args_from_json(&settings.arguments)?,
     };
-    if bind.routing_key.len() > 255 {
-        return Err(ApiError::bad_request("routing key is longer than 255 bytes"));
-    }
+    check_short(&bind.routing_key, "routing key")?;
     let mut session = Session::open(&state.engine, &vhost, &user).await?;
     let origin = session.origin(QUEUE_BIND);
     let answer = session.call(Command::Bind { origin, bind, no_wait: false }).await;

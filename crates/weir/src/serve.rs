@@ -78,9 +78,9 @@ fn serve(settings: Settings) -> Result<(), String> {
             let _ = stop_tx.send(true);
         });
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
-        let http =
-            tokio::spawn(weir_http::serve(http_listeners, engine.handle(), http_config(&settings), stop_rx.clone()));
-        weir_amqp::serve(listeners, engine.handle(), amqp_config(&settings), stop_rx).await;
+        let amqp = amqp_config(&settings);
+        let http = tokio::spawn(weir_http::serve(http_listeners, engine.handle(), http_config(&amqp), stop_rx.clone()));
+        weir_amqp::serve(listeners, engine.handle(), amqp, stop_rx).await;
         // Requests in progress get a moment to finish (a long-polling get may take longer).
         if tokio::time::timeout(HTTP_STOP_GRACE, http).await.is_err() {
             tracing::warn!("http requests still running at shutdown were cut off");
@@ -101,17 +101,10 @@ fn amqp_config(settings: &Settings) -> AmqpConfig {
     config
 }
 
-/// HTTP settings: the same accounts as AMQP, and a body limit that fits the largest message
-/// in base64 with its JSON around it.
-fn http_config(settings: &Settings) -> HttpConfig {
-    let amqp = amqp_config(settings);
-    let message_max = usize::try_from(amqp.limits.message_size_max).unwrap_or(usize::MAX);
-    let users = amqp
-        .users
-        .iter()
-        .map(|u| weir_amqp_codec::Credentials { username: u.username.clone(), password: u.password.clone() })
-        .collect();
-    HttpConfig { users: std::sync::Arc::new(users), body_limit_bytes: message_max.saturating_mul(4) / 3 + (1 << 20) }
+/// HTTP settings: the same accounts and message size limit as AMQP.
+fn http_config(amqp: &AmqpConfig) -> HttpConfig {
+    let message_size_max = usize::try_from(amqp.limits.message_size_max).unwrap_or(usize::MAX);
+    HttpConfig { users: std::sync::Arc::clone(&amqp.users), message_size_max }
 }
 
 /// Listen on `addresses`, printing `{protocol} listening on ADDR:PORT` for each (a contract:
