@@ -193,3 +193,18 @@ def test_cc_and_bcc_headers_add_routing_keys_and_bcc_is_hidden(broker):
     assert ch.basic_get("sport", auto_ack=True)[2] == b"direct"
     assert ch.basic_get("audit", auto_ack=True)[2] == b"direct"
     conn.close()
+
+
+def test_cc_cannot_reach_another_connections_exclusive_queue(broker):
+    """The default exchange's 405 for another connection's exclusive queue holds for CC keys too."""
+    owner_conn, owner = connect(broker)
+    private = private_queue(owner)
+    conn, ch = connect(broker)
+    ch.queue_declare("open")
+    ch.basic_publish("", "open", b"sneaky", pika.BasicProperties(headers={"CC": [private]}))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        ch.queue_declare("open", passive=True)  # the next synchronous call sees the close
+    assert closed.value.reply_code == 405
+    assert owner.basic_get(private, auto_ack=True)[0] is None, "nothing reached the exclusive queue"
+    conn.close()
+    owner_conn.close()

@@ -388,3 +388,18 @@ def test_a_full_reject_publish_queue_refuses_with_409(api):
     refused = api.post("/api/queues/%2F/capped/publish", 409, json={"payload": "second"})
     assert error_code(refused) == "rejected"
     assert [m["payload"] for m in api.post("/api/queues/%2F/capped/get", json={"count": 5}).json()] == ["first"]
+
+
+def test_counters_say_where_messages_went_and_totals_never_go_down(api):
+    # A dead-letter exchange that does not exist: expired messages are dropped, not dead-lettered.
+    api.put("/api/queues/%2F/nowhere", json={"arguments": {"x-dead-letter-exchange": "missing"}})
+    api.post("/api/queues/%2F/nowhere/publish", json={"payload": "x", "properties": {"expiration": "1"}})
+    deadline = time.monotonic() + 10
+    while api.get("/api/queues/%2F/nowhere").json()["counters"]["expired"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    counters = api.get("/api/queues/%2F/nowhere").json()["counters"]
+    assert (counters["expired"], counters["dropped"], counters["dead_lettered"]) == (1, 1, 0)
+    before = api.get("/api/overview").json()["counters"]
+    assert before["published"] >= 1
+    api.delete("/api/queues/%2F/nowhere")
+    assert api.get("/api/overview").json()["counters"] == before, "a deleted queue's history stays in the totals"

@@ -332,6 +332,19 @@ pub struct QueueCounters {
     pub dropped: u64,
 }
 
+impl std::ops::AddAssign for QueueCounters {
+    fn add_assign(&mut self, more: Self) {
+        let Self { published, delivered, redelivered, acked, expired, dead_lettered, dropped } = more;
+        self.published += published;
+        self.delivered += delivered;
+        self.redelivered += redelivered;
+        self.acked += acked;
+        self.expired += expired;
+        self.dead_lettered += dead_lettered;
+        self.dropped += dropped;
+    }
+}
+
 /// A queue's settings and state at one moment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueView {
@@ -394,7 +407,7 @@ pub struct OverviewView {
     pub ready: u64,
     pub unacked: u64,
     pub delayed: u64,
-    /// Sum of every queue's counters.
+    /// Sum of every queue's counters, deleted queues included (so the totals never go down).
     pub counters: QueueCounters,
     /// Log segments on disk and their total size.
     pub log_segments: u32,

@@ -229,6 +229,8 @@ pub(crate) struct Broker<S: Storage> {
     pub expiries: ExpiryIndex,
     /// Every delayed message: (deliver at, queue, message), earliest first.
     pub delays: ExpiryIndex,
+    /// What happened in queues deleted since the start, so broker-wide totals never go down.
+    pub deleted_counters: QueueCounters,
     /// Source of direct reply-to tokens.
     next_reply_token: u64,
     /// The clock, read once per engine turn (epoch milliseconds).
@@ -278,6 +280,7 @@ impl<S: Storage> Broker<S> {
             dirty_queues: Vec::new(),
             pending_settles: Vec::new(),
             tx_capture: None,
+            deleted_counters: QueueCounters::default(),
             expiries: ExpiryIndex::default(),
             delays: ExpiryIndex::default(),
             now_ms: 0,
@@ -618,6 +621,7 @@ impl<S: Storage> Broker<S> {
         let Some(mut queue) = self.queues.remove(&id) else {
             return;
         };
+        self.deleted_counters += queue.counters;
         if queue.is_logged() {
             // A failed append poisons the log; the queue still goes away in memory and the
             // refusal reaches clients through the gated replies of this batch.
@@ -841,11 +845,16 @@ impl<S: Storage> Broker<S> {
                 }
                 Some(_) => {}
             }
-        } else if let Some(&id) = topology.queues.get(&publish.routing_key) {
+        } else {
+            // Every key the default exchange routes by names a queue directly: CC/BCC too.
             let owner_only =
                 |owner| owner != publish.origin.connection && publish.origin.connection != INTERNAL_CONNECTION;
-            if self.queues[&id].exclusive_owner.is_some_and(owner_only) {
-                return Err(self.lookup_queue(publish.origin.connection, &publish.routing_key).expect_err("locked"));
+            for key in std::iter::once(&publish.routing_key).chain(&publish.cc) {
+                if let Some(&id) = topology.queues.get(key) {
+                    if self.queues[&id].exclusive_owner.is_some_and(owner_only) {
+                        return Err(self.lookup_queue(publish.origin.connection, key).expect_err("locked"));
+                    }
+                }
             }
         }
         let mut queues = topology.route(&publish.exchange, &publish.routing_key, &publish.headers);
@@ -962,9 +971,9 @@ impl<S: Storage> Broker<S> {
                 self.reply(origin.connection, Event::GetEmpty { channel: origin.channel });
                 return Ok(());
             };
-            queue.count_delivery(&entry);
             let message_count = clamp_u32(queue.messages.stats().ready_messages);
             if let Some(message) = self.load_message(id, &entry, no_ack) {
+                self.queues.get_mut(&id).expect("looked up").count_delivery(&entry);
                 break (entry, message, message_count);
             }
         };
@@ -1171,12 +1180,11 @@ impl<S: Storage> Broker<S> {
 
     fn deliver_to(&mut self, id: QueueId, key: &ConsumerKey) {
         let no_ack = self.connections[&key.connection].channels[&key.channel].consumers[&key.tag].no_ack;
-        let queue = self.queues.get_mut(&id).expect("present");
-        let entry = queue.messages.deliver(no_ack).expect("has ready");
-        queue.count_delivery(&entry);
+        let entry = self.queues.get_mut(&id).expect("present").messages.deliver(no_ack).expect("has ready");
         let Some(message) = self.load_message(id, &entry, no_ack) else {
             return;
         };
+        self.queues.get_mut(&id).expect("present").count_delivery(&entry);
         let channel = self
             .connections
             .get_mut(&key.connection)

@@ -267,6 +267,7 @@ fn run<S: Storage>(
     config: EngineConfig,
     stats: &EngineStats,
 ) {
+    let mut shutdown = false;
     loop {
         let now = clock_ms();
         let wait = match broker.next_timer_ms() {
@@ -285,7 +286,6 @@ fn run<S: Storage>(
             Err(flume::RecvTimeoutError::Disconnected) => break,
         };
         broker.now_ms = clock_ms();
-        let mut shutdown = false;
         for command in first.into_iter().chain(inbox.try_iter().take(BATCH_COMMANDS_MAX - 1)) {
             match command {
                 Command::Shutdown => shutdown = true,
@@ -296,7 +296,7 @@ fn run<S: Storage>(
                             // The previous checkpoint is now the older of the two kept: the
                             // fallback if this one is ever found damaged. Release up to it only.
                             let older = std::mem::replace(&mut broker.checkpoint_lsn, lsn);
-                            reclaim_segments(&mut broker, older, scrubber.in_flight);
+                            reclaim_segments(&mut broker, older, scrubber.in_flight, stats);
                         }
                         Err(e) => tracing::error!(lsn, "checkpoint write failed: {e}"),
                     }
@@ -305,11 +305,8 @@ fn run<S: Storage>(
                 other => broker.handle(other),
             }
         }
-        end_turn(&mut broker, Some(stats));
+        end_turn(&mut broker, stats);
         if shutdown {
-            checkpointer.stop();
-            scrubber.stop();
-            final_checkpoint(&mut broker);
             break;
         }
         if broker.bytes_since_checkpoint >= config.checkpoint_interval_bytes
@@ -321,8 +318,14 @@ fn run<S: Storage>(
             broker.bytes_since_checkpoint = 0;
         }
     }
+    // Close the inbox before stopping the helper threads: one blocked reporting into a full
+    // inbox then gets an error and ends, instead of waiting for ever for a loop that is gone.
+    drop(inbox);
     checkpointer.stop();
     scrubber.stop();
+    if shutdown {
+        final_checkpoint(&mut broker);
+    }
 }
 
 /// The clock in epoch milliseconds, read once per turn: everything in a turn sees one `now`.
@@ -331,7 +334,7 @@ fn clock_ms() -> u64 {
 }
 
 /// Release delayed messages and expire what is due, deliver, log settlements, send ungated events, fsync, send the rest.
-fn end_turn<S: Storage>(broker: &mut Broker<S>, stats: Option<&EngineStats>) {
+fn end_turn<S: Storage>(broker: &mut Broker<S>, stats: &EngineStats) {
     broker.release_due();
     broker.expire_due();
     broker.dispatch();
@@ -341,9 +344,7 @@ fn end_turn<S: Storage>(broker: &mut Broker<S>, stats: Option<&EngineStats>) {
     if broker.log.last_lsn() > broker.log.durable_lsn() {
         let started = Instant::now();
         let committed = broker.log.commit();
-        if let Some(stats) = stats {
-            stats.record_commit(started.elapsed());
-        }
+        stats.record_commit(started.elapsed());
         if let Err(e) = committed {
             let reason = e.to_string();
             tracing::error!("log commit failed, refusing new durable data from now on: {reason}");
@@ -370,7 +371,7 @@ fn final_checkpoint<S: Storage>(broker: &mut Broker<S>) {
 
 /// Recycle sealed segments at or below `lsn` (the older of the two kept checkpoints) that
 /// hold nothing live, and compact sparse ones.
-fn reclaim_segments<S: Storage>(broker: &mut Broker<S>, lsn: u64, scrubbing: Option<u32>) {
+fn reclaim_segments<S: Storage>(broker: &mut Broker<S>, lsn: u64, scrubbing: Option<u32>, stats: &EngineStats) {
     if broker.read_only.is_some() {
         return; // keep every byte for the operator to look at
     }
@@ -392,13 +393,13 @@ fn reclaim_segments<S: Storage>(broker: &mut Broker<S>, lsn: u64, scrubbing: Opt
         }
     }
     if !sparse.is_empty() {
-        compact(broker, &sparse);
+        compact(broker, &sparse, stats);
     }
 }
 
 /// Re-write the live messages of `segments` at the log head. The segments become free at
 /// the next checkpoint (whose snapshot then holds the new locations).
-fn compact<S: Storage>(broker: &mut Broker<S>, segments: &HashSet<u32>) {
+fn compact<S: Storage>(broker: &mut Broker<S>, segments: &HashSet<u32>, stats: &EngineStats) {
     let mut moves: BTreeMap<u64, (MessageEntry, Vec<QueueId>)> = BTreeMap::new();
     for (id, queue) in &broker.queues {
         for entry in queue.messages.entries() {
@@ -441,5 +442,5 @@ fn compact<S: Storage>(broker: &mut Broker<S>, segments: &HashSet<u32>) {
         moved_bytes += u64::from(entry.size_bytes);
     }
     tracing::info!(segments = segments.len(), moved_bytes, "compacted sparse segments");
-    end_turn(broker, None);
+    end_turn(broker, stats);
 }

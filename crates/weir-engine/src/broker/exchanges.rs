@@ -126,6 +126,11 @@ impl<S: Storage> Broker<S> {
         // Unbinding what does not exist succeeds (RabbitMQ does the same).
         match self.resolve_binding(origin, &bind) {
             Ok((vhost, binding, durable)) => {
+                // As bind: a durable change is refused before memory changes, so memory and log
+                // never disagree.
+                if durable {
+                    self.refuse_if_read_only()?;
+                }
                 let removed = self.vhosts.get_mut(&vhost).expect("vhost exists").unbind(&bind.source, &binding);
                 if let Some(auto_deleted) = removed {
                     if durable {

@@ -5,9 +5,7 @@
 
 use weir_log::Storage;
 
-use crate::api::{
-    BindingView, ConnectionView, ExchangeView, Inspect, InspectReply, OverviewView, QueueCounters, QueueView,
-};
+use crate::api::{BindingView, ConnectionView, ExchangeView, Inspect, InspectReply, OverviewView, QueueView};
 use crate::topology::Destination;
 
 use super::{Broker, QueueState};
@@ -39,6 +37,7 @@ impl<S: Storage> Broker<S> {
             queues: self.queues.len() as u32,
             exchanges: self.vhosts.values().map(|v| v.exchanges.len() as u32).sum(),
             read_only: self.read_only.clone(),
+            counters: self.deleted_counters,
             durable_lsn: self.log.durable_lsn(),
             ..OverviewView::default()
         };
@@ -48,7 +47,7 @@ impl<S: Storage> Broker<S> {
             view.unacked += stats.unacked_messages;
             view.delayed += stats.delayed_messages;
             view.consumers += queue.consumers.len() as u32;
-            add_counters(&mut view.counters, &queue.counters);
+            view.counters += queue.counters;
         }
         for connection in self.connections.values().filter(|c| !c.info.internal) {
             view.connections += 1;
@@ -165,14 +164,4 @@ fn queue_view(queue: &QueueState) -> QueueView {
         consumers: queue.consumers.len() as u32,
         counters: queue.counters,
     }
-}
-
-fn add_counters(total: &mut QueueCounters, more: &QueueCounters) {
-    total.published += more.published;
-    total.delivered += more.delivered;
-    total.redelivered += more.redelivered;
-    total.acked += more.acked;
-    total.expired += more.expired;
-    total.dead_lettered += more.dead_lettered;
-    total.dropped += more.dropped;
 }

@@ -107,32 +107,35 @@ impl<S: Storage> Broker<S> {
         if let Some(queue) = self.queues.get_mut(&queue_id) {
             queue.expired_unacked.remove(&entry.seq);
             has_target = queue.config.dead_letter_exchange.is_some();
-            let counters = &mut queue.counters;
-            counters.expired += u64::from(reason == DeathReason::Expired);
-            *if has_target { &mut counters.dead_lettered } else { &mut counters.dropped } += 1;
+            queue.counters.expired += u64::from(reason == DeathReason::Expired);
         }
-        if !has_target {
+        let mut sent = false;
+        if has_target {
+            // An unreadable body is reported and forgotten by load_message: it counts as dropped.
+            if let Some(message) = self.load_message(queue_id, &entry, true) {
+                let result = self.atomically(|broker| {
+                    sent = broker.republish_dead(queue_id, &message, reason);
+                    broker.drop_entry(queue_id, &entry);
+                });
+                if let Err(e) = result {
+                    tracing::error!(queue_id, seq = entry.seq, "dead-lettering failed: {e}");
+                }
+            }
+        } else {
             self.drop_entry(queue_id, &entry);
-            return;
         }
-        let Some(message) = self.load_message(queue_id, &entry, true) else {
-            return; // unreadable: reported and forgotten by load_message
-        };
-        let result = self.atomically(|broker| {
-            broker.republish_dead(queue_id, &message, reason);
-            broker.drop_entry(queue_id, &entry);
-        });
-        if let Err(e) = result {
-            tracing::error!(queue_id, seq = entry.seq, "dead-lettering failed: {e}");
+        if let Some(queue) = self.queues.get_mut(&queue_id) {
+            *if sent { &mut queue.counters.dead_lettered } else { &mut queue.counters.dropped } += 1;
         }
     }
 
     /// Publish a copy of `message` to the dead-letter exchange of `queue_id`, with its death
     /// recorded. Used for messages that were in the queue and for ones it refused
-    /// (`reject-publish-dlx`).
-    pub(super) fn republish_dead(&mut self, queue_id: QueueId, message: &Message, reason: DeathReason) {
-        let Some(queue) = self.queues.get(&queue_id) else { return };
-        let Some(exchange) = queue.config.dead_letter_exchange.clone() else { return };
+    /// (`reject-publish-dlx`). False when it was not handed on: no such exchange, a
+    /// dead-letter cycle, or the publish failed.
+    pub(super) fn republish_dead(&mut self, queue_id: QueueId, message: &Message, reason: DeathReason) -> bool {
+        let Some(queue) = self.queues.get(&queue_id) else { return false };
+        let Some(exchange) = queue.config.dead_letter_exchange.clone() else { return false };
         let routing_key = queue.config.dead_letter_routing_key.clone().unwrap_or_else(|| message.routing_key.clone());
         let (queue_name, vhost) = (queue.name.clone(), queue.vhost.clone());
         let decoded = weir_amqp_codec::decode_properties(&message.raw_properties).unwrap_or_default();
@@ -143,11 +146,11 @@ impl<S: Storage> Broker<S> {
             });
             if reaches_itself {
                 tracing::debug!(queue = queue_name, "dead-letter cycle: message dropped");
-                return;
+                return false;
             }
         }
         if !exchange.is_empty() && !self.vhosts.get(&vhost).is_some_and(|v| v.exchanges.contains_key(&exchange)) {
-            return; // RabbitMQ drops a message whose dead-letter exchange does not exist
+            return false; // RabbitMQ drops a message whose dead-letter exchange does not exist
         }
         let persistent = *decoded.delivery_mode() == Some(2);
         let decoded =
@@ -172,8 +175,12 @@ impl<S: Storage> Broker<S> {
             cc: Vec::new(),
             message: Arc::new(dead),
         };
-        if let Err(e) = self.publish_in(&vhost, publish) {
-            tracing::warn!(queue = queue_name, "dead-lettered message not routed: {e}");
+        match self.publish_in(&vhost, publish) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(queue = queue_name, "dead-lettered message not routed: {e}");
+                false
+            }
         }
     }
 

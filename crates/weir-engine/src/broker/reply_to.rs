@@ -20,7 +20,7 @@ use crate::error::{EngineError, ErrorKind};
 
 use super::{error, no_queue, Broker, ChannelId};
 
-pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+pub(crate) use crate::properties::DIRECT_REPLY_TO as REPLY_TO;
 const REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
 
 /// A channel's reply consumer.
