@@ -12,11 +12,13 @@ an ephemeral loopback port in a temporary directory and stopped with SIGTERM.
 """
 import os
 import pathlib
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 
 import pika.frame as frame
 import pika.spec as spec
@@ -172,12 +174,26 @@ def start_broker(data_dir):
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    for raw in process.stdout:  # ends at EOF if the broker exits
-        line = raw.decode().strip()
-        if line.startswith("amqp listening on "):
-            return process, int(line.rsplit(":", 1)[1])
-    process.kill()
-    raise SystemExit("weir did not start")
+    found = queue.Queue()
+
+    def read():
+        for raw in process.stdout:  # ends at EOF if the broker exits
+            line = raw.decode().strip()
+            if line.startswith("amqp listening on "):
+                found.put(int(line.rsplit(":", 1)[1]))
+                return
+        found.put(None)
+
+    # A broker that hangs before listening must not hang this script: wait 60 s at most.
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        port = found.get(timeout=60)
+    except queue.Empty:
+        port = None
+    if port is None:
+        process.kill()
+        raise SystemExit("weir did not start")
+    return process, port
 
 
 def main():

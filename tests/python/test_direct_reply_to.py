@@ -2,7 +2,7 @@
 import pika
 import pytest
 
-from helpers import connect
+from helpers import connect, depth
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 
@@ -54,6 +54,7 @@ def test_reply_to_a_gone_consumer_is_dropped(broker):
     address = ch.basic_get("rpc", auto_ack=True)[1].reply_to
     ch.basic_cancel(tag)
     ch.basic_publish("", address, b"late reply")  # silently dropped, as RabbitMQ does
+    assert depth(ch, "rpc") == 0, "the channel is still open: the publish was not refused"
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
         ch.queue_declare(address, passive=True)
     assert err.value.reply_code == 404

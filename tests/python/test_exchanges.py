@@ -166,8 +166,9 @@ def test_unused_exchange_delete_and_auto_delete(broker):
     ch.exchange_declare("temp", exchange_type="fanout", auto_delete=True)
     ch.queue_bind(q, "temp")
     ch.queue_unbind(q, "temp")
-    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
         ch.exchange_declare("temp", exchange_type="fanout", passive=True)
+    assert err.value.reply_code == 404, "the auto-delete exchange went with its last binding"
     conn.close()
 
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{durable, persistent, runtime, Broker};
+use common::{durable, next_delivery, persistent, runtime, Broker};
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -71,7 +71,7 @@ fn publish_confirm_consume_ack_and_survive_restart() {
             .await
             .unwrap();
         for i in 0..10 {
-            let delivery = consumer.next().await.expect("delivery").expect("ok");
+            let delivery = next_delivery(&mut consumer).await;
             assert_eq!(delivery.data, format!("m{i}").as_bytes(), "FIFO order after restart");
             assert_eq!(delivery.properties.delivery_mode(), &Some(2));
             delivery.ack(BasicAckOptions::default()).await.unwrap();
@@ -143,7 +143,7 @@ fn unacked_messages_return_when_the_channel_closes() {
             .await
             .unwrap();
         for _ in 0..5 {
-            consumer.next().await.unwrap().unwrap();
+            next_delivery(&mut consumer).await;
         }
         channel.close(200, "done".into()).await.unwrap();
         let channel = connection.create_channel().await.unwrap();
@@ -177,12 +177,12 @@ fn prefetch_limits_unacked_deliveries() {
             .unwrap();
         let mut held = Vec::new();
         for _ in 0..3 {
-            held.push(consumer.next().await.unwrap().unwrap());
+            held.push(next_delivery(&mut consumer).await);
         }
         let fourth = tokio::time::timeout(std::time::Duration::from_millis(300), consumer.next()).await;
         assert!(fourth.is_err(), "a fourth delivery would exceed prefetch 3");
         held.remove(0).ack(BasicAckOptions::default()).await.unwrap();
-        let fourth = consumer.next().await.unwrap().unwrap();
+        let fourth = next_delivery(&mut consumer).await;
         assert_eq!(fourth.data, [3]);
     });
 }
@@ -240,20 +240,20 @@ fn acking_a_cancelled_consumers_delivery_does_not_free_a_new_consumers_prefetch(
             .basic_consume("r".into(), "same-tag".into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
             .unwrap();
-        let old = first.next().await.unwrap().unwrap();
+        let old = next_delivery(&mut first).await;
         channel.basic_cancel("same-tag".into(), lapin::options::BasicCancelOptions::default()).await.unwrap();
         let mut second = channel
             .basic_consume("r".into(), "same-tag".into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
             .unwrap();
-        let held = second.next().await.unwrap().unwrap();
+        let held = next_delivery(&mut second).await;
         assert_eq!(held.data, [1]);
         // Acking the cancelled consumer's delivery frees nothing for the new consumer.
         old.ack(BasicAckOptions::default()).await.unwrap();
         let third = tokio::time::timeout(std::time::Duration::from_millis(300), second.next()).await;
         assert!(third.is_err(), "prefetch 1 with one unacked delivery: nothing more may arrive");
         held.ack(BasicAckOptions::default()).await.unwrap();
-        assert_eq!(second.next().await.unwrap().unwrap().data, [2]);
+        assert_eq!(next_delivery(&mut second).await.data, [2]);
     });
 }
 
@@ -281,9 +281,9 @@ fn consumer_priorities_and_single_active_consumer() {
             .unwrap();
         publish_numbered(&channel, "prio", 3).await;
         // The high-priority consumer fills its prefetch first; only then the low one gets work.
-        assert_eq!(high.next().await.unwrap().unwrap().data, [0]);
-        assert_eq!(high.next().await.unwrap().unwrap().data, [1]);
-        assert_eq!(low.next().await.unwrap().unwrap().data, [2]);
+        assert_eq!(next_delivery(&mut high).await.data, [0]);
+        assert_eq!(next_delivery(&mut high).await.data, [1]);
+        assert_eq!(next_delivery(&mut low).await.data, [2]);
 
         let mut sac = FieldTable::default();
         sac.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
@@ -309,13 +309,13 @@ fn consumer_priorities_and_single_active_consumer() {
             .unwrap();
         publish_numbered(&channel, "sac", 3).await;
         for i in 0..3u8 {
-            assert_eq!(first.next().await.unwrap().unwrap().data, [i], "only the active consumer receives");
+            assert_eq!(next_delivery(&mut first).await.data, [i], "only the active consumer receives");
         }
         channel.basic_cancel("first".into(), lapin::options::BasicCancelOptions::default()).await.unwrap();
         channel
             .basic_publish("".into(), "sac".into(), BasicPublishOptions::default(), &[9], BasicProperties::default())
             .await
             .unwrap();
-        assert_eq!(second.next().await.unwrap().unwrap().data, [9], "the next consumer takes over");
+        assert_eq!(next_delivery(&mut second).await.data, [9], "the next consumer takes over");
     });
 }

@@ -132,6 +132,17 @@ impl Drop for Broker {
 pub const SMALL_LOG: [&str; 4] = ["--segment-size-bytes", "262144", "--checkpoint-interval-bytes", "1048576"];
 
 /// The lapin options of a durable queue.
+/// The consumer's next delivery, or a panic after 20 s: no test waits for ever on a broker
+/// that stopped delivering.
+pub async fn next_delivery(consumer: &mut lapin::Consumer) -> lapin::message::Delivery {
+    use futures_lite::StreamExt;
+    tokio::time::timeout(Duration::from_secs(20), consumer.next())
+        .await
+        .expect("a delivery within 20 s")
+        .expect("the consumer is open")
+        .expect("a delivery, not an error")
+}
+
 pub fn durable() -> lapin::options::QueueDeclareOptions {
     lapin::options::QueueDeclareOptions { durable: true, ..Default::default() }
 }
