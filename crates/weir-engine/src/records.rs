@@ -354,11 +354,7 @@ pub fn encode_exchange_delete(w: &mut Writer, vhost: &str, name: &str) {
 }
 
 pub fn decode_exchange_delete(payload: &[u8]) -> Result<(String, String), DecodeError> {
-    let mut r = Reader::new(payload, "exchange delete record");
-    let vhost = r.str16()?;
-    let name = r.str16()?;
-    r.finish()?;
-    Ok((vhost, name))
+    decode_whole(payload, "exchange delete record", |r| Ok((r.str16()?, r.str16()?)))
 }
 
 /// Bind and unbind records share this payload.
@@ -409,10 +405,7 @@ pub fn encode_queue_delete(queue_id: u32) -> Vec<u8> {
 }
 
 pub fn decode_queue_delete(payload: &[u8]) -> Result<u32, DecodeError> {
-    let mut r = Reader::new(payload, "queue delete record");
-    let id = r.u32()?;
-    r.finish()?;
-    Ok(id)
+    decode_whole(payload, "queue delete record", |r| r.u32())
 }
 
 // ---------------------------------------------------------------------------------------
