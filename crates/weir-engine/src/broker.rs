@@ -740,7 +740,8 @@ impl<S: Storage> Broker<S> {
             }
             return Ok(());
         }
-        let logged: Vec<QueueId> = if publish.persistent {
+        let persistent = publish.persistent;
+        let logged: Vec<QueueId> = if persistent {
             targets.iter().copied().filter(|id| self.queues[id].is_logged()).collect()
         } else {
             Vec::new()
@@ -791,7 +792,8 @@ impl<S: Storage> Broker<S> {
         self.content.insert(seq, &message, targets.len() as u32, pinned);
         let mut priority = None;
         for id in targets {
-            let is_logged = logged.contains(&id);
+            // Same test as `logged` above, without a search of it per target.
+            let is_logged = persistent && self.queues[&id].is_logged();
             let entry = MessageEntry {
                 seq,
                 location: if is_logged { location } else { LOCATION_MEMORY },
