@@ -1,5 +1,6 @@
-"""Small helpers shared by the pika tests."""
+"""Small helpers shared by the tests: pika connections and an HTTP API client."""
 import pika
+import requests
 
 
 def connect(broker):
@@ -20,3 +21,35 @@ def drain(ch, queue):
         if method is None:
             return bodies
         bodies.append(body.decode())
+
+
+GUEST = ("guest", "guest")
+
+
+class Api:
+    """requests with the broker's base URL and the guest login."""
+
+    def __init__(self, broker, auth=GUEST):
+        self.base = broker.http
+        self.auth = auth
+
+    def call(self, method, path, expect=None, **kwargs):
+        response = requests.request(method, self.base + path, auth=self.auth, timeout=30, **kwargs)
+        if expect is not None:
+            assert response.status_code == expect, (method, path, response.status_code, response.text)
+        if response.status_code >= 400:
+            body = response.json()
+            assert set(body) == {"code", "message"}, body
+        return response
+
+    def get(self, path, expect=200, **kw):
+        return self.call("GET", path, expect, **kw)
+
+    def put(self, path, expect=200, **kw):
+        return self.call("PUT", path, expect, **kw)
+
+    def post(self, path, expect=200, **kw):
+        return self.call("POST", path, expect, **kw)
+
+    def delete(self, path, expect=200, **kw):
+        return self.call("DELETE", path, expect, **kw)

@@ -109,9 +109,46 @@ def test_exit_codes(broker):
     assert "precondition_failed" in err
 
 
+def test_users_permissions_and_vhosts(broker):
+    weir(broker, "vhost", "create", "billing")
+    assert weir(broker, "vhost", "list")[0].split() == ["name", "/", "billing"]
+    weir(broker, "user", "add", "alice", "--new-password", "s3cret")
+    _, err = weir(broker, "user", "add", "alice", "--new-password", "x", expect=1)
+    assert "exists" in err
+    weir(broker, "user", "permit", "alice", "^alice-", "^alice-|^amq\\.default$", "^alice-", "--vhost", "billing")
+    users = weir(broker, "user", "list")[0].splitlines()
+    assert [line.split() for line in users] == [["name", "tags"], ["alice"], ["guest", "administrator"]]
+    perms = json.loads(weir(broker, "user", "permissions", "--json")[0])
+    assert {(p["user"], p["vhost"]) for p in perms} == {("alice", "billing"), ("guest", "/")}
+
+    alice = {"WEIR_USER": "alice", "WEIR_PASSWORD": "s3cret"}
+    assert weir(broker, "user", "whoami", env=alice)[0] == "alice []\n"
+    weir(broker, "queue", "create", "alice-in", "--vhost", "billing", env=alice)
+    weir(broker, "send", "alice-in", "paid", "--vhost", "billing", env=alice)
+    assert weir(broker, "recv", "alice-in", "--vhost", "billing", env=alice)[0] == "paid\n"
+    _, err = weir(broker, "queue", "create", "other", "--vhost", "billing", env=alice, expect=1)
+    assert "access_refused" in err
+    _, err = weir(broker, "user", "list", env=alice, expect=1)
+    assert "not an administrator" in err
+    weir(broker, "queue", "list", "--vhost", "/", env=alice, expect=1)
+
+    weir(broker, "user", "set", "alice", "--new-password", "n3w")
+    weir(broker, "user", "whoami", env=alice, expect=4)
+    weir(broker, "user", "set", "nobody", "--tags", "x", expect=3)
+    weir(broker, "user", "revoke", "alice", "--vhost", "billing")
+    weir(broker, "user", "revoke", "alice", "--vhost", "billing", expect=3)
+    weir(broker, "user", "delete", "alice")
+    weir(broker, "vhost", "delete", "billing")
+    weir(broker, "vhost", "delete", "billing", expect=3)
+    _, err = weir(broker, "user", "delete", "guest", expect=1)
+    assert "last administrator" in err
+
+
 def test_every_command_has_help_with_examples():
     for command in (["queue", "create"], ["queue", "list"], ["queue", "show"], ["queue", "purge"],
-                    ["queue", "delete"], ["send"], ["recv"], ["status"], ["serve"]):
+                    ["queue", "delete"], ["send"], ["recv"], ["status"], ["serve"],
+                    ["vhost", "create"], ["vhost", "delete"], ["user", "add"], ["user", "set"],
+                    ["user", "delete"], ["user", "permit"], ["user", "revoke"]):
         run = subprocess.run([WEIR_BIN, *command, "--help"], capture_output=True, timeout=30)
         assert run.returncode == 0
         assert "Example" in run.stdout.decode(), command

@@ -44,7 +44,7 @@ pub use encode::{
     encode_method, encode_properties, encode_publish, encode_return, outbound_body_chunk_size_max,
 };
 pub use error::{truncate_to_char_boundary, FrameError, ReplyCode, SHORT_STRING_LENGTH_MAX};
-pub use sasl::{may_log_in, parse_amqplain, parse_plain, Credentials};
+pub use sasl::{parse_amqplain, parse_plain, Credentials};
 pub use scan::FIELD_TABLE_DEPTH_MAX;
 pub use schema::method_name;
 

@@ -39,21 +39,6 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl Credentials {
-    /// The accounts a broker ships with: `guest`/`guest`, as RabbitMQ.
-    pub fn defaults() -> Vec<Credentials> {
-        vec![Credentials { username: "guest".into(), password: "guest".into() }]
-    }
-}
-
-/// May `username` with `password` log in (AMQP and HTTP alike)? One of `users` must match,
-/// and `guest` is accepted from loopback only, as RabbitMQ ships.
-pub fn may_log_in(users: &[Credentials], username: &str, password: &str, from_loopback: bool) -> bool {
-    users
-        .iter()
-        .any(|user| user.username == username && user.password == password && (username != "guest" || from_loopback))
-}
-
 fn sasl_error(text: &str) -> FrameError {
     FrameError::new(ReplyCode::SyntaxError, text).for_method(CLASS_CONNECTION, METHOD_CONNECTION_START_OK)
 }

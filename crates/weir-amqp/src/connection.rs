@@ -12,13 +12,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
 use weir_amqp_codec::{
-    encode_confirm_ack, encode_confirm_nack, encode_deliver, encode_get_ok, encode_method, encode_return, may_log_in,
+    encode_confirm_ack, encode_confirm_nack, encode_deliver, encode_get_ok, encode_method, encode_return,
     parse_amqplain, parse_plain, Content, ContentAssembler, Credentials, Frame, FrameError, ReplyCode, FRAME_MIN_SIZE,
 };
 use weir_engine::{
@@ -46,6 +45,9 @@ impl Default for ConnectionLimits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     AwaitStartOk,
+    /// start-ok is parsed; the server checks the password (slow: argon2) off this task's
+    /// path and answers with [`Connection::login_result`].
+    AwaitLogin,
     AwaitTuneOk,
     AwaitOpen,
     AwaitOpenOk,
@@ -86,6 +88,9 @@ pub enum Flow {
     Continue,
     /// Flush `out`, then close the socket.
     Close,
+    /// Check the credentials that [`Connection::take_login`] returns, then call
+    /// [`Connection::login_result`] before feeding more frames.
+    Authenticate,
     /// Flush `out` (it ends with connection.close-ok), then leave closing the socket to the
     /// client, waiting a bounded time (RabbitMQ does the same; closing first makes clients
     /// report a spurious EOF).
@@ -97,7 +102,10 @@ pub struct Connection {
     state: State,
     limits: ConnectionLimits,
     peer: SocketAddr,
-    users: Arc<Vec<Credentials>>,
+    /// Credentials from start-ok, until the server takes them to check.
+    login: Option<Credentials>,
+    /// The mechanism they came with (for the refusal text).
+    mechanism: String,
     /// Who logged in and with what client, once known (for connection listings).
     info: ConnectionInfo,
     frame_max: u32,
@@ -122,13 +130,7 @@ fn hard(code: ReplyCode, text: impl Into<String>) -> FrameError {
 }
 
 impl Connection {
-    pub fn new(
-        id: ConnectionId,
-        limits: ConnectionLimits,
-        users: Arc<Vec<Credentials>>,
-        peer: SocketAddr,
-        sink: EventSink,
-    ) -> Self {
+    pub fn new(id: ConnectionId, limits: ConnectionLimits, peer: SocketAddr, sink: EventSink) -> Self {
         Self {
             id,
             state: State::AwaitStartOk,
@@ -137,7 +139,8 @@ impl Connection {
             heartbeat_seconds: 0,
             limits,
             peer,
-            users,
+            login: None,
+            mechanism: String::new(),
             info: ConnectionInfo { peer: peer.to_string(), ..ConnectionInfo::default() },
             client_capabilities: FieldTable::default(),
             channels: HashMap::new(),
@@ -384,7 +387,7 @@ impl Connection {
             return Err(hard(ReplyCode::ChannelError, "unexpected method in connection state"));
         };
         match (self.state, method) {
-            (State::AwaitStartOk, connection::AMQPMethod::StartOk(start_ok)) => self.start_ok(start_ok, out),
+            (State::AwaitStartOk, connection::AMQPMethod::StartOk(start_ok)) => self.start_ok(start_ok),
             (State::AwaitTuneOk, connection::AMQPMethod::TuneOk(tune_ok)) => {
                 if tune_ok.frame_max < FRAME_MIN_SIZE || tune_ok.frame_max > self.limits.frame_max {
                     return Err(hard(
@@ -444,7 +447,7 @@ impl Connection {
         }
     }
 
-    fn start_ok(&mut self, start_ok: connection::StartOk, out: &mut BytesMut) -> Result<Flow, FrameError> {
+    fn start_ok(&mut self, start_ok: connection::StartOk) -> Result<Flow, FrameError> {
         let client_properties = start_ok.client_properties.inner();
         if let Some(AMQPValue::FieldTable(capabilities)) = client_properties.get("capabilities") {
             self.client_capabilities = capabilities.clone();
@@ -464,12 +467,28 @@ impl Connection {
                 return Err(hard(ReplyCode::CommandInvalid, format!("unknown authentication mechanism '{other}'")))
             }
         };
-        let accepted =
-            may_log_in(&self.users, &credentials.username, &credentials.password, self.peer.ip().is_loopback());
-        if accepted {
-            self.info.user = credentials.username.clone();
+        self.mechanism = mechanism.to_string();
+        self.login = Some(credentials);
+        self.state = State::AwaitLogin;
+        Ok(Flow::Authenticate)
+    }
+
+    /// The credentials to check after [`Flow::Authenticate`], and whether the client is on
+    /// loopback (`guest` may log in from there only).
+    pub fn take_login(&mut self) -> Option<(Credentials, bool)> {
+        self.login.take().map(|credentials| (credentials, self.peer.ip().is_loopback()))
+    }
+
+    /// The outcome of the check: the user's name, or None when refused.
+    pub fn login_result(&mut self, user: Option<String>, out: &mut BytesMut) -> Flow {
+        if self.state != State::AwaitLogin {
+            return Flow::Close;
+        }
+        let mechanism = std::mem::take(&mut self.mechanism);
+        if let Some(user) = user {
+            self.info.user = user;
         } else {
-            tracing::warn!(user = credentials.username, mechanism, "login refused");
+            tracing::warn!(peer = %self.peer, mechanism, "login refused");
             if self.client_capability("authentication_failure_close") {
                 let close = connection::Close {
                     reply_code: ReplyCode::AccessRefused.code(),
@@ -482,10 +501,10 @@ impl Connection {
                 };
                 encode_method(out, 0, &AMQPClass::Connection(connection::AMQPMethod::Close(close)));
                 self.state = State::Closing;
-                return Ok(Flow::Continue);
+                return Flow::Continue;
             }
             self.state = State::Closed;
-            return Ok(Flow::Close);
+            return Flow::Close;
         }
         let tune = connection::Tune {
             channel_max: self.limits.channel_max,
@@ -494,7 +513,7 @@ impl Connection {
         };
         encode_method(out, 0, &AMQPClass::Connection(connection::AMQPMethod::Tune(tune)));
         self.state = State::AwaitTuneOk;
-        Ok(Flow::Continue)
+        Flow::Continue
     }
 
     fn client_capability(&self, name: &str) -> bool {
@@ -952,6 +971,8 @@ impl Connection {
             Event::RecoverOk { channel } => {
                 method(out, channel, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})))
             }
+            // AMQP clients send no admin commands, so this never comes; nothing to write.
+            Event::AdminDone { .. } => {}
             Event::ConnectionOpened
             | Event::Disconnected
             | Event::ConnectionError { .. }
@@ -1145,6 +1166,7 @@ fn event_channel(event: &Event) -> ChannelId {
         | Event::TxSelectOk { channel }
         | Event::TxCommitOk { channel }
         | Event::TxRollbackOk { channel }
+        | Event::AdminDone { channel }
         | Event::Deliver { channel, .. }
         | Event::GetOk { channel, .. }
         | Event::GetEmpty { channel }
@@ -1173,10 +1195,9 @@ mod tests {
     /// An open connection, past the handshake (its start, tune and open written away).
     fn open_connection() -> Connection {
         let (sender, _events) = flume::unbounded();
-        let sink = EventSink { sender, shared: Arc::default() };
-        let users = Arc::new(Credentials::defaults());
+        let sink = EventSink { sender, shared: std::sync::Arc::default() };
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-        let mut connection = Connection::new(1, ConnectionLimits::default(), users, peer, sink);
+        let mut connection = Connection::new(1, ConnectionLimits::default(), peer, sink);
         let (mut out, mut commands) = (BytesMut::new(), Vec::new());
         connection.start(&mut out);
         let handshake = [
@@ -1193,7 +1214,11 @@ mod tests {
             let mut wire = BytesMut::new();
             encode_method(&mut wire, 0, &AMQPClass::Connection(method));
             let frame = decode_frame(&mut wire, 131_072).unwrap().unwrap();
-            assert_eq!(connection.on_frame(frame, &mut out, &mut commands), Flow::Continue);
+            if connection.on_frame(frame, &mut out, &mut commands) == Flow::Authenticate {
+                let (credentials, loopback) = connection.take_login().unwrap();
+                assert_eq!((credentials.username.as_str(), loopback), ("guest", true));
+                assert_eq!(connection.login_result(Some("guest".into()), &mut out), Flow::Continue);
+            }
         }
         connection.on_events(vec![Event::ConnectionOpened], &mut out, &mut commands);
         assert!(connection.is_open());

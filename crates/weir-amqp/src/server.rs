@@ -17,9 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use weir_amqp_codec::{check_protocol_header, decode_frame, encode_heartbeat, ProtocolHeaderCheck, PROTOCOL_HEADER};
+use weir_engine::security::Authenticator;
 use weir_engine::{Command, ConnectionShared, EngineHandle, EventSink};
-
-use weir_amqp_codec::Credentials;
 
 use crate::connection::{Connection, ConnectionLimits, Flow};
 
@@ -33,16 +32,9 @@ pub const LINGER_AFTER_CLOSE_OK: Duration = Duration::from_secs(30);
 /// Socket read buffer: large, so a busy publisher is read in few system calls.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct AmqpConfig {
     pub limits: ConnectionLimits,
-    pub users: Arc<Vec<Credentials>>,
-}
-
-impl Default for AmqpConfig {
-    fn default() -> Self {
-        Self { limits: ConnectionLimits::default(), users: Arc::new(Credentials::defaults()) }
-    }
 }
 
 /// Accept connections until `shutdown` turns true; then tell every connection to close and
@@ -54,6 +46,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let config = Arc::new(config);
+    let authenticator = Arc::new(Authenticator::new(engine.directory().clone()));
     let mut tasks = JoinSet::new();
     let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(64);
     for listener in listeners {
@@ -82,9 +75,10 @@ pub async fn serve(
                 let Some((stream, peer)) = accepted else { break };
                 let engine = engine.clone();
                 let config = Arc::clone(&config);
+                let authenticator = Arc::clone(&authenticator);
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
-                    if let Err(e) = run_connection(stream, peer, engine, config, shutdown).await {
+                    if let Err(e) = run_connection(stream, peer, engine, config, authenticator, shutdown).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                 });
@@ -98,11 +92,26 @@ pub async fn serve(
     .await;
 }
 
+/// Check the credentials the connection took from start-ok, on a blocking thread (argon2 is
+/// slow on purpose), and give the connection the outcome.
+async fn log_in(connection: &mut Connection, authenticator: &Arc<Authenticator>, out: &mut BytesMut) -> Flow {
+    let Some((credentials, from_loopback)) = connection.take_login() else { return Flow::Close };
+    let authenticator = Arc::clone(authenticator);
+    let login = tokio::task::spawn_blocking(move || {
+        authenticator.authenticate(&credentials.username, &credentials.password, from_loopback)
+    })
+    .await
+    .ok()
+    .flatten();
+    connection.login_result(login.map(|login| login.user), out)
+}
+
 async fn run_connection(
     stream: TcpStream,
     peer: SocketAddr,
     engine: EngineHandle,
     config: Arc<AmqpConfig>,
+    authenticator: Arc<Authenticator>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
@@ -134,7 +143,7 @@ async fn run_connection(
     let shared = Arc::new(ConnectionShared::default());
     let id = engine.connection_id();
     let sink = EventSink { sender: events_tx, shared: Arc::clone(&shared) };
-    let mut connection = Connection::new(id, config.limits.clone(), Arc::clone(&config.users), peer, sink);
+    let mut connection = Connection::new(id, config.limits.clone(), peer, sink);
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut commands = Vec::new();
     connection.start(&mut out);
@@ -160,6 +169,9 @@ async fn run_connection(
                     match decode_frame(&mut input, connection.frame_max()) {
                         Ok(Some(frame)) => {
                             flow = connection.on_frame(frame, &mut out, &mut commands);
+                            if flow == Flow::Authenticate {
+                                flow = log_in(&mut connection, &authenticator, &mut out).await;
+                            }
                             if flow == Flow::Close { break; }
                         }
                         Ok(None) => break,

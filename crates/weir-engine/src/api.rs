@@ -18,6 +18,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::EngineError;
+use crate::records::VhostRecord;
+use crate::security::{PermissionRecord, UserRecord};
 
 pub type ConnectionId = u64;
 pub type ChannelId = u16;
@@ -255,6 +257,12 @@ pub enum Command {
         reason: String,
         reply: flume::Sender<bool>,
     },
+    /// Manage vhosts, users or permissions. Only an administrator's connection may; answered
+    /// with [`Event::AdminDone`] once the change is durable, or a channel error.
+    Admin {
+        origin: Origin,
+        op: AdminOp,
+    },
     /// A read-only question about the broker's state, answered at once on `reply`.
     Inspect {
         query: Inspect,
@@ -277,6 +285,28 @@ pub enum Command {
     Scrubbed {
         segment: u32,
         result: Result<Vec<String>, String>,
+    },
+}
+
+/// A change to vhosts, users or permissions ([`Command::Admin`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum AdminOp {
+    /// Create a vhost, or change the limits of an existing one.
+    PutVhost(VhostRecord),
+    /// Delete a vhost with its queues, exchanges and permissions; its connections are closed.
+    DeleteVhost {
+        name: String,
+    },
+    /// Create or replace a user (the password already hashed).
+    PutUser(UserRecord),
+    /// Delete a user and its permissions; its connections are closed.
+    DeleteUser {
+        name: String,
+    },
+    PutPermission(PermissionRecord),
+    DeletePermission {
+        user: String,
+        vhost: String,
     },
 }
 
@@ -514,6 +544,10 @@ pub enum Event {
         channel: ChannelId,
         method: u32,
         error: EngineError,
+    },
+    /// Answer to [`Command::Admin`]: the change is applied and durable.
+    AdminDone {
+        channel: ChannelId,
     },
     /// Answer to [`Command::ChannelClose`]: from here the channel number is free again.
     ChannelClosed {

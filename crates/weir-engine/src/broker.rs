@@ -27,6 +27,7 @@ use crate::outbox::Outbox;
 use crate::properties::{self, DeathReason};
 use crate::queue_config::{Overflow, QueueConfig};
 use crate::records::{self, location_of, pos_of, QueueRecord, Writer, LOCATION_MEMORY};
+use crate::security::{Access, Directory, Permission, SharedDirectory};
 use crate::topology::{Destination, Vhost};
 
 mod delay;
@@ -34,6 +35,7 @@ mod exchanges;
 mod inspect;
 mod lifecycle;
 mod reply_to;
+mod security;
 mod tx;
 
 pub(crate) use lifecycle::message_expiry;
@@ -199,6 +201,10 @@ impl ChannelState {
 struct ConnectionState {
     vhost: String,
     info: ConnectionInfo,
+    /// The user's permission on the vhost; None once it is cleared (everything is refused).
+    permission: Option<Arc<Permission>>,
+    /// Told to close (its user or vhost was deleted): refused everything, for good.
+    forced_closed: bool,
     channels: HashMap<ChannelId, ChannelState>,
     exclusive_queues: Vec<QueueId>,
 }
@@ -248,6 +254,10 @@ pub(crate) struct Broker<S: Storage> {
     /// falls back to the older one if the newest is damaged, so segments are only released up
     /// to the older of the two (see `engine::reclaim_segments`).
     pub checkpoint_lsn: u64,
+    /// Users and permissions, changed only with logged records.
+    pub directory: Directory,
+    /// The same, as the protocol front-ends read it to log users in.
+    pub shared_directory: SharedDirectory,
     scratch: Writer,
 }
 
@@ -290,6 +300,8 @@ impl<S: Storage> Broker<S> {
             read_only: None,
             bytes_since_checkpoint: 0,
             checkpoint_lsn: 0,
+            directory: Directory::default(),
+            shared_directory: SharedDirectory::default(),
             scratch: Writer::default(),
         }
     }
@@ -313,6 +325,7 @@ impl<S: Storage> Broker<S> {
                 let _ = reply.send(found);
                 return;
             }
+            Command::Admin { origin, op } => (origin, self.admin(origin, op)),
             Command::Inspect { query, reply } => {
                 let _ = reply.send(self.inspect(query));
                 return;
@@ -386,16 +399,34 @@ impl<S: Storage> Broker<S> {
     // Connections and channels
 
     fn connect(&mut self, connection: ConnectionId, vhost: String, info: ConnectionInfo, sink: EventSink) {
-        if !self.vhosts.contains_key(&vhost) {
-            let _ = sink.sender.send(vec![Event::ConnectionError {
-                error: error(ErrorKind::NotAllowed, format!("vhost {vhost} not found")),
-            }]);
+        // The HTTP API's management sessions open no vhost: only administrators', and all they
+        // can do is `Command::Admin` (every other command needs the vhost).
+        let management = vhost.is_empty() && info.internal && self.directory.is_administrator(&info.user);
+        let refusal = if management {
+            None
+        } else if !self.vhosts.contains_key(&vhost) {
+            Some(format!("vhost {vhost} not found"))
+        } else if self.directory.permission(&info.user, &vhost).is_none() {
+            Some(format!("access to vhost '{vhost}' refused for user '{}'", info.user))
+        } else {
+            None
+        };
+        if let Some(text) = refusal {
+            let _ = sink.sender.send(vec![Event::ConnectionError { error: error(ErrorKind::NotAllowed, text) }]);
             return;
         }
+        let permission = self.directory.permission(&info.user, &vhost).cloned();
         self.sinks.insert(connection, sink);
         self.connections.insert(
             connection,
-            ConnectionState { vhost, info, channels: HashMap::new(), exclusive_queues: Vec::new() },
+            ConnectionState {
+                vhost,
+                info,
+                permission,
+                forced_closed: false,
+                channels: HashMap::new(),
+                exclusive_queues: Vec::new(),
+            },
         );
         self.outbox.push(connection, Event::ConnectionOpened);
     }
@@ -451,11 +482,17 @@ impl<S: Storage> Broker<S> {
             .ok_or_else(|| error(ErrorKind::InternalError, format!("channel {} is not open", origin.channel)))
     }
 
+    /// The connection's vhost; an error once the vhost is deleted (its connections are being
+    /// closed then).
     fn vhost_of(&self, connection: ConnectionId) -> Result<&str, EngineError> {
-        self.connections
+        let state = self
+            .connections
             .get(&connection)
-            .map(|c| c.vhost.as_str())
-            .ok_or_else(|| error(ErrorKind::InternalError, "connection is not open".into()))
+            .ok_or_else(|| error(ErrorKind::InternalError, "connection is not open".into()))?;
+        if !self.vhosts.contains_key(&state.vhost) {
+            return Err(error(ErrorKind::NotAllowed, format!("vhost {} was deleted", state.vhost)));
+        }
+        Ok(&state.vhost)
     }
 
     /// Find a queue the connection may use (not another connection's exclusive queue).
@@ -496,7 +533,17 @@ impl<S: Storage> Broker<S> {
         } else {
             declare.name.clone()
         };
-        let existing = self.vhosts[&vhost].queues.get(&name).copied();
+        if !declare.passive {
+            self.authorize(origin.connection, Access::Configure, "queue", &name)?;
+            if let Some(ArgValue::Str(dlx)) =
+                declare.arguments.iter().find(|(k, _)| k == "x-dead-letter-exchange").map(|(_, v)| v)
+            {
+                // As RabbitMQ: dead letters are published to the DLX and read from this queue.
+                self.authorize(origin.connection, Access::Write, "exchange", dlx)?;
+                self.authorize(origin.connection, Access::Read, "queue", &name)?;
+            }
+        }
+        let existing = self.vhosts.get(&vhost).and_then(|v| v.queues.get(&name)).copied();
         let id = match existing {
             Some(_) => {
                 let id = self.lookup_queue(origin.connection, &name)?;
@@ -584,6 +631,7 @@ impl<S: Storage> Broker<S> {
         no_wait: bool,
     ) -> Result<(), EngineError> {
         let vhost = self.vhost_of(origin.connection)?.to_string();
+        self.authorize(origin.connection, Access::Configure, "queue", name)?;
         let message_count = match self.lookup_queue(origin.connection, name) {
             // Deleting what does not exist succeeds (RabbitMQ does the same).
             Err(e) if e.kind == ErrorKind::NotFound => 0,
@@ -650,6 +698,7 @@ impl<S: Storage> Broker<S> {
     }
 
     fn queue_purge(&mut self, origin: Origin, name: &str, no_wait: bool) -> Result<(), EngineError> {
+        self.authorize(origin.connection, Access::Read, "queue", name)?;
         let id = self.lookup_queue(origin.connection, name)?;
         let queue = self.queues.get_mut(&id).expect("looked up");
         let mut purged = queue.messages.purge_ready();
@@ -672,6 +721,7 @@ impl<S: Storage> Broker<S> {
 
     fn publish(&mut self, publish: Publish) -> Result<(), EngineError> {
         let publish = if publish.direct_reply_to { self.with_reply_address(publish)? } else { publish };
+        self.authorize(publish.origin.connection, Access::Write, "exchange", &publish.exchange)?;
         if publish.exchange.is_empty() && reply_to::is_reply_name(&publish.routing_key) {
             self.deliver_reply(publish);
             return Ok(());
@@ -880,6 +930,7 @@ impl<S: Storage> Broker<S> {
         if queue_name == reply_to::REPLY_TO {
             return self.consume_reply_to(origin, consumer_tag, no_ack, no_wait);
         }
+        self.authorize(origin.connection, Access::Read, "queue", queue_name)?;
         let id = self.lookup_queue(origin.connection, queue_name)?;
         let vhost = self.vhost_of(origin.connection)?.to_string();
         let now = self.now_ms;
@@ -961,6 +1012,7 @@ impl<S: Storage> Broker<S> {
     }
 
     fn get(&mut self, origin: Origin, queue_name: &str, no_ack: bool) -> Result<(), EngineError> {
+        self.authorize(origin.connection, Access::Read, "queue", queue_name)?;
         let id = self.lookup_queue(origin.connection, queue_name)?;
         self.channel_mut(origin)?;
         let now = self.now_ms;

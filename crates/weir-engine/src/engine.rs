@@ -32,6 +32,7 @@ use crate::api::{Command, ConnectionId};
 use crate::broker::{Broker, QueueId};
 use crate::error::StartError;
 use crate::records::{self, location_of, pos_of, Writer, ENQUEUE_FLAG_RELOCATED};
+use crate::security::SharedDirectory;
 use crate::stats::EngineStats;
 
 /// Commands applied in one turn at most, so that one turn's replies are not held back too long.
@@ -71,12 +72,18 @@ pub struct EngineHandle {
     inbox: flume::Sender<Command>,
     next_connection: Arc<AtomicU64>,
     stats: Arc<EngineStats>,
+    directory: SharedDirectory,
 }
 
 impl EngineHandle {
     /// A fresh connection id.
     pub fn connection_id(&self) -> ConnectionId {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Users and permissions as the engine last changed them (for logging users in).
+    pub fn directory(&self) -> &SharedDirectory {
+        &self.directory
     }
 
     /// Measurements readable at any time (commit latency).
@@ -117,6 +124,7 @@ impl Engine {
             inbox: inbox_sender.clone(),
             next_connection: Arc::new(AtomicU64::new(1)),
             stats: Arc::clone(&stats),
+            directory: broker.shared_directory.clone(),
         };
         let checkpointer = Checkpointer::start(storage, inbox_sender.clone())?;
         let scrubber = Scrubber::start(inbox_sender)?;

@@ -9,7 +9,8 @@
 //! Layout: `api` (the vocabulary), `broker` (state and command handlers), `records` (the
 //! log record formats), `recovery` (checkpoint + replay), `engine` (the thread and loop),
 //! `outbox` (event ordering and the durability gate), `content` (message bodies in memory),
-//! `topology` (vhosts, exchanges, bindings and routing).
+//! `topology` (vhosts, exchanges, bindings and routing), `security` (users, permissions and
+//! logins).
 
 mod api;
 mod broker;
@@ -22,13 +23,15 @@ pub mod properties;
 mod queue_config;
 pub mod records;
 mod recovery;
+pub mod security;
 mod stats;
 mod topology;
 
 pub use api::{
-    ArgValue, BindRequest, BindTarget, BindingView, ChannelId, Command, ConnectionId, ConnectionInfo, ConnectionShared,
-    ConnectionView, ConsumeRequest, Event, EventSink, ExchangeDeclare, ExchangeView, Inspect, InspectReply, Message,
-    Origin, OverviewView, Publish, QueueCounters, QueueDeclare, QueueView, CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
+    AdminOp, ArgValue, BindRequest, BindTarget, BindingView, ChannelId, Command, ConnectionId, ConnectionInfo,
+    ConnectionShared, ConnectionView, ConsumeRequest, Event, EventSink, ExchangeDeclare, ExchangeView, Inspect,
+    InspectReply, Message, Origin, OverviewView, Publish, QueueCounters, QueueDeclare, QueueView,
+    CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
 };
 pub use broker::DEFAULT_VHOST;
 pub use engine::{Engine, EngineConfig, EngineHandle, EngineStopped, BATCH_COMMANDS_MAX};

@@ -87,7 +87,8 @@ fn refuse(event: Event, reason: &str) -> Event {
         | Event::ExchangeDeleteOk { channel }
         | Event::BindOk { channel, .. }
         | Event::UnbindOk { channel, .. }
-        | Event::TxCommitOk { channel } => Event::ChannelError { channel, method: 0, error: error() },
+        | Event::TxCommitOk { channel }
+        | Event::AdminDone { channel } => Event::ChannelError { channel, method: 0, error: error() },
         other => other,
     }
 }

@@ -10,6 +10,7 @@ use weir_log::RecordPos;
 use weir_queue::MessageEntry;
 
 use crate::api::{ArgValue, Message};
+use crate::security::{PermissionRecord, UserRecord};
 use crate::topology::{Destination, Exchange, ExchangeKind};
 
 pub const KIND_QUEUE_DECLARE: u8 = 0x10;
@@ -23,11 +24,24 @@ pub const KIND_UNBIND: u8 = 0x17;
 /// A committed transaction: the records of its publishes and acks, durable together or not
 /// at all.
 pub const KIND_TX: u8 = 0x18;
+/// A vhost created (or its limits changed): name, then its limits as arguments.
+pub const KIND_VHOST_PUT: u8 = 0x19;
+/// A vhost deleted, after the deletes of everything in it.
+pub const KIND_VHOST_DELETE: u8 = 0x1A;
+/// A user created or changed: name, password hash, tags.
+pub const KIND_USER_PUT: u8 = 0x1B;
+/// A user deleted, with every permission it held.
+pub const KIND_USER_DELETE: u8 = 0x1C;
+/// A permission set: user, vhost, configure, write and read patterns.
+pub const KIND_PERMISSION_PUT: u8 = 0x1D;
+/// A permission cleared: user, vhost.
+pub const KIND_PERMISSION_DELETE: u8 = 0x1E;
 pub const RECORD_VERSION: u8 = 1;
 /// Version 2 added exchanges and bindings after the queues; version 3 each queue's message
 /// expiry times after its entries; version 4 a priority byte at the end of each entry;
-/// version 5 each queue's delayed messages (seq, deliver at) after its expiries.
-pub const SNAPSHOT_VERSION: u32 = 5;
+/// version 5 each queue's delayed messages (seq, deliver at) after its expiries; version 6
+/// the vhosts, users and permissions after the bindings.
+pub const SNAPSHOT_VERSION: u32 = 6;
 
 /// `Enqueue.flags`: this record re-writes a live message that compaction moved out of an old
 /// segment; replay only updates the location of entries that still exist.
@@ -107,6 +121,18 @@ pub struct Snapshot {
     /// (vhost, exchange definition; bindings are listed separately).
     pub exchanges: Vec<(String, Exchange)>,
     pub bindings: Vec<BindingRecord>,
+    /// Every vhost (name, limits); empty in snapshots before version 6, whose vhosts are the
+    /// default one and those their queues and exchanges name.
+    pub vhosts: Vec<VhostRecord>,
+    pub users: Vec<UserRecord>,
+    pub permissions: Vec<PermissionRecord>,
+}
+
+/// A vhost as logged: its name and limits (SPEC quotas), as arguments.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VhostRecord {
+    pub name: String,
+    pub limits: Vec<(String, ArgValue)>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -400,6 +426,70 @@ pub fn decode_whole<T>(
     Ok(value)
 }
 
+// ---------------------------------------------------------------------------------------
+// Vhosts, users and permissions
+
+pub fn encode_vhost(w: &mut Writer, v: &VhostRecord) {
+    w.str16(&v.name);
+    encode_arguments(w, &v.limits);
+}
+
+pub fn decode_vhost(r: &mut Reader<'_>) -> Result<VhostRecord, DecodeError> {
+    Ok(VhostRecord { name: r.str16()?, limits: decode_arguments(r)? })
+}
+
+pub fn encode_user(w: &mut Writer, u: &UserRecord) {
+    w.str16(&u.name);
+    w.str16(&u.password_hash);
+    w.u16(u16::try_from(u.tags.len()).expect("tags are limited by the API"));
+    for tag in &u.tags {
+        w.str16(tag);
+    }
+}
+
+pub fn decode_user(r: &mut Reader<'_>) -> Result<UserRecord, DecodeError> {
+    let name = r.str16()?;
+    let password_hash = r.str16()?;
+    let tags = (0..r.u16()?).map(|_| r.str16()).collect::<Result<_, _>>()?;
+    Ok(UserRecord { name, password_hash, tags })
+}
+
+pub fn encode_permission(w: &mut Writer, p: &PermissionRecord) {
+    for field in [&p.user, &p.vhost, &p.configure, &p.write, &p.read] {
+        w.str16(field);
+    }
+}
+
+pub fn decode_permission(r: &mut Reader<'_>) -> Result<PermissionRecord, DecodeError> {
+    Ok(PermissionRecord {
+        user: r.str16()?,
+        vhost: r.str16()?,
+        configure: r.str16()?,
+        write: r.str16()?,
+        read: r.str16()?,
+    })
+}
+
+/// A record that names things by strings only: a vhost or user delete (one name) or a
+/// permission delete (user, vhost).
+pub fn encode_names(names: &[&str]) -> Vec<u8> {
+    let mut w = Writer::default();
+    for name in names {
+        w.str16(name);
+    }
+    w.buf
+}
+
+pub fn decode_names<const N: usize>(payload: &[u8], what: &'static str) -> Result<[String; N], DecodeError> {
+    decode_whole(payload, what, |r| {
+        let mut names: [String; N] = std::array::from_fn(|_| String::new());
+        for name in &mut names {
+            *name = r.str16()?;
+        }
+        Ok(names)
+    })
+}
+
 pub fn encode_queue_delete(queue_id: u32) -> Vec<u8> {
     queue_id.to_le_bytes().to_vec()
 }
@@ -636,11 +726,27 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     for (vhost, exchange) in &snapshot.exchanges {
         encode_exchange(&mut w, vhost, exchange);
     }
-    w.u32(snapshot.bindings.len() as u32);
-    for binding in &snapshot.bindings {
-        encode_binding(&mut w, binding);
-    }
+    encode_list(&mut w, &snapshot.bindings, encode_binding);
+    encode_list(&mut w, &snapshot.vhosts, encode_vhost);
+    encode_list(&mut w, &snapshot.users, encode_user);
+    encode_list(&mut w, &snapshot.permissions, encode_permission);
     w.buf
+}
+
+/// A u32 count, then each item.
+fn encode_list<T>(w: &mut Writer, items: &[T], encode: fn(&mut Writer, &T)) {
+    w.u32(items.len() as u32);
+    for item in items {
+        encode(w, item);
+    }
+}
+
+fn decode_list<T>(
+    r: &mut Reader<'_>,
+    decode: fn(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, DecodeError> {
+    // No capacity from the count: a damaged count must not allocate before decoding fails.
+    (0..r.u32()?).map(|_| decode(r)).collect()
 }
 
 pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
@@ -696,12 +802,27 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
         for _ in 0..r.u32()? {
             exchanges.push(decode_exchange(&mut r)?);
         }
-        for _ in 0..r.u32()? {
-            bindings.push(decode_binding(&mut r)?);
-        }
+        bindings = decode_list(&mut r, decode_binding)?;
+    }
+    let (mut vhosts, mut users, mut permissions) = (Vec::new(), Vec::new(), Vec::new());
+    if version >= 6 {
+        vhosts = decode_list(&mut r, decode_vhost)?;
+        users = decode_list(&mut r, decode_user)?;
+        permissions = decode_list(&mut r, decode_permission)?;
     }
     r.finish()?;
-    Ok(Snapshot { next_message_seq, next_queue_id, queues, expiries, delays, exchanges, bindings })
+    Ok(Snapshot {
+        next_message_seq,
+        next_queue_id,
+        queues,
+        expiries,
+        delays,
+        exchanges,
+        bindings,
+        vhosts,
+        users,
+        permissions,
+    })
 }
 
 #[cfg(test)]
@@ -787,10 +908,38 @@ mod tests {
                     arguments: vec![("x-match".into(), ArgValue::Str("any".into()))],
                 },
             ],
+            vhosts: vec![
+                VhostRecord { name: "/".into(), limits: Vec::new() },
+                VhostRecord { name: "billing".into(), limits: vec![("max-queues".into(), ArgValue::Int(10))] },
+            ],
+            users: vec![UserRecord {
+                name: "ops".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                tags: vec!["administrator".into(), "monitoring".into()],
+            }],
+            permissions: vec![PermissionRecord {
+                user: "ops".into(),
+                vhost: "billing".into(),
+                configure: "^ops-".into(),
+                write: ".*".into(),
+                read: "".into(),
+            }],
         };
         let bytes = encode_snapshot(&snapshot);
         assert_eq!(decode_snapshot(&bytes).unwrap(), snapshot);
         assert!(decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn security_records_round_trip() {
+        let names = encode_names(&["ops", "billing"]);
+        assert_eq!(decode_names::<2>(&names, "permission delete").unwrap(), ["ops".to_string(), "billing".into()]);
+        assert!(decode_names::<1>(&names, "user delete").is_err(), "trailing bytes are refused");
+        assert!(decode_names::<3>(&names, "x").is_err(), "short payloads are refused");
+        let user = UserRecord { name: "ops".into(), password_hash: String::new(), tags: vec!["a".into()] };
+        let mut w = Writer::default();
+        encode_user(&mut w, &user);
+        assert_eq!(decode_whole(&w.buf, "user", decode_user).unwrap(), user);
     }
 
     #[test]

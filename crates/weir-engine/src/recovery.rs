@@ -17,7 +17,8 @@ use crate::broker::{binding_record, message_expiry};
 use crate::broker::{track_segment_live, Broker, QueueId, QueueState, SegmentLive, DEFAULT_VHOST};
 use crate::error::StartError;
 use crate::expiry::{Expiry, ExpiryIndex};
-use crate::records::{self, location_of, Snapshot, ENQUEUE_FLAG_RELOCATED};
+use crate::records::{self, location_of, Snapshot, VhostRecord, ENQUEUE_FLAG_RELOCATED};
+use crate::security::{Directory, Permission, PermissionRecord};
 use crate::topology::{Binding, Destination, Vhost};
 
 /// The durable state as it is rebuilt, before the broker around it exists.
@@ -31,6 +32,7 @@ struct Rebuilt {
     expiries: Vec<Expiry>,
     /// (deliver at, queue, message) of every delayed message.
     delays: Vec<Expiry>,
+    directory: Directory,
 }
 
 impl Rebuilt {
@@ -43,7 +45,17 @@ impl Rebuilt {
             next_queue_id: snapshot.next_queue_id.max(1),
             expiries: Vec::new(),
             delays: Vec::new(),
+            directory: Directory::default(),
         };
+        for vhost in snapshot.vhosts {
+            rebuilt.vhosts.entry(vhost.name).or_default().limits = vhost.limits;
+        }
+        for user in snapshot.users {
+            rebuilt.directory.put_user(user);
+        }
+        for permission in snapshot.permissions {
+            rebuilt.put_permission(permission);
+        }
         for ((queue, _), expiries) in snapshot.queues.iter().zip(&snapshot.expiries) {
             for (seq, at) in expiries {
                 rebuilt.expiries.push((*at, queue.queue_id, *seq));
@@ -171,6 +183,44 @@ impl Rebuilt {
                     .map_err(|e| e.to_string())?;
                 self.apply_binding(binding, kind == records::KIND_BIND);
             }
+            records::KIND_VHOST_PUT => {
+                let vhost =
+                    records::decode_whole(payload, "vhost record", records::decode_vhost).map_err(|e| e.to_string())?;
+                self.vhosts.entry(vhost.name).or_default().limits = vhost.limits;
+            }
+            records::KIND_VHOST_DELETE => {
+                let [name] = records::decode_names(payload, "vhost delete record").map_err(|e| e.to_string())?;
+                // Its queues were deleted by records before this one; any left go too.
+                let left: Vec<QueueId> =
+                    self.vhosts.remove(&name).map(|v| v.queues.into_values().collect()).unwrap_or_default();
+                for id in left {
+                    if let Some(queue) = self.queues.remove(&id) {
+                        for entry in queue.messages.entries() {
+                            track_segment_live(&mut self.segment_live, entry, -1);
+                        }
+                    }
+                }
+                self.directory.delete_vhost(&name);
+            }
+            records::KIND_USER_PUT => {
+                let user =
+                    records::decode_whole(payload, "user record", records::decode_user).map_err(|e| e.to_string())?;
+                self.directory.put_user(user);
+            }
+            records::KIND_USER_DELETE => {
+                let [name] = records::decode_names(payload, "user delete record").map_err(|e| e.to_string())?;
+                self.directory.delete_user(&name);
+            }
+            records::KIND_PERMISSION_PUT => {
+                let permission = records::decode_whole(payload, "permission record", records::decode_permission)
+                    .map_err(|e| e.to_string())?;
+                self.put_permission(permission);
+            }
+            records::KIND_PERMISSION_DELETE => {
+                let [user, vhost] =
+                    records::decode_names(payload, "permission delete record").map_err(|e| e.to_string())?;
+                self.directory.delete_permission(&user, &vhost);
+            }
             kind => return Err(format!("unknown record kind {kind:#x}")),
         }
         Ok(())
@@ -178,6 +228,15 @@ impl Rebuilt {
 }
 
 impl Rebuilt {
+    /// A logged permission was checked before it was logged; one that no longer compiles is
+    /// left out (and said), rather than stopping the broker from starting.
+    fn put_permission(&mut self, record: PermissionRecord) {
+        match Permission::compile(record) {
+            Ok(permission) => self.directory.put_permission(permission),
+            Err(e) => tracing::error!("a logged permission is left out: {e}"),
+        }
+    }
+
     /// Replay one bind or unbind. A binding whose ends are gone (deleted later in the log than
     /// it was written, or before a checkpoint) is skipped.
     fn apply_binding(&mut self, record: records::BindingRecord, add: bool) {
@@ -235,9 +294,11 @@ pub(crate) fn recover<S: Storage>(
     // Look for unused recovered queues (`x-expires`) on the first turn.
     broker.has_expiring_queues = true;
     broker.checkpoint_lsn = replay_after;
+    broker.directory = rebuilt.directory;
     if !report.corruptions.is_empty() {
         broker.read_only = Some(format!("recovery found corruption: {report}"));
     }
+    broker.seed_directory();
     Ok((broker, report))
 }
 
@@ -282,6 +343,10 @@ impl<S: Storage> Broker<S> {
         let mut bindings = Vec::new();
         let mut vhost_names: Vec<&String> = self.vhosts.keys().collect();
         vhost_names.sort();
+        let vhosts = vhost_names
+            .iter()
+            .map(|name| VhostRecord { name: name.to_string(), limits: self.vhosts[*name].limits.clone() })
+            .collect();
         for vhost_name in vhost_names {
             let vhost = &self.vhosts[vhost_name];
             let mut names: Vec<&String> = vhost.exchanges.keys().collect();
@@ -313,6 +378,9 @@ impl<S: Storage> Broker<S> {
             queues,
             exchanges,
             bindings,
+            vhosts,
+            users: self.directory.users().cloned().collect(),
+            permissions: self.directory.permissions().cloned().collect(),
         }
     }
 }

@@ -136,6 +136,8 @@ impl Exchange {
 pub struct Vhost {
     pub queues: HashMap<String, QueueId>,
     pub exchanges: HashMap<String, Exchange>,
+    /// Quotas and settings given when the vhost was created, as logged.
+    pub limits: Vec<(String, ArgValue)>,
 }
 
 impl Default for Vhost {
@@ -146,7 +148,7 @@ impl Default for Vhost {
 
 impl Vhost {
     pub fn new() -> Self {
-        let mut vhost = Self { queues: HashMap::new(), exchanges: HashMap::new() };
+        let mut vhost = Self { queues: HashMap::new(), exchanges: HashMap::new(), limits: Vec::new() };
         for (name, kind) in PREDECLARED_EXCHANGES {
             let mut exchange = Exchange::new(name, kind);
             exchange.predeclared = true;

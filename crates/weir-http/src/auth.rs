@@ -1,5 +1,6 @@
-//! HTTP basic authentication for `/api`: the same accounts as AMQP, and the same rule that
-//! `guest` may log in from loopback only.
+//! HTTP basic authentication for `/api`: the same accounts as AMQP (the engine's directory,
+//! see `weir_engine::security`), and the same rule that `guest` may log in from loopback only.
+//! Successful logins are remembered, so a request costs argon2 only the first time.
 //!
 //! A 401 carries `WWW-Authenticate: Basic` so that curl and browsers know what to do, except
 //! for requests marked `X-Requested-With` (the console's own calls), where the browser's
@@ -12,27 +13,46 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use weir_amqp_codec::may_log_in;
 
 use crate::error::ApiError;
 use crate::AppState;
 
 /// The authenticated user, put into the request's extensions for the handlers.
 #[derive(Clone, Debug)]
-pub struct User(pub String);
+pub struct User {
+    pub name: String,
+    pub administrator: bool,
+}
+
+impl User {
+    /// Only administrators may manage vhosts, users and permissions or see everything.
+    pub fn require_administrator(&self) -> Result<(), ApiError> {
+        if self.administrator {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!("user '{}' is not an administrator", self.name)))
+    }
+}
 
 pub async fn require_login(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let from_loopback =
         request.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
-    let user = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_basic)
-        .filter(|(name, password)| may_log_in(&state.users, name, password, from_loopback));
-    match user {
-        Some((name, _)) => {
-            request.extensions_mut().insert(User(name));
+    let credentials =
+        request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(parse_basic);
+    let login = match credentials {
+        Some((name, password)) => {
+            let authenticator = std::sync::Arc::clone(&state.authenticator);
+            // argon2 is slow on purpose: keep it off the request tasks' threads.
+            tokio::task::spawn_blocking(move || authenticator.authenticate(&name, &password, from_loopback))
+                .await
+                .ok()
+                .flatten()
+        }
+        None => None,
+    };
+    match login {
+        Some(login) => {
+            request.extensions_mut().insert(User { name: login.user, administrator: login.administrator });
             next.run(request).await
         }
         None => {

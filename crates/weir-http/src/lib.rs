@@ -8,7 +8,8 @@
 //!
 //! Layout: `routes` (the table and router), `topology` (vhosts, queues, exchanges, bindings,
 //! connections, overview), `messages` (publish and get), `metrics` (Prometheus text),
-//! `openapi` (the document), `auth` (basic authentication), `session` (engine conversation),
+//! `users` (vhost management, users, permissions), `openapi` (the document), `auth` (basic
+//! authentication), `session` (engine conversation),
 //! `json` (AMQP values as JSON), `extract` (request parsing with JSON errors), `error`.
 
 mod auth;
@@ -21,13 +22,14 @@ mod openapi;
 mod routes;
 mod session;
 mod topology;
+mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
-use weir_amqp_codec::Credentials;
+use weir_engine::security::Authenticator;
 use weir_engine::EngineHandle;
 
 pub use error::ApiError;
@@ -35,8 +37,6 @@ pub use error::ApiError;
 /// HTTP settings.
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
-    /// Accounts that may log in (the same as AMQP's).
-    pub users: Arc<Vec<Credentials>>,
     /// The largest message body a publish may carry (the same limit as AMQP's). Request
     /// bodies may be a third larger (base64) plus 1 MiB of JSON around it.
     pub message_size_max: usize,
@@ -44,7 +44,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { users: Arc::new(Credentials::defaults()), message_size_max: 128 << 20 }
+        Self { message_size_max: 128 << 20 }
     }
 }
 
@@ -52,7 +52,8 @@ impl Default for HttpConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub engine: EngineHandle,
-    pub users: Arc<Vec<Credentials>>,
+    /// Logs users in against the engine's directory (the same accounts as AMQP's).
+    pub authenticator: Arc<Authenticator>,
     pub started: Instant,
     pub message_size_max: usize,
 }
@@ -60,8 +61,8 @@ pub struct AppState {
 /// The whole HTTP application (also used by tests with a listener of their own).
 pub fn app(engine: EngineHandle, config: &HttpConfig) -> axum::Router {
     let state = AppState {
+        authenticator: Arc::new(Authenticator::new(engine.directory().clone())),
         engine,
-        users: Arc::clone(&config.users),
         started: Instant::now(),
         message_size_max: config.message_size_max,
     };

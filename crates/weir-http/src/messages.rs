@@ -56,13 +56,13 @@ pub struct PublishRequest {
 /// `POST /api/exchanges/{vhost}/{exchange}/publish` → `{"routed": bool}`.
 pub async fn publish_to_exchange(
     State(state): State<AppState>,
-    Extension(User(user)): Extension<User>,
+    Extension(user): Extension<User>,
     PathParams((vhost, exchange)): PathParams<(String, String)>,
     JsonBody(request): JsonBody<PublishRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let exchange = exchange_from_url(&exchange).to_string();
     let routing_key = request.routing_key.clone();
-    let routed = publish(&state, &user, &vhost, &exchange, &routing_key, request).await?;
+    let routed = publish(&state, &user.name, &vhost, &exchange, &routing_key, request).await?;
     Ok(Json(json!({ "routed": routed })))
 }
 
@@ -70,14 +70,14 @@ pub async fn publish_to_exchange(
 /// queue; 404 if there is no such queue.
 pub async fn publish_to_queue(
     State(state): State<AppState>,
-    Extension(User(user)): Extension<User>,
+    Extension(user): Extension<User>,
     PathParams((vhost, queue)): PathParams<(String, String)>,
     JsonBody(request): JsonBody<PublishRequest>,
 ) -> Result<Json<Value>, ApiError> {
     if !request.routing_key.is_empty() {
         return Err(ApiError::bad_request("a publish to a queue takes no routing_key (the queue's name is the key)"));
     }
-    if !publish(&state, &user, &vhost, "", &queue, request).await? {
+    if !publish(&state, &user.name, &vhost, "", &queue, request).await? {
         return Err(ApiError::not_found("not_found", format!("no queue '{queue}' in vhost '{vhost}'")));
     }
     Ok(Json(json!({ "routed": true })))
@@ -198,7 +198,7 @@ struct Taken {
 /// `POST /api/queues/{vhost}/{queue}/get` → a list of messages (maybe empty).
 pub async fn get(
     State(state): State<AppState>,
-    Extension(User(user)): Extension<User>,
+    Extension(user): Extension<User>,
     PathParams((vhost, queue)): PathParams<(String, String)>,
     JsonBody(request): JsonBody<GetRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -209,7 +209,7 @@ pub async fn get(
         return Err(ApiError::bad_request(format!("wait_ms must be at most {GET_WAIT_MS_MAX}")));
     }
     let ackmode = request.ackmode.unwrap_or(AckMode::Remove);
-    let mut session = Session::open(&state.engine, &vhost, &user).await?;
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
     let result = take(&mut session, &queue, &request).await;
     let settled = match &result {
         Ok(taken) if !taken.is_empty() => {

@@ -41,6 +41,10 @@ fn parameter_schema(name: &str) -> Value {
     match name {
         "id" => json!({ "type": "integer", "format": "int64", "minimum": 0 }),
         "kind" => json!({ "type": "string", "enum": ["q", "e"] }),
+        // Vhost and user names: what AMQP's connection.open and the SASL exchange can carry.
+        "vhost" | "user" => {
+            json!({ "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^\\u0000-\\u001f\\u007f]+$" })
+        }
         _ => json!({ "type": "string", "minLength": 1 }),
     }
 }
@@ -52,6 +56,8 @@ fn example(name: &str) -> Value {
         "id" => json!(1),
         "kind" => json!("q"),
         "source" => json!("amq.topic"),
+        // Not a real account: generated requests must not change the one the tests log in as.
+        "user" => json!("app-user"),
         _ => json!("orders"),
     }
 }
@@ -87,6 +93,10 @@ fn operation(route: &Route) -> Value {
         None => json!({ "description": "success, no body" }),
     };
     responses.insert(route.success.status.to_string(), success);
+    if route.method == axum::http::Method::PUT && route.success.status == 201 {
+        // Create-or-change routes: 201 when created, 204 when an existing one was changed.
+        responses.insert("204".into(), json!({ "description": "changed, no body" }));
+    }
     let mut errors = vec!["400", "404", "503"];
     if route.login {
         errors.extend(["401", "403", "405", "409", "413"]);
@@ -200,7 +210,7 @@ fn schemas() -> Value {
         schema["properties"] = properties;
         schema
     };
-    json!({
+    let mut all = json!({
         "Error": object(&["code", "message"], json!({ "code": text, "message": text })),
         "Counters": counters,
         "Overview": object(
@@ -283,6 +293,55 @@ fn schemas() -> Value {
             }),
         ),
         "MessageList": list("Message"),
+    });
+    let (Value::Object(all_map), Value::Object(security)) = (&mut all, security_schemas()) else {
+        unreachable!("both are objects")
+    };
+    all_map.extend(security);
+    all
+}
+
+/// Vhost management, users and permissions (apart: one `json!` for everything is too deep).
+fn security_schemas() -> Value {
+    let text = json!({ "type": "string" });
+    let flag = json!({ "type": "boolean" });
+    json!({
+        "VhostSettings": {
+            "type": "object", "additionalProperties": false,
+            "properties": { "description": text },
+        },
+        "Whoami": object(&["name", "tags", "administrator"], json!({
+            "name": text, "tags": { "type": "array", "items": text }, "administrator": flag,
+        })),
+        "User": object(&["name", "tags", "administrator", "password_hash"], json!({
+            "name": text, "tags": { "type": "array", "items": text }, "administrator": flag,
+            "password_hash": { "type": "string", "description": "argon2 PHC string (shown to administrators only; else empty); empty: no password login" },
+        })),
+        "UserList": list("User"),
+        "UserSettings": {
+            "type": "object", "additionalProperties": false,
+            "not": { "required": ["password", "password_hash"] },
+            "properties": {
+                "password": { "type": "string", "minLength": 1 },
+                "password_hash": { "type": "string", "description": "argon2 PHC string, or empty" },
+                "tags": { "oneOf": [
+                    { "type": "string", "description": "comma-separated" },
+                    { "type": "array", "items": text },
+                ] },
+            },
+        },
+        "Permission": object(&["user", "vhost", "configure", "write", "read"], json!({
+            "user": text, "vhost": text, "configure": text, "write": text, "read": text,
+        })),
+        "PermissionList": list("Permission"),
+        "PermissionSettings": {
+            "type": "object", "additionalProperties": false, "required": ["configure", "write", "read"],
+            "properties": {
+                "configure": { "type": "string", "maxLength": 4096 },
+                "write": { "type": "string", "maxLength": 4096 },
+                "read": { "type": "string", "maxLength": 4096 },
+            },
+        },
     })
 }
 

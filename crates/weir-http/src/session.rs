@@ -53,12 +53,28 @@ impl Session {
             Some(Event::ConnectionOpened) => {}
             Some(Event::ConnectionError { .. }) => {
                 session.open = false; // refused: the engine did not register it
-                return Err(ApiError::not_found("vhost_not_found", format!("no vhost '{vhost}'")));
+                if vhost.is_empty() {
+                    return Err(ApiError::forbidden(format!("user '{user}' is not an administrator")));
+                }
+                let exists = matches!(
+                    inspect(engine, Inspect::Vhosts).await?,
+                    InspectReply::Vhosts(names) if names.iter().any(|name| name == vhost)
+                );
+                if !exists {
+                    return Err(ApiError::not_found("vhost_not_found", format!("no vhost '{vhost}'")));
+                }
+                return Err(ApiError::forbidden(format!("access to vhost '{vhost}' refused for user '{user}'")));
             }
             other => return Err(ApiError::internal(format!("unexpected engine answer to connect: {other:?}"))),
         }
         session.engine.send(Command::ChannelOpen { origin: session.origin(0) }).await?;
         Ok(session)
+    }
+
+    /// Open an administrator's management session: on no vhost, it can only send
+    /// [`Command::Admin`] (which the engine allows administrators only).
+    pub async fn open_admin(engine: &EngineHandle, user: &str) -> Result<Session, ApiError> {
+        Self::open(engine, "", user).await
     }
 
     pub fn origin(&self, method: u32) -> Origin {

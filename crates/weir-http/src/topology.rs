@@ -146,24 +146,41 @@ async fn vhost_names(state: &AppState) -> Result<Vec<String>, ApiError> {
     }
 }
 
-/// 404 unless `vhost` exists.
-async fn require_vhost(state: &AppState, vhost: &str) -> Result<(), ApiError> {
-    if vhost_names(state).await?.iter().any(|v| v == vhost) {
-        Ok(())
-    } else {
-        Err(ApiError::not_found("vhost_not_found", format!("no vhost '{vhost}'")))
-    }
+pub async fn vhost_exists(state: &AppState, vhost: &str) -> Result<bool, ApiError> {
+    Ok(vhost_names(state).await?.iter().any(|v| v == vhost))
 }
 
-pub async fn list_vhosts(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(Value::Array(vhost_names(&state).await?.into_iter().map(|name| json!({ "name": name })).collect())))
+/// May `user` see `vhost`? Administrators see every vhost, other users those they hold a
+/// permission on.
+pub fn may_see(state: &AppState, user: &User, vhost: &str) -> bool {
+    user.administrator || state.engine.directory().load().permission(&user.name, vhost).is_some()
+}
+
+/// 404 unless `vhost` exists, 403 unless `user` may see it.
+pub async fn require_vhost(state: &AppState, user: &User, vhost: &str) -> Result<(), ApiError> {
+    if !vhost_exists(state, vhost).await? {
+        return Err(ApiError::not_found("vhost_not_found", format!("no vhost '{vhost}'")));
+    }
+    if !may_see(state, user, vhost) {
+        return Err(ApiError::forbidden(format!("access to vhost '{vhost}' refused for user '{}'", user.name)));
+    }
+    Ok(())
+}
+
+pub async fn list_vhosts(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+) -> Result<Json<Value>, ApiError> {
+    let names = vhost_names(&state).await?.into_iter().filter(|name| may_see(&state, &user, name));
+    Ok(Json(Value::Array(names.map(|name| json!({ "name": name })).collect())))
 }
 
 pub async fn show_vhost(
     State(state): State<AppState>,
+    Extension(user): Extension<User>,
     PathParams(vhost): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_vhost(&state, &vhost).await?;
+    require_vhost(&state, &user, &vhost).await?;
     Ok(Json(json!({ "name": vhost })))
 }
 
@@ -174,59 +191,74 @@ pub async fn queue_views(state: &AppState, vhost: Option<String>) -> Result<Vec<
     }
 }
 
-/// A listing of every vhost's or one vhost's items (404 for an unknown vhost).
+/// A listing of every vhost's or one vhost's items (404 for an unknown vhost), of the
+/// vhosts `user` may see.
 async fn listing(
     state: &AppState,
+    user: &User,
     vhost: Option<String>,
     query: fn(Option<String>) -> Inspect,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(vhost) = &vhost {
-        require_vhost(state, vhost).await?;
+        require_vhost(state, user, vhost).await?;
     }
+    let visible = |vhost: &str| may_see(state, user, vhost);
     let items = match inspect(&state.engine, query(vhost)).await? {
-        InspectReply::Queues(list) => list.iter().map(queue_json).collect(),
-        InspectReply::Exchanges(list) => list.iter().map(exchange_json).collect(),
-        InspectReply::Bindings(list) => list.iter().map(binding_json).collect(),
+        InspectReply::Queues(list) => list.iter().filter(|q| visible(&q.vhost)).map(queue_json).collect(),
+        InspectReply::Exchanges(list) => list.iter().filter(|e| visible(&e.vhost)).map(exchange_json).collect(),
+        InspectReply::Bindings(list) => list.iter().filter(|b| visible(&b.vhost)).map(binding_json).collect(),
         _ => return Err(ApiError::internal("wrong inspect reply".into())),
     };
     Ok(Json(Value::Array(items)))
 }
 
-pub async fn list_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    listing(&state, None, |vhost| Inspect::Queues { vhost }).await
+pub async fn list_queues(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+) -> Result<Json<Value>, ApiError> {
+    listing(&state, &user, None, |vhost| Inspect::Queues { vhost }).await
 }
 
 pub async fn list_vhost_queues(
     State(state): State<AppState>,
+    Extension(user): Extension<User>,
     PathParams(vhost): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    listing(&state, Some(vhost), |vhost| Inspect::Queues { vhost }).await
+    listing(&state, &user, Some(vhost), |vhost| Inspect::Queues { vhost }).await
 }
 
-pub async fn list_exchanges(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    listing(&state, None, |vhost| Inspect::Exchanges { vhost }).await
+pub async fn list_exchanges(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+) -> Result<Json<Value>, ApiError> {
+    listing(&state, &user, None, |vhost| Inspect::Exchanges { vhost }).await
 }
 
 pub async fn list_vhost_exchanges(
     State(state): State<AppState>,
+    Extension(user): Extension<User>,
     PathParams(vhost): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    listing(&state, Some(vhost), |vhost| Inspect::Exchanges { vhost }).await
+    listing(&state, &user, Some(vhost), |vhost| Inspect::Exchanges { vhost }).await
 }
 
-pub async fn list_bindings(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    listing(&state, None, |vhost| Inspect::Bindings { vhost }).await
+pub async fn list_bindings(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+) -> Result<Json<Value>, ApiError> {
+    listing(&state, &user, None, |vhost| Inspect::Bindings { vhost }).await
 }
 
 pub async fn list_vhost_bindings(
     State(state): State<AppState>,
+    Extension(user): Extension<User>,
     PathParams(vhost): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    listing(&state, Some(vhost), |vhost| Inspect::Bindings { vhost }).await
+    listing(&state, &user, Some(vhost), |vhost| Inspect::Bindings { vhost }).await
 }
 
-pub async fn find_queue(state: &AppState, vhost: &str, name: &str) -> Result<QueueView, ApiError> {
-    require_vhost(state, vhost).await?;
+pub async fn find_queue(state: &AppState, user: &User, vhost: &str, name: &str) -> Result<QueueView, ApiError> {
+    require_vhost(state, user, vhost).await?;
     queue_views(state, Some(vhost.to_string()))
         .await?
         .into_iter()
@@ -236,9 +268,10 @@ pub async fn find_queue(state: &AppState, vhost: &str, name: &str) -> Result<Que
 
 pub async fn show_queue(
     State(state): State<AppState>,
+    Extension(user): Extension<User>,
     PathParams((vhost, name)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(queue_json(&find_queue(&state, &vhost, &name).await?)))
+    Ok(Json(queue_json(&find_queue(&state, &user, &vhost, &name).await?)))
 }
 
 async fn exchange_views(state: &AppState, vhost: Option<String>) -> Result<Vec<ExchangeView>, ApiError> {
@@ -250,9 +283,10 @@ async fn exchange_views(state: &AppState, vhost: Option<String>) -> Result<Vec<E
 
 pub async fn show_exchange(
     State(state): State<AppState>,
+    Extension(user): Extension<User>,
     PathParams((vhost, name)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    require_vhost(&state, &vhost).await?;
+    require_vhost(&state, &user, &vhost).await?;
     let wanted = exchange_from_url(&name);
     exchange_views(&state, Some(vhost.clone()))
         .await?
@@ -269,20 +303,33 @@ async fn binding_views(state: &AppState, vhost: Option<String>) -> Result<Vec<Bi
     }
 }
 
-pub async fn list_connections(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn connection_views(state: &AppState) -> Result<Vec<ConnectionView>, ApiError> {
     match inspect(&state.engine, Inspect::Connections).await? {
-        InspectReply::Connections(list) => Ok(Json(Value::Array(list.iter().map(connection_json).collect()))),
+        InspectReply::Connections(list) => Ok(list),
         _ => Err(ApiError::internal("wrong inspect reply".into())),
     }
 }
 
+/// Administrators see every client connection, other users their own.
+pub async fn list_connections(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+) -> Result<Json<Value>, ApiError> {
+    let list = connection_views(&state).await?;
+    let mine = list.iter().filter(|c| user.administrator || c.info.user == user.name);
+    Ok(Json(Value::Array(mine.map(connection_json).collect())))
+}
+
 pub async fn close_connection(
     State(state): State<AppState>,
-    Extension(User(user)): Extension<User>,
+    Extension(user): Extension<User>,
     PathParams(id): PathParams<u64>,
 ) -> Result<Response, ApiError> {
+    if !user.administrator && !connection_views(&state).await?.iter().any(|c| c.id == id && c.info.user == user.name) {
+        return Err(ApiError::not_found("not_found", format!("no connection {id}")));
+    }
     let (reply, answer) = flume::bounded(1);
-    let reason = format!("closed via the HTTP API by user '{user}'");
+    let reason = format!("closed via the HTTP API by user '{}'", user.name);
     state.engine.send(Command::CloseConnection { connection: id, reason, reply }).await?;
     match tokio::time::timeout(ANSWER_TIMEOUT, answer.recv_async()).await {
         Ok(Ok(true)) => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -321,7 +368,7 @@ pub struct QueueSettings {
 /// different settings are 409 `precondition_failed`.
 pub async fn put_queue(
     State(state): State<AppState>,
-    Extension(User(user)): Extension<User>,
+    Extension(user): Extension<User>,
     PathParams((vhost, name)): PathParams<(String, String)>,
     JsonBody(settings): JsonBody<QueueSettings>,
 ) -> Result<Json<Value>, ApiError> {
@@ -338,12 +385,12 @@ pub async fn put_queue(
         auto_delete: settings.auto_delete,
         arguments,
     };
-    let mut session = Session::open(&state.engine, &vhost, &user).await?;
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
     let origin = session.origin(QUEUE_DECLARE);
     let answer = session.call(Command::QueueDeclare { origin, declare, no_wait: false }).await;
     session.close().await;
     answer?;
-    Ok(Json(queue_json(&find_queue(&state, &vhost, &name).await?)))
+    Ok(Json(queue_json(&find_queue(&state, &user, &vhost, &name).await?)))
 }
 
 #[derive(Deserialize)]
@@ -362,12 +409,12 @@ struct Removed {
 
 pub async fn delete_queue(
     State(state): State<AppState>,
-    Extension(User(user)): Extension<User>,
+    Extension(user): Extension<User>,
     PathParams((vhost, name)): PathParams<(String, String)>,
     QueryParams(query): QueryParams<DeleteQueueQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    find_queue(&state, &vhost, &name).await?;
-    let mut session = Session::open(&state.engine, &vhost, &user).await?;
+    find_queue(&state, &user, &vhost, &name).await?;
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
     let origin = session.origin(QUEUE_DELETE);
     let command = Command::QueueDelete {
         origin,
@@ -386,11 +433,11 @@ pub async fn delete_queue(
 
 pub async fn purge_queue(
     State(state): State<AppState>,
-    Extension(User(user)): Extension<User>,
+    Extension(user): Extension<User>,
     PathParams((vhost, name)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    find_queue(&state, &vhost, &name).await?;
-    let mut session = Session::open(&state.engine, &vhost, &user).await?;
+    find_queue(&state, &user, &vhost, &name).await?;
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
     let origin = session.origin(QUEUE_PURGE);
     let answer = session.call(Command::QueuePurge { origin, queue: name, no_wait: false }).await;
     session.close().await;
@@ -417,7 +464,7 @@ pub struct ExchangeSettings {
 
 pub async fn put_exchange(
     State(state): State<AppState>,
-    Extension(User(user)): Extension<User>,
+    Extension(user): Extension<User>,
     PathParams((vhost, name)): PathParams<(String, String)>,
     JsonBody(settings): JsonBody<ExchangeSettings>,
 ) -> Result<Json<Value>, ApiError> {
@@ -437,12 +484,12 @@ pub async fn put_exchange(
         internal: settings.internal,
         arguments: args_from_json(&settings.arguments)?,
     };
-    let mut session = Session::open(&state.engine, &vhost, &user).await?;
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
     let origin = session.origin(EXCHANGE_DECLARE);
     let answer = session.call(Command::ExchangeDeclare { origin, declare, no_wait: false }).await;
     session.close().await;
     answer?;
-    show_exchange(State(state), PathParams((vhost, name))).await
+    show_exchange(State(state), Extension(user), PathParams((vhost, name))).await
 }
 
 #[derive(Deserialize)]
@@ -454,7 +501,7 @@ pub struct DeleteExchangeQuery {
 
 pub async fn delete_exchange(
     State(state): State<AppState>,
-    Extension(User(user)): Extension<User>,
+    Extension(user): Extension<User>,
     PathParams((vhost, name)): PathParams<(String, String)>,
     QueryParams(query): QueryParams<DeleteExchangeQuery>,
 ) -> Result<Response, ApiError> {
@@ -462,7 +509,7 @@ pub async fn delete_exchange(
     if exchange.is_empty() {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "access_refused", "the default exchange cannot be deleted"));
     }
-    let mut session = Session::open(&state.engine, &vhost, &user).await?;
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
     let origin = session.origin(EXCHANGE_DELETE);
     let answer =
         session.call(Command::ExchangeDelete { origin, exchange, if_unused: query.if_unused, no_wait: false }).await;
@@ -493,7 +540,7 @@ fn bind_target(kind: &str, name: String) -> Result<BindTarget, ApiError> {
 
 pub async fn create_binding(
     State(state): State<AppState>,
-    Extension(User(user)): Extension<User>,
+    Extension(user): Extension<User>,
     PathParams((vhost, source, kind, destination)): PathParams<(String, String, String, String)>,
     JsonBody(settings): JsonBody<BindingSettings>,
 ) -> Result<Response, ApiError> {
@@ -504,7 +551,7 @@ pub async fn create_binding(
         arguments: args_from_json(&settings.arguments)?,
     };
     check_short(&bind.routing_key, "routing key")?;
-    let mut session = Session::open(&state.engine, &vhost, &user).await?;
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
     let origin = session.origin(QUEUE_BIND);
     let answer = session.call(Command::Bind { origin, bind, no_wait: false }).await;
     session.close().await;
@@ -523,11 +570,11 @@ pub struct DeleteBindingQuery {
 /// bindings differ only in arguments, each is removed).
 pub async fn delete_binding(
     State(state): State<AppState>,
-    Extension(User(user)): Extension<User>,
+    Extension(user): Extension<User>,
     PathParams((vhost, source, kind, destination)): PathParams<(String, String, String, String)>,
     QueryParams(query): QueryParams<DeleteBindingQuery>,
 ) -> Result<Response, ApiError> {
-    require_vhost(&state, &vhost).await?;
+    require_vhost(&state, &user, &vhost).await?;
     let source = exchange_from_url(&source).to_string();
     let target = bind_target(&kind, destination)?;
     let (wanted_name, wanted_queue) = match &target {
@@ -547,7 +594,7 @@ pub async fn delete_binding(
     if matching.is_empty() {
         return Err(ApiError::not_found("not_found", "no such binding"));
     }
-    let mut session = Session::open(&state.engine, &vhost, &user).await?;
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
     let mut result = Ok(());
     for binding in matching {
         let bind = BindRequest {

@@ -42,8 +42,10 @@ enum Commands {
     ///   weir recv orders --requeue --json          # look, then put back
     #[command(verbatim_doc_comment)]
     Recv(cli::RecvArgs),
-    /// List vhosts.
+    /// List, create and delete vhosts.
     Vhost(cli::VhostCommand),
+    /// Manage users and their permissions (administrators).
+    User(cli::UserCommand),
     /// The broker's totals: queues, connections, messages by state, log.
     ///
     /// Example:
@@ -60,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Commands::Send(args) => cli::run(cli::send(&args)),
         Commands::Recv(args) => cli::run(cli::recv(&args)),
         Commands::Vhost(command) => cli::run(cli::vhost(&command)),
+        Commands::User(command) => cli::run(cli::user(&command)),
         Commands::Status(connection) => cli::run(cli::status(&connection)),
     }
 }

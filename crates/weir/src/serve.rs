@@ -101,10 +101,10 @@ fn amqp_config(settings: &Settings) -> AmqpConfig {
     config
 }
 
-/// HTTP settings: the same accounts and message size limit as AMQP.
+/// HTTP settings: the same message size limit as AMQP (the accounts are the engine's).
 fn http_config(amqp: &AmqpConfig) -> HttpConfig {
     let message_size_max = usize::try_from(amqp.limits.message_size_max).unwrap_or(usize::MAX);
-    HttpConfig { users: std::sync::Arc::clone(&amqp.users), message_size_max }
+    HttpConfig { message_size_max }
 }
 
 /// Listen on `addresses`, printing `{protocol} listening on ADDR:PORT` for each (a contract:

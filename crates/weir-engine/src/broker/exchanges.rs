@@ -6,9 +6,10 @@
 //! exchanges removed as a side effect are logged as deletions when durable, so the state after
 //! a replay is the state before the crash.
 
-use crate::api::{BindRequest, BindTarget, Event, ExchangeDeclare, Origin};
+use crate::api::{ArgValue, BindRequest, BindTarget, Event, ExchangeDeclare, Origin};
 use crate::error::{EngineError, ErrorKind};
 use crate::records::{self, BindingRecord};
+use crate::security::Access;
 use crate::topology::{Binding, Destination, Exchange, ExchangeKind};
 
 use weir_log::Storage;
@@ -30,6 +31,16 @@ impl<S: Storage> Broker<S> {
         let name = declare.name.as_str();
         if name.is_empty() && !declare.passive {
             return Err(default_exchange_refused());
+        }
+        if !declare.passive {
+            self.authorize(origin.connection, Access::Configure, "exchange", name)?;
+            if let Some(ArgValue::Str(alternate)) =
+                declare.arguments.iter().find(|(k, _)| k == "alternate-exchange").map(|(_, v)| v)
+            {
+                // As RabbitMQ: unroutable messages are read from this exchange into the other.
+                self.authorize(origin.connection, Access::Write, "exchange", alternate)?;
+                self.authorize(origin.connection, Access::Read, "exchange", name)?;
+            }
         }
         let existing = self.vhosts[&vhost].exchanges.get(name);
         match existing {
@@ -79,6 +90,7 @@ impl<S: Storage> Broker<S> {
         if name.is_empty() {
             return Err(default_exchange_refused());
         }
+        self.authorize(origin.connection, Access::Configure, "exchange", name)?;
         // Deleting what does not exist succeeds (RabbitMQ does the same).
         if let Some(exchange) = self.vhosts[&vhost].exchanges.get(name) {
             if exchange.predeclared {
@@ -156,6 +168,11 @@ impl<S: Storage> Broker<S> {
         if bind.source.is_empty() {
             return Err(default_exchange_refused());
         }
+        match &bind.destination {
+            BindTarget::Queue(name) => self.authorize(origin.connection, Access::Write, "queue", name)?,
+            BindTarget::Exchange(name) => self.authorize(origin.connection, Access::Write, "exchange", name)?,
+        }
+        self.authorize(origin.connection, Access::Read, "exchange", &bind.source)?;
         let topology = &self.vhosts[&vhost];
         let source = topology.exchanges.get(&bind.source).ok_or_else(|| no_exchange(&bind.source, &vhost))?;
         let (destination, destination_durable) = match &bind.destination {

@@ -29,7 +29,12 @@ impl Client {
         let connection = handle.connection_id();
         let sink = EventSink { sender, shared: Arc::new(ConnectionShared::default()) };
         handle
-            .send_blocking(Command::Connect { connection, vhost: "/".into(), info: Default::default(), sink })
+            .send_blocking(Command::Connect {
+                connection,
+                vhost: "/".into(),
+                info: weir_engine::ConnectionInfo { user: "guest".into(), ..Default::default() },
+                sink,
+            })
             .unwrap();
         let mut client = Client { handle, connection, events, pending: VecDeque::new(), next_confirm: 1 };
         assert!(matches!(client.next_event(), Event::ConnectionOpened));

@@ -5,8 +5,11 @@
 //! printed); 2 bad usage; 3 not found (no such queue, vhost, …); 4 cannot reach the broker or
 //! the login was refused. `--json` prints the API's JSON instead of tables.
 
+mod access;
 mod client;
 mod output;
+
+pub use access::{user, vhost, UserCommand, VhostCommand};
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -169,20 +172,6 @@ pub struct RecvArgs {
     pub connection: Connection,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct VhostCommand {
-    #[command(subcommand)]
-    pub action: VhostAction,
-    #[command(flatten)]
-    pub connection: Connection,
-}
-
-#[derive(clap::Subcommand, Debug)]
-pub enum VhostAction {
-    /// List vhosts.
-    List,
-}
-
 /// Why a command failed, and the exit code that says so.
 #[derive(Debug)]
 pub struct CliError {
@@ -232,11 +221,11 @@ pub fn run(command: impl std::future::Future<Output = Result<String, CliError>>)
     }
 }
 
-fn client(connection: &Connection) -> Result<Client, CliError> {
+pub(crate) fn client(connection: &Connection) -> Result<Client, CliError> {
     Client::new(&connection.server, &connection.user, &connection.password)
 }
 
-fn pretty(value: &Value) -> String {
+pub(crate) fn pretty(value: &Value) -> String {
     format!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default())
 }
 
@@ -423,21 +412,6 @@ pub async fn recv(args: &RecvArgs) -> Result<String, CliError> {
     let mut stdout = std::io::stdout();
     stdout.write_all(&out).map_err(|e| CliError::usage(format!("cannot write: {e}")))?;
     Ok(String::new())
-}
-
-pub async fn vhost(command: &VhostCommand) -> Result<String, CliError> {
-    let c = client(&command.connection)?;
-    match command.action {
-        VhostAction::List => {
-            let vhosts = c.call(Method::GET, "/api/vhosts", None, Duration::ZERO).await?;
-            if command.connection.json {
-                return Ok(pretty(&vhosts));
-            }
-            let rows: Vec<Vec<String>> =
-                vhosts.as_array().into_iter().flatten().map(|v| vec![cell(&v["name"])]).collect();
-            Ok(table(&["name"], &rows))
-        }
-    }
 }
 
 pub async fn status(connection: &Connection) -> Result<String, CliError> {

@@ -1,0 +1,285 @@
+//! Handlers for who may do what: vhost creation and deletion, users, permissions, and
+//! `whoami`. Field names follow RabbitMQ's management API (`tags`, `configure`, `write`,
+//! `read`, `password`, `password_hash`), so scripts carry over.
+//!
+//! Reads come from the engine's shared directory; changes go to the engine as
+//! [`Command::Admin`] over a management session and are answered once durable. The engine
+//! refuses them to non-administrators too; the checks here only give the clearer answer
+//! first. Passwords are hashed here (argon2, on a blocking thread), never in the engine.
+
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use weir_engine::records::VhostRecord;
+use weir_engine::security::{check_password_hash, hash_password, Permission, PermissionRecord, UserRecord};
+use weir_engine::{AdminOp, Command};
+
+use crate::auth::User;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, PathParams};
+use crate::session::Session;
+use crate::AppState;
+
+/// Method token for errors: none of AMQP's; only copied back in errors.
+const ADMIN: u32 = 0;
+
+/// Send one change to the engine as `user` and wait until it is durable.
+async fn apply(state: &AppState, user: &User, op: AdminOp) -> Result<(), ApiError> {
+    user.require_administrator()?;
+    let mut session = Session::open_admin(&state.engine, &user.name).await?;
+    let origin = session.origin(ADMIN);
+    let answer = session.call(Command::Admin { origin, op }).await;
+    session.close().await;
+    answer.map(|_| ())
+}
+
+/// 201 when the thing is new, 204 when it was changed.
+fn created_or_changed(existed: bool) -> Response {
+    if existed {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        StatusCode::CREATED.into_response()
+    }
+}
+
+fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!("{what} name must be 1 to 255 bytes without control characters")));
+    }
+    Ok(())
+}
+
+/// A user as the API shows it; the password hash only to administrators (for export).
+fn user_json(user: &UserRecord, administrator: bool) -> Value {
+    let hash = if administrator { user.password_hash.as_str() } else { "" };
+    json!({
+        "name": user.name,
+        "tags": user.tags,
+        "administrator": user.is_administrator(),
+        "password_hash": hash,
+    })
+}
+
+fn permission_json(p: &PermissionRecord) -> Value {
+    json!({ "user": p.user, "vhost": p.vhost, "configure": p.configure, "write": p.write, "read": p.read })
+}
+
+// ---------------------------------------------------------------------------------------
+// Vhosts
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VhostSettings {
+    /// Free text, as RabbitMQ's; accepted and ignored for now (quotas come with limits).
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: String,
+}
+
+pub async fn put_vhost(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams(vhost): PathParams<String>,
+    JsonBody(_settings): JsonBody<VhostSettings>,
+) -> Result<Response, ApiError> {
+    check_name(&vhost, "vhost")?;
+    user.require_administrator()?;
+    let existed = crate::topology::vhost_exists(&state, &vhost).await?;
+    apply(&state, &user, AdminOp::PutVhost(VhostRecord { name: vhost, limits: Vec::new() })).await?;
+    Ok(created_or_changed(existed))
+}
+
+pub async fn delete_vhost(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams(vhost): PathParams<String>,
+) -> Result<Response, ApiError> {
+    apply(&state, &user, AdminOp::DeleteVhost { name: vhost }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// Users
+
+pub async fn whoami(State(state): State<AppState>, Extension(user): Extension<User>) -> Json<Value> {
+    let directory = state.engine.directory().load();
+    let tags = directory.user(&user.name).map(|u| u.tags.clone()).unwrap_or_default();
+    Json(json!({ "name": user.name, "tags": tags, "administrator": user.administrator }))
+}
+
+pub async fn list_users(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+) -> Result<Json<Value>, ApiError> {
+    user.require_administrator()?;
+    Ok(Json(Value::Array(state.engine.directory().load().users().map(|u| user_json(u, true)).collect())))
+}
+
+/// Administrators may read any user, other users themselves.
+fn require_self_or_administrator(user: &User, name: &str) -> Result<(), ApiError> {
+    if user.name == name {
+        return Ok(());
+    }
+    user.require_administrator()
+}
+
+pub async fn show_user(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams(name): PathParams<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_self_or_administrator(&user, &name)?;
+    let directory = state.engine.directory().load();
+    let found = directory.user(&name).ok_or_else(|| ApiError::not_found("not_found", format!("no user '{name}'")))?;
+    Ok(Json(user_json(found, user.administrator)))
+}
+
+/// Tags as RabbitMQ takes them: a comma-separated string or a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Tags {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl Tags {
+    fn into_list(self) -> Vec<String> {
+        let list = match self {
+            Tags::Text(text) => text.split(',').map(str::to_string).collect(),
+            Tags::List(list) => list,
+        };
+        let mut tags: Vec<String> = list.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        tags.dedup();
+        tags
+    }
+}
+
+/// An optional field that may be left out but not given as `null`.
+fn not_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(value: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(value).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSettings {
+    #[serde(default, deserialize_with = "not_null")]
+    password: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    password_hash: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    tags: Option<Tags>,
+}
+
+/// Create or change a user, with `password` or `password_hash` (an argon2 PHC string; `""`
+/// makes a user that cannot log in with a password, as does giving neither for a new user);
+/// an existing user keeps its password and tags unless given.
+pub async fn put_user(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams(name): PathParams<String>,
+    JsonBody(settings): JsonBody<UserSettings>,
+) -> Result<Response, ApiError> {
+    check_name(&name, "user")?;
+    user.require_administrator()?;
+    let existing = state.engine.directory().load().user(&name).cloned();
+    let password_hash = match (settings.password, settings.password_hash) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give password or password_hash, not both")),
+        (Some(password), None) => {
+            if password.is_empty() {
+                return Err(ApiError::bad_request("password must not be empty (password_hash \"\" disables it)"));
+            }
+            tokio::task::spawn_blocking(move || hash_password(&password))
+                .await
+                .map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))?
+        }
+        (None, Some(hash)) => {
+            if !hash.is_empty() {
+                check_password_hash(&hash).map_err(ApiError::invalid_argument)?;
+            }
+            hash
+        }
+        // A new user without either cannot log in until it is given a password.
+        (None, None) => existing.as_ref().map(|u| u.password_hash.clone()).unwrap_or_default(),
+    };
+    let tags = match settings.tags {
+        Some(tags) => tags.into_list(),
+        None => existing.as_ref().map(|u| u.tags.clone()).unwrap_or_default(),
+    };
+    apply(&state, &user, AdminOp::PutUser(UserRecord { name, password_hash, tags })).await?;
+    Ok(created_or_changed(existing.is_some()))
+}
+
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams(name): PathParams<String>,
+) -> Result<Response, ApiError> {
+    apply(&state, &user, AdminOp::DeleteUser { name }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// Permissions
+
+pub async fn list_permissions(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+) -> Result<Json<Value>, ApiError> {
+    let directory = state.engine.directory().load();
+    let visible = directory.permissions().filter(|p| user.administrator || p.user == user.name);
+    Ok(Json(Value::Array(visible.map(permission_json).collect())))
+}
+
+pub async fn show_permission(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams((vhost, name)): PathParams<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    require_self_or_administrator(&user, &name)?;
+    let directory = state.engine.directory().load();
+    let permission = directory.permission(&name, &vhost).ok_or_else(|| {
+        ApiError::not_found("not_found", format!("user '{name}' has no permission on vhost '{vhost}'"))
+    })?;
+    Ok(Json(permission_json(&permission.record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionSettings {
+    configure: String,
+    write: String,
+    read: String,
+}
+
+pub async fn put_permission(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams((vhost, name)): PathParams<(String, String)>,
+    JsonBody(settings): JsonBody<PermissionSettings>,
+) -> Result<Response, ApiError> {
+    user.require_administrator()?;
+    let record = PermissionRecord {
+        user: name.clone(),
+        vhost: vhost.clone(),
+        configure: settings.configure,
+        write: settings.write,
+        read: settings.read,
+    };
+    // A pattern that does not compile is the request's fault.
+    Permission::compile(record.clone()).map_err(ApiError::invalid_argument)?;
+    let existed = state.engine.directory().load().permission(&name, &vhost).is_some();
+    apply(&state, &user, AdminOp::PutPermission(record)).await?;
+    Ok(created_or_changed(existed))
+}
+
+pub async fn delete_permission(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams((vhost, name)): PathParams<(String, String)>,
+) -> Result<Response, ApiError> {
+    apply(&state, &user, AdminOp::DeletePermission { user: name, vhost }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
