@@ -15,12 +15,15 @@ WEIR_BIN = os.environ.get("WEIR_BIN", str(ROOT / "target" / "debug" / "weir"))
 
 
 class Broker:
-    def __init__(self, data_dir: pathlib.Path):
+    def __init__(self, data_dir: pathlib.Path, extra_args=()):
         self.data_dir = data_dir
         self.log_path = data_dir.with_suffix(".log")
+        self.extra_args = list(extra_args)
         self.process = None
         self.port = None
         self.http_port = None
+        # With TLS (extra_args with --tls-cert): the AMQPS and HTTPS ports.
+        self.tls_ports = {}
 
     def start(self):
         self.port = self.http_port = None
@@ -28,7 +31,7 @@ class Broker:
         self.process = subprocess.Popen(
             [WEIR_BIN, "serve", "--data-dir", str(self.data_dir), "--amqp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
              # Small segments: each test's broker preallocates (zero-fills) its segment files.
-             "--segment-size-bytes", str(16 << 20)],
+             "--segment-size-bytes", str(16 << 20), *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=log,
         )
@@ -41,6 +44,8 @@ class Broker:
                     self.http_port = int(line.rsplit(":", 1)[1])
                 elif line.startswith("amqp listening on "):
                     self.port = int(line.rsplit(":", 1)[1])
+                elif line.startswith(("amqps listening on ", "https listening on ")):
+                    self.tls_ports[line.split()[0]] = int(line.rsplit(":", 1)[1])
                 if self.port and self.http_port:
                     found.set()
 

@@ -10,5 +10,5 @@ mod convert;
 mod server;
 
 pub use connection::{Connection, ConnectionLimits, Flow};
-pub use server::{serve, AmqpConfig, CLOSE_OK_TIMEOUT, HANDSHAKE_TIMEOUT};
+pub use server::{serve, AmqpConfig, Listener, CLOSE_OK_TIMEOUT, HANDSHAKE_TIMEOUT};
 pub use weir_amqp_codec::Credentials;

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use weir_amqp_codec::{check_protocol_header, decode_frame, encode_heartbeat, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use weir_engine::security::Authenticator;
 use weir_engine::{Command, ConnectionShared, EngineHandle, EventSink};
@@ -37,10 +38,16 @@ pub struct AmqpConfig {
     pub limits: ConnectionLimits,
 }
 
+/// A socket to accept AMQP connections on: plain, or TLS (AMQPS) with this acceptor.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+}
+
 /// Accept connections until `shutdown` turns true; then tell every connection to close and
 /// wait (bounded) for them.
 pub async fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     engine: EngineHandle,
     config: AmqpConfig,
     shutdown: watch::Receiver<bool>,
@@ -48,15 +55,18 @@ pub async fn serve(
     let config = Arc::new(config);
     let authenticator = Arc::new(Authenticator::new(engine.directory().clone()));
     let mut tasks = JoinSet::new();
-    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(64);
-    for listener in listeners {
+    type Accepted = (TcpStream, SocketAddr, Option<TlsAcceptor>);
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel::<Accepted>(64);
+    for Listener { tcp: listener, tls } in listeners {
         let accepted_tx = accepted_tx.clone();
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {
             loop {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok(pair) => { if accepted_tx.send(pair).await.is_err() { return; } }
+                        Ok((stream, peer)) => {
+                            if accepted_tx.send((stream, peer, tls.clone())).await.is_err() { return; }
+                        }
                         Err(e) => {
                             tracing::warn!("accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -72,13 +82,14 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = accepted_rx.recv() => {
-                let Some((stream, peer)) = accepted else { break };
+                let Some((stream, peer, tls)) = accepted else { break };
                 let engine = engine.clone();
                 let config = Arc::clone(&config);
                 let authenticator = Arc::clone(&authenticator);
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
-                    if let Err(e) = run_connection(stream, peer, engine, config, authenticator, shutdown).await {
+                    let context = Context { peer, engine, config, authenticator, shutdown };
+                    if let Err(e) = accept(stream, tls, context).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                 });
@@ -106,16 +117,40 @@ async fn log_in(connection: &mut Connection, authenticator: &Arc<Authenticator>,
     connection.login_result(login.map(|login| login.user), out)
 }
 
-async fn run_connection(
-    stream: TcpStream,
+/// What a connection task needs besides its socket.
+struct Context {
     peer: SocketAddr,
     engine: EngineHandle,
     config: Arc<AmqpConfig>,
     authenticator: Arc<Authenticator>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Finish accepting a socket (the TLS handshake, within the handshake time) and serve it.
+async fn accept(stream: TcpStream, tls: Option<TlsAcceptor>, context: Context) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let (mut reader, mut writer) = stream.into_split();
+    let Some(acceptor) = tls else {
+        let (reader, writer) = stream.into_split();
+        return run_connection(reader, writer, context).await;
+    };
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::info!(peer = %context.peer, "TLS handshake failed: {e}");
+            return Ok(());
+        }
+        Err(_) => return Ok(()),
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    run_connection(reader, writer, context).await
+}
+
+async fn run_connection<R, W>(mut reader: R, mut writer: W, context: Context) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Context { peer, engine, config, authenticator, mut shutdown } = context;
     let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
 
     // Protocol header, within the handshake time.

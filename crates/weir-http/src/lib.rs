@@ -21,6 +21,7 @@ mod metrics;
 mod openapi;
 mod routes;
 mod session;
+mod tls;
 mod topology;
 mod users;
 
@@ -70,23 +71,41 @@ pub fn app(engine: EngineHandle, config: &HttpConfig) -> axum::Router {
     routes::router(state, body_limit)
 }
 
+/// A socket to serve the API on: plain HTTP, or HTTPS with this acceptor.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 /// Serve the API on `listeners` until `stop` turns true; requests in progress then finish.
 pub async fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     engine: EngineHandle,
     config: HttpConfig,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    use axum::serve::ListenerExt;
+
     let app = app(engine, &config);
     let mut servers = Vec::new();
-    for listener in listeners {
+    for Listener { tcp, tls } in listeners {
         let service = app.clone().into_make_service_with_connect_info::<SocketAddr>();
         let mut stop = stop.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
         servers.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
+            let served = match tls {
+                None => axum::serve(tcp, service).with_graceful_shutdown(shutdown).await,
+                Some(acceptor) => match tls::TlsListener::new(tcp, acceptor) {
+                    // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>`.
+                    Ok(listener) => {
+                        axum::serve(listener.tap_io(|_| ()), service).with_graceful_shutdown(shutdown).await
+                    }
+                    Err(e) => Err(e),
+                },
             };
-            if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = served {
                 tracing::error!("http server failed: {e}");
             }
         }));

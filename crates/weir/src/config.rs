@@ -23,6 +23,20 @@ pub struct ServeArgs {
     /// port) [default: 127.0.0.1:15672].
     #[arg(long, env = "WEIR_HTTP_LISTEN", value_delimiter = ',')]
     pub http_listen: Vec<SocketAddr>,
+    /// TLS certificate chain (PEM). With --tls-key it turns on AMQPS and HTTPS.
+    #[arg(long, env = "WEIR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WEIR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// AMQP over TLS listen address; repeat for several (needs --tls-cert)
+    /// [default with TLS: 127.0.0.1:5671 and [::1]:5671].
+    #[arg(long, env = "WEIR_AMQPS_LISTEN", value_delimiter = ',')]
+    pub amqps_listen: Vec<SocketAddr>,
+    /// HTTPS listen address for the API, console and metrics (needs --tls-cert)
+    /// [default with TLS: 127.0.0.1:15671].
+    #[arg(long, env = "WEIR_HTTPS_LISTEN", value_delimiter = ',')]
+    pub https_listen: Vec<SocketAddr>,
     /// Size of each log segment file in bytes [default: 64 MiB].
     #[arg(long, env = "WEIR_SEGMENT_SIZE_BYTES")]
     pub segment_size_bytes: Option<u32>,
@@ -41,6 +55,10 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub amqp_listen: Option<Vec<SocketAddr>>,
     pub http_listen: Option<Vec<SocketAddr>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub amqps_listen: Option<Vec<SocketAddr>>,
+    pub https_listen: Option<Vec<SocketAddr>>,
     pub segment_size_bytes: Option<u32>,
     pub checkpoint_interval_bytes: Option<u64>,
     pub cache_bytes: Option<u64>,
@@ -52,6 +70,11 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub amqp_listen: Vec<SocketAddr>,
     pub http_listen: Vec<SocketAddr>,
+    /// (certificate chain, private key) files, when TLS is on.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Empty unless TLS is on.
+    pub amqps_listen: Vec<SocketAddr>,
+    pub https_listen: Vec<SocketAddr>,
     pub segment_size_bytes: u32,
     pub checkpoint_interval_bytes: u64,
     pub cache_bytes: u64,
@@ -59,6 +82,16 @@ pub struct Settings {
 
 pub const DEFAULT_AMQP_LISTEN: [&str; 2] = ["127.0.0.1:5672", "[::1]:5672"];
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:15672";
+pub const DEFAULT_AMQPS_LISTEN: [&str; 2] = ["127.0.0.1:5671", "[::1]:5671"];
+pub const DEFAULT_HTTPS_LISTEN: &str = "127.0.0.1:15671";
+
+/// Flag, else file, else default.
+fn addresses(flag: Vec<SocketAddr>, file: Option<Vec<SocketAddr>>, default: &[&str]) -> Vec<SocketAddr> {
+    if !flag.is_empty() {
+        return flag;
+    }
+    file.unwrap_or_else(|| default.iter().map(|a| a.parse().expect("valid default")).collect())
+}
 
 impl ServeArgs {
     pub fn resolve(self) -> Result<Settings, String> {
@@ -84,7 +117,25 @@ impl ServeArgs {
         } else {
             vec![DEFAULT_HTTP_LISTEN.parse().expect("valid default")]
         };
+        let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("TLS needs both a certificate (tls_cert) and a key (tls_key)".into()),
+        };
+        let (amqps_listen, https_listen) = if tls.is_some() {
+            (
+                addresses(self.amqps_listen, file.amqps_listen, &DEFAULT_AMQPS_LISTEN),
+                addresses(self.https_listen, file.https_listen, &[DEFAULT_HTTPS_LISTEN]),
+            )
+        } else if !self.amqps_listen.is_empty() || !self.https_listen.is_empty() {
+            return Err("--amqps-listen and --https-listen need --tls-cert and --tls-key".into());
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Ok(Settings {
+            tls,
+            amqps_listen,
+            https_listen,
             http_listen,
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("weir-data")),
             amqp_listen,

@@ -4,20 +4,22 @@
 //!
 //! The HTTP API (`weir-http`) runs beside AMQP on the same runtime and engine.
 //!
-//! The lines `amqp listening on ADDR:PORT` and `http listening on ADDR:PORT` on stdout are a
-//! contract: scripts and tests read them to learn the ports chosen for `:0`.
+//! The lines `amqp listening on ADDR:PORT` and `http listening on ADDR:PORT` (and `amqps`,
+//! `https` with TLS) on stdout are a contract: scripts and tests read them to learn the ports
+//! chosen for `:0`.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use weir_amqp::AmqpConfig;
 use weir_engine::{Engine, EngineConfig, FileStorage, LogConfig};
 
 use weir_http::HttpConfig;
 
-use crate::config::{ServeArgs, Settings, DEFAULT_AMQP_LISTEN};
+use crate::config::{ServeArgs, Settings, DEFAULT_AMQPS_LISTEN, DEFAULT_AMQP_LISTEN};
 
 /// How long shutdown waits for HTTP requests in progress.
 const HTTP_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -69,8 +71,22 @@ fn serve(settings: Settings) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let result = runtime.block_on(async {
-        let listeners = bind("amqp", &settings.amqp_listen).await?;
-        let http_listeners = bind("http", &settings.http_listen).await?;
+        let acceptor = match &settings.tls {
+            Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+            None => None,
+        };
+        let listeners: Vec<weir_amqp::Listener> =
+            bind_both(["amqp", "amqps"], [&settings.amqp_listen, &settings.amqps_listen], &acceptor)
+                .await?
+                .into_iter()
+                .map(|(tcp, tls)| weir_amqp::Listener { tcp, tls })
+                .collect();
+        let http_listeners: Vec<weir_http::Listener> =
+            bind_both(["http", "https"], [&settings.http_listen, &settings.https_listen], &acceptor)
+                .await?
+                .into_iter()
+                .map(|(tcp, tls)| weir_http::Listener { tcp, tls })
+                .collect();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -107,10 +123,24 @@ fn http_config(amqp: &AmqpConfig) -> HttpConfig {
     HttpConfig { message_size_max }
 }
 
+/// Bind a protocol's plain addresses and its TLS ones (which get the acceptor).
+async fn bind_both(
+    protocols: [&str; 2],
+    addresses: [&[std::net::SocketAddr]; 2],
+    acceptor: &Option<TlsAcceptor>,
+) -> Result<Vec<(TcpListener, Option<TlsAcceptor>)>, String> {
+    let mut listeners: Vec<_> = bind(protocols[0], addresses[0]).await?.into_iter().map(|tcp| (tcp, None)).collect();
+    for tcp in bind(protocols[1], addresses[1]).await? {
+        listeners.push((tcp, acceptor.clone()));
+    }
+    Ok(listeners)
+}
+
 /// Listen on `addresses`, printing `{protocol} listening on ADDR:PORT` for each (a contract:
 /// scripts read it to learn ports picked for `:0`).
 async fn bind(protocol: &str, addresses: &[std::net::SocketAddr]) -> Result<Vec<TcpListener>, String> {
-    let defaults: Vec<std::net::SocketAddr> = DEFAULT_AMQP_LISTEN.iter().map(|a| a.parse().expect("valid")).collect();
+    let defaults: Vec<std::net::SocketAddr> =
+        DEFAULT_AMQP_LISTEN.iter().chain(&DEFAULT_AMQPS_LISTEN).map(|a| a.parse().expect("valid")).collect();
     let mut listeners = Vec::new();
     for address in addresses {
         match TcpListener::bind(address).await {
@@ -121,7 +151,7 @@ async fn bind(protocol: &str, addresses: &[std::net::SocketAddr]) -> Result<Vec<
                 listeners.push(listener);
             }
             // The default IPv6 loopback may be missing on hosts without IPv6: not fatal.
-            Err(e) if address.is_ipv6() && addresses == defaults.as_slice() => {
+            Err(e) if address.is_ipv6() && defaults.contains(address) => {
                 tracing::warn!(%address, "not listening on the IPv6 loopback: {e}");
             }
             Err(e) => return Err(format!("cannot listen on {address}: {e}")),
