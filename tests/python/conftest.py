@@ -27,6 +27,7 @@ class Broker:
 
     def start(self):
         self.port = self.http_port = None
+        self.tls_ports = {}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [WEIR_BIN, "serve", "--data-dir", str(self.data_dir), "--amqp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
@@ -46,7 +47,8 @@ class Broker:
                     self.port = int(line.rsplit(":", 1)[1])
                 elif line.startswith(("amqps listening on ", "https listening on ")):
                     self.tls_ports[line.split()[0]] = int(line.rsplit(":", 1)[1])
-                if self.port and self.http_port:
+                tls_ready = "--tls-cert" not in self.extra_args or len(self.tls_ports) == 2
+                if self.port and self.http_port and tls_ready:
                     found.set()
 
         threading.Thread(target=read, daemon=True).start()

@@ -6,13 +6,14 @@
 //! through an internal engine connection (`session.rs`) that sends the same commands an AMQP
 //! client would, so both protocols share every rule, check and durability guarantee.
 //!
-//! Layout: `routes` (the table and router), `topology` (vhosts, queues, exchanges, bindings,
+//! Layout: `console` (the web console's files at `/`), `routes` (the table and router), `topology` (vhosts, queues, exchanges, bindings,
 //! connections, overview), `messages` (publish and get), `metrics` (Prometheus text),
 //! `users` (vhost management, users, permissions), `openapi` (the document), `auth` (basic
 //! authentication), `session` (engine conversation),
 //! `json` (AMQP values as JSON), `extract` (request parsing with JSON errors), `error`.
 
 mod auth;
+mod console;
 mod error;
 mod extract;
 mod json;

@@ -8,7 +8,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
 use crate::error::ApiError;
-use crate::{auth, messages, metrics, openapi, topology, users, AppState};
+use crate::{auth, console, messages, metrics, openapi, topology, users, AppState};
 
 /// What a route answers on success: its status and the schema of its body (None: no body).
 pub struct Success {
@@ -433,7 +433,9 @@ pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
         }
     }
     let with_login = with_login.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_login));
+    // The console's files are pages, not API operations: outside the table and the document.
     public
+        .merge(console::routes())
         .merge(with_login)
         .fallback(|| async { ApiError::not_found("no_route", "no such endpoint (see /api/openapi.json)") })
         .method_not_allowed_fallback(|| async {
