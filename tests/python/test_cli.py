@@ -110,8 +110,10 @@ def test_exit_codes(broker):
 
 
 def test_users_permissions_and_vhosts(broker):
-    weir(broker, "vhost", "create", "billing")
+    weir(broker, "vhost", "create", "billing", "--max-queues", "5")
     assert weir(broker, "vhost", "list")[0].split() == ["name", "/", "billing"]
+    listed = json.loads(weir(broker, "vhost", "list", "--json")[0])
+    assert listed[1] == {"name": "billing", "limits": {"max-queues": 5}}
     weir(broker, "user", "add", "alice", "--new-password", "s3cret")
     _, err = weir(broker, "user", "add", "alice", "--new-password", "x", expect=1)
     assert "exists" in err

@@ -23,8 +23,8 @@ def test_overview_and_vhosts(api):
     overview = api.get("/api/overview").json()
     assert overview["vhosts"] == 1 and overview["queues"] == 0
     assert overview["log"]["read_only"] is None
-    assert api.get("/api/vhosts").json() == [{"name": "/"}]
-    assert api.get("/api/vhosts/%2F").json() == {"name": "/"}
+    assert api.get("/api/vhosts").json() == [{"name": "/", "limits": {}}]
+    assert api.get("/api/vhosts/%2F").json() == {"name": "/", "limits": {}}
     assert error_code(api.get("/api/vhosts/nope", 404)) == "vhost_not_found"
 
 

@@ -134,6 +134,36 @@ def test_vhosts_are_created_used_and_deleted(broker, admin):
     admin.delete("/api/vhosts/billing", 404)
 
 
+def test_vhost_limits_cap_queues_and_connections(broker, admin):
+    limits = {"max-queues": 1, "max-connections": 1}
+    admin.put("/api/vhosts/small", 201, json={"limits": limits})
+    admin.put("/api/permissions/small/guest", 201, json={"configure": ".*", "write": ".*", "read": ".*"})
+    assert admin.get("/api/vhosts/small").json() == {"name": "small", "limits": limits}
+    conn, ch = amqp(broker, "guest", "guest", vhost="small")
+    ch.queue_declare("only")
+    text = refused(406, lambda: conn.channel().queue_declare("second"))
+    assert text == "PRECONDITION_FAILED - cannot declare queue 'second': queue limit in vhost 'small' (1) is reached"
+    with pytest.raises(pika.exceptions.AMQPConnectionError) as caught:
+        amqp(broker, "guest", "guest", vhost="small")
+    assert "connection limit (1) is reached" in str(caught.value)
+    # The HTTP API's own sessions are not client connections: they still work.
+    admin.post("/api/queues/small/only/publish", json={"payload": "x"})
+    conn.close()
+    conn, _ = amqp(broker, "guest", "guest", vhost="small")  # the slot is free again
+    conn.close()
+    # Limits survive a restart, change with PUT, and are checked.
+    broker.restart()
+    admin = Api(broker)
+    assert admin.get("/api/vhosts/small").json()["limits"] == limits
+    admin.put("/api/vhosts/small", 204, json={})  # without limits: kept
+    assert admin.get("/api/vhosts/small").json()["limits"] == limits
+    admin.put("/api/vhosts/small", 204, json={"limits": {"max-queues": 2}})
+    _, ch = amqp(broker, "guest", "guest", vhost="small")
+    ch.queue_declare("second")
+    for bad in ({"max-queues": -1}, {"max-bananas": 1}, {"max-queues": "many"}):
+        assert admin.put("/api/vhosts/small", 400, json={"limits": bad}).json()["code"] in ("invalid_argument", "bad_request")
+
+
 def test_http_enforces_the_same_rules(broker, admin):
     make_alice(admin)
     admin.put("/api/vhosts/private", 201)

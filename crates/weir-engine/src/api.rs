@@ -337,7 +337,8 @@ pub enum Inspect {
 #[derive(Clone, Debug)]
 pub enum InspectReply {
     Overview(OverviewView),
-    Vhosts(Vec<String>),
+    /// Every vhost with its limits, by name.
+    Vhosts(Vec<VhostRecord>),
     Queues(Vec<QueueView>),
     Exchanges(Vec<ExchangeView>),
     Bindings(Vec<BindingView>),

@@ -408,6 +408,14 @@ impl<S: Storage> Broker<S> {
             Some(format!("vhost {vhost} not found"))
         } else if self.directory.permission(&info.user, &vhost).is_none() {
             Some(format!("access to vhost '{vhost}' refused for user '{}'", info.user))
+        } else if let Some(max) = self.vhosts[&vhost].limit("max-connections").filter(|_| !info.internal) {
+            let open = self.connections.values().filter(|c| c.vhost == vhost && !c.info.internal).count();
+            (open as u64 >= max).then(|| {
+                format!(
+                    "access to vhost '{vhost}' refused for user '{}': connection limit ({max}) is reached",
+                    info.user
+                )
+            })
         } else {
             None
         };
@@ -585,6 +593,13 @@ impl<S: Storage> Broker<S> {
         declare: &QueueDeclare,
     ) -> Result<QueueId, EngineError> {
         let config = QueueConfig::parse(&declare.arguments, &name, vhost)?;
+        let topology = self.vhosts.get(vhost).ok_or_else(|| no_queue(&name, vhost))?;
+        if let Some(max) = topology.limit("max-queues").filter(|max| topology.queues.len() as u64 >= *max) {
+            return Err(error(
+                ErrorKind::PreconditionFailed,
+                format!("cannot declare queue '{name}': queue limit in vhost '{vhost}' ({max}) is reached"),
+            ));
+        }
         if config.expires_ms.is_some() {
             self.has_expiring_queues = true;
         }

@@ -39,4 +39,5 @@ pub use error::{EngineError, ErrorKind, StartError};
 pub use properties::PublishParts;
 pub use queue_config::{Overflow, QueueConfig};
 pub use stats::{CommitHistogram, EngineStats, COMMIT_BUCKETS_MICROS};
+pub use topology::{check_vhost_limits, VHOST_LIMITS};
 pub use weir_log::{FileStorage, LogConfig, RecoveryReport};

@@ -146,7 +146,31 @@ impl Default for Vhost {
     }
 }
 
+/// The vhost limits Weir knows (RabbitMQ's names): how many queues and client connections.
+pub const VHOST_LIMITS: [&str; 2] = ["max-queues", "max-connections"];
+
+/// Check limits given for a vhost: known names, whole numbers from 0 up.
+pub fn check_vhost_limits(limits: &[(String, ArgValue)]) -> Result<(), String> {
+    for (key, value) in limits {
+        if !VHOST_LIMITS.contains(&key.as_str()) {
+            return Err(format!("unknown vhost limit '{key}' (known: {})", VHOST_LIMITS.join(", ")));
+        }
+        if !matches!(value, ArgValue::Int(n) if *n >= 0) {
+            return Err(format!("vhost limit '{key}' must be a whole number from 0 up"));
+        }
+    }
+    Ok(())
+}
+
 impl Vhost {
+    /// The limit called `key`, if the vhost has one.
+    pub fn limit(&self, key: &str) -> Option<u64> {
+        self.limits.iter().find(|(k, _)| k == key).and_then(|(_, value)| match value {
+            ArgValue::Int(n) => u64::try_from(*n).ok(),
+            _ => None,
+        })
+    }
+
     pub fn new() -> Self {
         let mut vhost = Self { queues: HashMap::new(), exchanges: HashMap::new(), limits: Vec::new() };
         for (name, kind) in PREDECLARED_EXCHANGES {

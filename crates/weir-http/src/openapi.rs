@@ -227,7 +227,9 @@ fn schemas() -> Value {
                 })),
             }),
         ),
-        "Vhost": object(&["name"], json!({ "name": text })),
+        "Vhost": object(&["name", "limits"], json!({ "name": text, "limits": {
+            "type": "object", "additionalProperties": { "type": "integer", "minimum": 0 },
+        } })),
         "VhostList": list("Vhost"),
         "Queue": object(&queue_fields, json!({
             "vhost": text, "name": text, "durable": flag, "auto_delete": flag, "exclusive": flag,
@@ -303,12 +305,22 @@ fn schemas() -> Value {
 
 /// Vhost management, users and permissions (apart: one `json!` for everything is too deep).
 fn security_schemas() -> Value {
+    use crate::users::LIMIT_MAX;
     let text = json!({ "type": "string" });
     let flag = json!({ "type": "boolean" });
     json!({
         "VhostSettings": {
             "type": "object", "additionalProperties": false,
-            "properties": { "description": text },
+            "properties": {
+                "description": text,
+                "limits": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {
+                        "max-queues": { "type": "integer", "minimum": 0, "maximum": LIMIT_MAX },
+                        "max-connections": { "type": "integer", "minimum": 0, "maximum": LIMIT_MAX },
+                    },
+                },
+            },
         },
         "Whoami": object(&["name", "tags", "administrator"], json!({
             "name": text, "tags": { "type": "array", "items": text }, "administrator": flag,

@@ -58,7 +58,7 @@ impl Session {
                 }
                 let exists = matches!(
                     inspect(engine, Inspect::Vhosts).await?,
-                    InspectReply::Vhosts(names) if names.iter().any(|name| name == vhost)
+                    InspectReply::Vhosts(vhosts) if vhosts.iter().any(|v| v.name == vhost)
                 );
                 if !exists {
                     return Err(ApiError::not_found("vhost_not_found", format!("no vhost '{vhost}'")));

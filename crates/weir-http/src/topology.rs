@@ -13,6 +13,8 @@ use weir_engine::{
     InspectReply, QueueConfig, QueueCounters, QueueDeclare, QueueView,
 };
 
+use weir_engine::records::VhostRecord;
+
 use crate::auth::User;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParams, QueryParams};
@@ -139,15 +141,19 @@ pub async fn overview(State(state): State<AppState>) -> Result<Json<Value>, ApiE
     })))
 }
 
-async fn vhost_names(state: &AppState) -> Result<Vec<String>, ApiError> {
+pub async fn vhosts(state: &AppState) -> Result<Vec<VhostRecord>, ApiError> {
     match inspect(&state.engine, Inspect::Vhosts).await? {
-        InspectReply::Vhosts(names) => Ok(names),
+        InspectReply::Vhosts(vhosts) => Ok(vhosts),
         _ => Err(ApiError::internal("wrong inspect reply".into())),
     }
 }
 
+fn vhost_json(vhost: &VhostRecord) -> Value {
+    json!({ "name": vhost.name, "limits": args_to_json(&vhost.limits) })
+}
+
 pub async fn vhost_exists(state: &AppState, vhost: &str) -> Result<bool, ApiError> {
-    Ok(vhost_names(state).await?.iter().any(|v| v == vhost))
+    Ok(vhosts(state).await?.iter().any(|v| v.name == vhost))
 }
 
 /// May `user` see `vhost`? Administrators see every vhost, other users those they hold a
@@ -171,8 +177,8 @@ pub async fn list_vhosts(
     State(state): State<AppState>,
     Extension(user): Extension<User>,
 ) -> Result<Json<Value>, ApiError> {
-    let names = vhost_names(&state).await?.into_iter().filter(|name| may_see(&state, &user, name));
-    Ok(Json(Value::Array(names.map(|name| json!({ "name": name })).collect())))
+    let visible = vhosts(&state).await?.into_iter().filter(|v| may_see(&state, &user, &v.name));
+    Ok(Json(Value::Array(visible.map(|v| vhost_json(&v)).collect())))
 }
 
 pub async fn show_vhost(
@@ -181,7 +187,9 @@ pub async fn show_vhost(
     PathParams(vhost): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     require_vhost(&state, &user, &vhost).await?;
-    Ok(Json(json!({ "name": vhost })))
+    let found = vhosts(&state).await?.into_iter().find(|v| v.name == vhost);
+    let found = found.ok_or_else(|| ApiError::not_found("vhost_not_found", format!("no vhost '{vhost}'")))?;
+    Ok(Json(vhost_json(&found)))
 }
 
 pub async fn queue_views(state: &AppState, vhost: Option<String>) -> Result<Vec<QueueView>, ApiError> {

@@ -15,13 +15,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use weir_engine::records::VhostRecord;
 use weir_engine::security::{check_password_hash, hash_password, Permission, PermissionRecord, UserRecord};
-use weir_engine::{AdminOp, Command};
+use weir_engine::{check_vhost_limits, AdminOp, ArgValue, Command};
 
 use crate::auth::User;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParams};
 use crate::session::Session;
 use crate::AppState;
+
+/// The largest vhost limit (exact as a JSON number, whether sent as 9e18 or as an integer).
+pub const LIMIT_MAX: u64 = 9_000_000_000_000_000_000;
 
 /// Method token for errors: none of AMQP's; only copied back in errors.
 const ADMIN: u32 = 0;
@@ -73,23 +76,46 @@ fn permission_json(p: &PermissionRecord) -> Value {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VhostSettings {
-    /// Free text, as RabbitMQ's; accepted and ignored for now (quotas come with limits).
+    /// Free text, as RabbitMQ's; accepted and not kept.
     #[serde(default)]
     #[allow(dead_code)]
     description: String,
+    /// `max-queues`, `max-connections`; left out, an existing vhost keeps its limits.
+    #[serde(default, deserialize_with = "not_null")]
+    limits: Option<serde_json::Map<String, Value>>,
 }
 
 pub async fn put_vhost(
     State(state): State<AppState>,
     Extension(user): Extension<User>,
     PathParams(vhost): PathParams<String>,
-    JsonBody(_settings): JsonBody<VhostSettings>,
+    JsonBody(settings): JsonBody<VhostSettings>,
 ) -> Result<Response, ApiError> {
     check_name(&vhost, "vhost")?;
     user.require_administrator()?;
-    let existed = crate::topology::vhost_exists(&state, &vhost).await?;
-    apply(&state, &user, AdminOp::PutVhost(VhostRecord { name: vhost, limits: Vec::new() })).await?;
-    Ok(created_or_changed(existed))
+    let existing = crate::topology::vhosts(&state).await?.into_iter().find(|v| v.name == vhost);
+    let limits = match &settings.limits {
+        Some(limits) => {
+            // JSON has one number type: 5.0 is the whole number 5.
+            let limits: Vec<(String, ArgValue)> = crate::json::args_from_json(limits)?
+                .into_iter()
+                .map(|(key, value)| match value {
+                    ArgValue::Float(f) if f.fract() == 0.0 && (0.0..=LIMIT_MAX as f64).contains(&f) => {
+                        (key, ArgValue::Int(f as i64))
+                    }
+                    other => (key, other),
+                })
+                .collect();
+            check_vhost_limits(&limits).map_err(ApiError::invalid_argument)?;
+            if limits.iter().any(|(_, value)| matches!(value, ArgValue::Int(n) if *n as u64 > LIMIT_MAX)) {
+                return Err(ApiError::invalid_argument(format!("vhost limits are at most {LIMIT_MAX}")));
+            }
+            limits
+        }
+        None => existing.as_ref().map(|v| v.limits.clone()).unwrap_or_default(),
+    };
+    apply(&state, &user, AdminOp::PutVhost(VhostRecord { name: vhost, limits })).await?;
+    Ok(created_or_changed(existing.is_some()))
 }
 
 pub async fn delete_vhost(

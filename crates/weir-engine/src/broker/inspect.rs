@@ -3,6 +3,7 @@
 //! receives the question, so a view is one consistent moment; it may include changes whose
 //! log records are not fsynced yet (a view reports state, never durability).
 
+use crate::records::VhostRecord;
 use weir_log::Storage;
 
 use crate::api::{BindingView, ConnectionView, ExchangeView, Inspect, InspectReply, OverviewView, QueueView};
@@ -15,9 +16,13 @@ impl<S: Storage> Broker<S> {
         match query {
             Inspect::Overview => InspectReply::Overview(self.overview()),
             Inspect::Vhosts => {
-                let mut names: Vec<String> = self.vhosts.keys().cloned().collect();
-                names.sort();
-                InspectReply::Vhosts(names)
+                let mut vhosts: Vec<VhostRecord> = self
+                    .vhosts
+                    .iter()
+                    .map(|(name, vhost)| VhostRecord { name: name.clone(), limits: vhost.limits.clone() })
+                    .collect();
+                vhosts.sort_by(|a, b| a.name.cmp(&b.name));
+                InspectReply::Vhosts(vhosts)
             }
             Inspect::Queues { vhost } => {
                 let mut views: Vec<QueueView> =

@@ -105,6 +105,8 @@ impl<S: Storage> Broker<S> {
 
     fn put_vhost(&mut self, record: VhostRecord) -> Result<(), EngineError> {
         check_name("vhost", &record.name)?;
+        crate::topology::check_vhost_limits(&record.limits)
+            .map_err(|text| error(ErrorKind::PreconditionFailed, text))?;
         self.append_with(records::KIND_VHOST_PUT, |w| records::encode_vhost(w, &record))?;
         self.vhosts.entry(record.name).or_default().limits = record.limits;
         Ok(())

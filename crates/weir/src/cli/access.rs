@@ -22,12 +22,21 @@ pub struct VhostCommand {
 pub enum VhostAction {
     /// List vhosts.
     List,
-    /// Create a vhost (nothing changes if it exists).
+    /// Create a vhost, or change its limits (given limits replace the old ones).
     ///
-    /// Example:
+    /// Examples:
     ///   weir vhost create billing
+    ///   weir vhost create billing --max-queues 100 --max-connections 50
     #[command(verbatim_doc_comment)]
-    Create { name: String },
+    Create {
+        name: String,
+        /// At most this many queues in the vhost.
+        #[arg(long)]
+        max_queues: Option<u64>,
+        /// At most this many client connections to the vhost.
+        #[arg(long)]
+        max_connections: Option<u64>,
+    },
     /// Delete a vhost with its queues, exchanges and permissions; its connections are closed.
     ///
     /// Example:
@@ -125,8 +134,19 @@ pub async fn vhost(command: &VhostCommand) -> Result<String, CliError> {
                 vhosts.as_array().into_iter().flatten().map(|v| vec![cell(&v["name"])]).collect();
             Ok(table(&["name"], &rows))
         }
-        VhostAction::Create { name } => {
-            c.call(Method::PUT, &format!("/api/vhosts/{}", segment(name)), Some(&json!({})), none).await?;
+        VhostAction::Create { name, max_queues, max_connections } => {
+            let mut body = json!({});
+            if max_queues.is_some() || max_connections.is_some() {
+                let mut limits = serde_json::Map::new();
+                if let Some(n) = max_queues {
+                    limits.insert("max-queues".into(), json!(n));
+                }
+                if let Some(n) = max_connections {
+                    limits.insert("max-connections".into(), json!(n));
+                }
+                body["limits"] = Value::Object(limits);
+            }
+            c.call(Method::PUT, &format!("/api/vhosts/{}", segment(name)), Some(&body), none).await?;
             Ok(format!("vhost '{name}' ready\n"))
         }
         VhostAction::Delete { name } => {
