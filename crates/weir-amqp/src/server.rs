@@ -53,7 +53,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let config = Arc::new(config);
-    let authenticator = Arc::new(Authenticator::new(engine.directory().clone()));
+    let authenticator = Arc::clone(engine.authenticator());
     let mut tasks = JoinSet::new();
     type Accepted = (TcpStream, SocketAddr, Option<TlsAcceptor>);
     let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel::<Accepted>(64);

@@ -32,7 +32,7 @@ use crate::api::{Command, ConnectionId};
 use crate::broker::{Broker, QueueId};
 use crate::error::StartError;
 use crate::records::{self, location_of, pos_of, Writer, ENQUEUE_FLAG_RELOCATED};
-use crate::security::SharedDirectory;
+use crate::security::{Authenticator, SharedDirectory};
 use crate::stats::EngineStats;
 
 /// Commands applied in one turn at most, so that one turn's replies are not held back too long.
@@ -73,6 +73,8 @@ pub struct EngineHandle {
     next_connection: Arc<AtomicU64>,
     stats: Arc<EngineStats>,
     directory: SharedDirectory,
+    /// One for every front-end, so that a login checked over HTTP is remembered for AMQP too.
+    authenticator: Arc<Authenticator>,
 }
 
 impl EngineHandle {
@@ -81,9 +83,14 @@ impl EngineHandle {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Users and permissions as the engine last changed them (for logging users in).
+    /// Users and permissions as the engine last changed them.
     pub fn directory(&self) -> &SharedDirectory {
         &self.directory
+    }
+
+    /// Logs users in against [`EngineHandle::directory`].
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.authenticator
     }
 
     /// Measurements readable at any time (commit latency).
@@ -125,6 +132,7 @@ impl Engine {
             next_connection: Arc::new(AtomicU64::new(1)),
             stats: Arc::clone(&stats),
             directory: broker.shared_directory.clone(),
+            authenticator: Arc::new(Authenticator::new(broker.shared_directory.clone())),
         };
         let checkpointer = Checkpointer::start(storage, inbox_sender.clone())?;
         let scrubber = Scrubber::start(inbox_sender)?;

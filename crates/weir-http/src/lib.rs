@@ -35,6 +35,7 @@ use weir_engine::security::Authenticator;
 use weir_engine::EngineHandle;
 
 pub use error::ApiError;
+pub use topology::{Counter, COUNTERS};
 
 /// HTTP settings.
 #[derive(Clone, Debug)]
@@ -63,7 +64,7 @@ pub struct AppState {
 /// The whole HTTP application (also used by tests with a listener of their own).
 pub fn app(engine: EngineHandle, config: &HttpConfig) -> axum::Router {
     let state = AppState {
-        authenticator: Arc::new(Authenticator::new(engine.directory().clone())),
+        authenticator: Arc::clone(engine.authenticator()),
         engine,
         started: Instant::now(),
         message_size_max: config.message_size_max,

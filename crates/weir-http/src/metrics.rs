@@ -13,10 +13,11 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use weir_engine::{Inspect, InspectReply, QueueCounters, QueueView, COMMIT_BUCKETS_MICROS};
+use weir_engine::{Inspect, InspectReply, QueueView, COMMIT_BUCKETS_MICROS};
 
 use crate::error::ApiError;
 use crate::session::inspect;
+use crate::topology::COUNTERS;
 use crate::AppState;
 
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
@@ -77,17 +78,7 @@ fn queue_metrics(out: &mut String, queues: &[QueueView]) {
     for (q, l) in queues.iter().zip(&labels) {
         let _ = writeln!(out, "weir_queue_consumers{{{l}}} {}", q.consumers);
     }
-    type Field = fn(&QueueCounters) -> u64;
-    let counters: [(&str, &str, Field); 7] = [
-        ("published", "Messages that entered the queue.", |c| c.published),
-        ("delivered", "Deliveries and gets, redeliveries included.", |c| c.delivered),
-        ("redelivered", "Deliveries of messages delivered before.", |c| c.redelivered),
-        ("acked", "Messages acknowledged.", |c| c.acked),
-        ("expired", "Messages whose time to live ran out.", |c| c.expired),
-        ("dead_lettered", "Messages sent on to the dead-letter exchange.", |c| c.dead_lettered),
-        ("dropped", "Messages dropped (no dead-letter exchange): expired, rejected or overflowed.", |c| c.dropped),
-    ];
-    for (name, help, field) in counters {
+    for (name, help, field) in COUNTERS {
         let metric = format!("weir_queue_{name}_total");
         family(out, &metric, "counter", help);
         for (q, l) in queues.iter().zip(&labels) {

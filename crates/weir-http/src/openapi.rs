@@ -7,6 +7,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use crate::routes::{table, Route};
+use crate::topology::COUNTERS;
 
 pub async fn document() -> Json<Value> {
     Json(build())
@@ -148,12 +149,10 @@ fn schemas() -> Value {
     // Queue, exchange and binding arguments are flat: scalar values only.
     let args = json!({ "type": "object", "additionalProperties": { "type": ["string", "number", "boolean", "null"] } });
     let short = json!({ "type": "string", "maxLength": 255 });
+    let counter_names: Vec<&str> = COUNTERS.iter().map(|(name, _, _)| *name).collect();
     let counters = object(
-        &["published", "delivered", "redelivered", "acked", "expired", "dead_lettered", "dropped"],
-        json!({
-            "published": int, "delivered": int, "redelivered": int, "acked": int,
-            "expired": int, "dead_lettered": int, "dropped": int,
-        }),
+        &counter_names,
+        Value::Object(counter_names.iter().map(|name| (name.to_string(), int.clone())).collect()),
     );
     let queue_fields = [
         "vhost",

@@ -14,6 +14,7 @@ use weir_engine::{
 };
 
 use weir_engine::records::VhostRecord;
+use weir_engine::security::Directory;
 
 use crate::auth::User;
 use crate::error::ApiError;
@@ -42,16 +43,23 @@ pub fn exchange_from_url(name: &str) -> &str {
     }
 }
 
+/// A queue counter: its name (JSON field, `weir_queue_{name}_total` metric), help, value.
+pub type Counter = (&'static str, &'static str, fn(&QueueCounters) -> u64);
+
+/// Every queue counter, in the order listings show them: the one list behind the JSON, its
+/// schema, the metrics and the CLI.
+pub const COUNTERS: [Counter; 7] = [
+    ("published", "Messages that entered the queue.", |c| c.published),
+    ("delivered", "Deliveries and gets, redeliveries included.", |c| c.delivered),
+    ("redelivered", "Deliveries of messages delivered before.", |c| c.redelivered),
+    ("acked", "Messages acknowledged.", |c| c.acked),
+    ("expired", "Messages whose time to live ran out.", |c| c.expired),
+    ("dead_lettered", "Messages sent on to the dead-letter exchange.", |c| c.dead_lettered),
+    ("dropped", "Messages dropped (no dead-letter exchange): expired, rejected or overflowed.", |c| c.dropped),
+];
+
 fn counters_json(c: &QueueCounters) -> Value {
-    json!({
-        "published": c.published,
-        "delivered": c.delivered,
-        "redelivered": c.redelivered,
-        "acked": c.acked,
-        "expired": c.expired,
-        "dead_lettered": c.dead_lettered,
-        "dropped": c.dropped,
-    })
+    Value::Object(COUNTERS.iter().map(|(name, _, value)| (name.to_string(), json!(value(c)))).collect())
 }
 
 pub fn queue_json(q: &QueueView) -> Value {
@@ -152,32 +160,28 @@ fn vhost_json(vhost: &VhostRecord) -> Value {
     json!({ "name": vhost.name, "limits": args_to_json(&vhost.limits) })
 }
 
-pub async fn vhost_exists(state: &AppState, vhost: &str) -> Result<bool, ApiError> {
-    Ok(vhosts(state).await?.iter().any(|v| v.name == vhost))
-}
-
 /// May `user` see `vhost`? Administrators see every vhost, other users those they hold a
 /// permission on.
-pub fn may_see(state: &AppState, user: &User, vhost: &str) -> bool {
-    user.administrator || state.engine.directory().load().permission(&user.name, vhost).is_some()
+fn may_see(directory: &Directory, user: &User, vhost: &str) -> bool {
+    user.administrator || directory.permission(&user.name, vhost).is_some()
 }
 
-/// 404 unless `vhost` exists, 403 unless `user` may see it.
-pub async fn require_vhost(state: &AppState, user: &User, vhost: &str) -> Result<(), ApiError> {
-    if !vhost_exists(state, vhost).await? {
-        return Err(ApiError::not_found("vhost_not_found", format!("no vhost '{vhost}'")));
-    }
-    if !may_see(state, user, vhost) {
+/// The vhost: 404 unless it exists, 403 unless `user` may see it.
+pub async fn require_vhost(state: &AppState, user: &User, vhost: &str) -> Result<VhostRecord, ApiError> {
+    let found = vhosts(state).await?.into_iter().find(|v| v.name == vhost);
+    let found = found.ok_or_else(|| ApiError::not_found("vhost_not_found", format!("no vhost '{vhost}'")))?;
+    if !may_see(&state.engine.directory().load(), user, vhost) {
         return Err(ApiError::forbidden(format!("access to vhost '{vhost}' refused for user '{}'", user.name)));
     }
-    Ok(())
+    Ok(found)
 }
 
 pub async fn list_vhosts(
     State(state): State<AppState>,
     Extension(user): Extension<User>,
 ) -> Result<Json<Value>, ApiError> {
-    let visible = vhosts(&state).await?.into_iter().filter(|v| may_see(&state, &user, &v.name));
+    let directory = state.engine.directory().load();
+    let visible = vhosts(&state).await?.into_iter().filter(|v| may_see(&directory, &user, &v.name));
     Ok(Json(Value::Array(visible.map(|v| vhost_json(&v)).collect())))
 }
 
@@ -186,10 +190,7 @@ pub async fn show_vhost(
     Extension(user): Extension<User>,
     PathParams(vhost): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_vhost(&state, &user, &vhost).await?;
-    let found = vhosts(&state).await?.into_iter().find(|v| v.name == vhost);
-    let found = found.ok_or_else(|| ApiError::not_found("vhost_not_found", format!("no vhost '{vhost}'")))?;
-    Ok(Json(vhost_json(&found)))
+    Ok(Json(vhost_json(&require_vhost(&state, &user, &vhost).await?)))
 }
 
 pub async fn queue_views(state: &AppState, vhost: Option<String>) -> Result<Vec<QueueView>, ApiError> {
@@ -210,7 +211,8 @@ async fn listing(
     if let Some(vhost) = &vhost {
         require_vhost(state, user, vhost).await?;
     }
-    let visible = |vhost: &str| may_see(state, user, vhost);
+    let directory = state.engine.directory().load();
+    let visible = |vhost: &str| may_see(&directory, user, vhost);
     let items = match inspect(&state.engine, query(vhost)).await? {
         InspectReply::Queues(list) => list.iter().filter(|q| visible(&q.vhost)).map(queue_json).collect(),
         InspectReply::Exchanges(list) => list.iter().filter(|e| visible(&e.vhost)).map(exchange_json).collect(),

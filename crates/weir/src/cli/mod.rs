@@ -303,10 +303,8 @@ pub async fn queue(command: &QueueCommand) -> Result<String, CliError> {
                     "consumers",
                 ],
             );
-            text.push_str(&fields(
-                &q["counters"],
-                &["published", "delivered", "redelivered", "acked", "expired", "dead_lettered", "dropped"],
-            ));
+            let counters: Vec<&str> = weir_http::COUNTERS.iter().map(|(name, _, _)| *name).collect();
+            text.push_str(&fields(&q["counters"], &counters));
             Ok(text)
         }
         QueueAction::Purge { name, vhost } => {
