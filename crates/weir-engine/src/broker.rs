@@ -402,11 +402,12 @@ impl<S: Storage> Broker<S> {
         // The HTTP API's management sessions open no vhost: only administrators', and all they
         // can do is `Command::Admin` (every other command needs the vhost).
         let management = vhost.is_empty() && info.internal && self.directory.is_administrator(&info.user);
+        let permission = self.directory.permission(&info.user, &vhost).cloned();
         let refusal = if management {
             None
         } else if !self.vhosts.contains_key(&vhost) {
             Some(format!("vhost {vhost} not found"))
-        } else if self.directory.permission(&info.user, &vhost).is_none() {
+        } else if permission.is_none() {
             Some(format!("access to vhost '{vhost}' refused for user '{}'", info.user))
         } else if let Some(max) = self.vhosts[&vhost].limit("max-connections").filter(|_| !info.internal) {
             let open = self.connections.values().filter(|c| c.vhost == vhost && !c.info.internal).count();
@@ -423,7 +424,6 @@ impl<S: Storage> Broker<S> {
             let _ = sink.sender.send(vec![Event::ConnectionError { error: error(ErrorKind::NotAllowed, text) }]);
             return;
         }
-        let permission = self.directory.permission(&info.user, &vhost).cloned();
         self.sinks.insert(connection, sink);
         self.connections.insert(
             connection,
@@ -490,15 +490,20 @@ impl<S: Storage> Broker<S> {
             .ok_or_else(|| error(ErrorKind::InternalError, format!("channel {} is not open", origin.channel)))
     }
 
-    /// The connection's vhost; an error once the vhost is deleted (its connections are being
-    /// closed then).
+    /// The connection's vhost; an error once its vhost or user is deleted (it is being closed
+    /// then), and for management sessions, which have no vhost.
     fn vhost_of(&self, connection: ConnectionId) -> Result<&str, EngineError> {
         let state = self
             .connections
             .get(&connection)
             .ok_or_else(|| error(ErrorKind::InternalError, "connection is not open".into()))?;
-        if !self.vhosts.contains_key(&state.vhost) {
-            return Err(error(ErrorKind::NotAllowed, format!("vhost {} was deleted", state.vhost)));
+        // A deleted vhost's connections are all marked (`force_close`), so no lookup of the vhost
+        // is needed here; management sessions have none.
+        if state.forced_closed || state.vhost.is_empty() {
+            return Err(error(
+                ErrorKind::NotAllowed,
+                "the connection is being closed: its user or vhost was deleted".into(),
+            ));
         }
         Ok(&state.vhost)
     }
@@ -857,15 +862,16 @@ impl<S: Storage> Broker<S> {
         self.content.insert(seq, &message, targets.len() as u32, pinned);
         let mut priority = None;
         for id in targets {
+            let target = &self.queues[&id];
             // Same test as `logged` above, without a search of it per target.
-            let is_logged = persistent && self.queues[&id].is_logged();
+            let is_logged = persistent && target.is_logged();
             let entry = MessageEntry {
                 seq,
                 location: if is_logged { location } else { LOCATION_MEMORY },
                 size_bytes,
                 delivery_count: 0,
                 flags: if is_logged { ENTRY_FLAG_PERSISTENT } else { 0 },
-                priority: if self.queues[&id].config.order.max_priority > 0 {
+                priority: if target.config.order.max_priority > 0 {
                     *priority.get_or_insert_with(|| properties::raw_priority(&message.raw_properties).unwrap_or(0))
                 } else {
                     0

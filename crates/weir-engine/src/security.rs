@@ -76,16 +76,6 @@ pub enum Access {
     Read,
 }
 
-impl Access {
-    pub fn name(self) -> &'static str {
-        match self {
-            Access::Configure => "configure",
-            Access::Write => "write",
-            Access::Read => "read",
-        }
-    }
-}
-
 /// A compiled pattern. `Nothing` is the empty pattern, `Everything` the common `.*`.
 #[derive(Clone, Debug)]
 enum Pattern {
@@ -297,10 +287,6 @@ impl Authenticator {
             checks_run: AtomicUsize::new(0),
             decoy_hash,
         }
-    }
-
-    pub fn directory(&self) -> Arc<Directory> {
-        self.directory.load()
     }
 
     /// May `name` log in with `password` from a peer that is (or is not) on loopback? Slow
