@@ -73,7 +73,8 @@ def test_a_whole_session(broker):
     assert "purged 1 messages" in weir(broker, "queue", "purge", "work")[0]
 
     status, _ = weir(broker, "status")
-    assert "queues" in status and "log" in status
+    rows = dict(line.split(None, 1) for line in status.splitlines())
+    assert rows["queues"] == "2" and rows["messages_ready"] == "0" and rows["log"].endswith("bytes")
     assert json.loads(weir(broker, "status", "--json")[0])["queues"] == 2
     assert weir(broker, "vhost", "list")[0].split() == ["name", "/"]
 

@@ -28,6 +28,17 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use blake2::{Blake2b512, Digest};
 
+/// Names of vhosts, users and tags: what AMQP's `connection.open` can carry.
+pub const NAME_LEN_MAX: usize = 255;
+
+/// A vhost, user or tag name: 1 to 255 bytes, no control characters.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > NAME_LEN_MAX || name.chars().any(char::is_control) {
+        return Err(format!("{what} name must be 1 to {NAME_LEN_MAX} bytes without control characters"));
+    }
+    Ok(())
+}
+
 /// The tag that makes a user an administrator.
 pub const ADMINISTRATOR_TAG: &str = "administrator";
 /// The account every new store starts with; it may log in from loopback only.

@@ -25,7 +25,7 @@ use crate::auth::User;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParams};
 use crate::json::{check_short, decode_payload, encode_payload, whole, PayloadEncoding, Properties};
-use crate::session::{inspect, Session};
+use crate::session::{inspect, Session, ANSWER_TIMEOUT};
 use crate::topology::exchange_from_url;
 use crate::AppState;
 
@@ -267,8 +267,7 @@ async fn take(session: &mut Session, queue: &str, request: &GetRequest) -> Resul
     // that came before the cancel's answer.
     let mut cancelled = false;
     loop {
-        let timeout =
-            if cancelled { Duration::from_secs(30) } else { deadline.saturating_duration_since(Instant::now()) };
+        let timeout = if cancelled { ANSWER_TIMEOUT } else { deadline.saturating_duration_since(Instant::now()) };
         let event = session.next_event(timeout).await?;
         match event {
             Some(Event::Deliver { delivery_tag, redelivered, message, .. }) => {

@@ -305,6 +305,7 @@ fn schemas() -> Value {
 /// Vhost management, users and permissions (apart: one `json!` for everything is too deep).
 fn security_schemas() -> Value {
     use crate::users::LIMIT_MAX;
+    use weir_engine::security::PATTERN_LEN_MAX;
     let text = json!({ "type": "string" });
     let flag = json!({ "type": "boolean" });
     json!({
@@ -348,9 +349,9 @@ fn security_schemas() -> Value {
         "PermissionSettings": {
             "type": "object", "additionalProperties": false, "required": ["configure", "write", "read"],
             "properties": {
-                "configure": { "type": "string", "maxLength": 4096 },
-                "write": { "type": "string", "maxLength": 4096 },
-                "read": { "type": "string", "maxLength": 4096 },
+                "configure": { "type": "string", "maxLength": PATTERN_LEN_MAX },
+                "write": { "type": "string", "maxLength": PATTERN_LEN_MAX },
+                "read": { "type": "string", "maxLength": PATTERN_LEN_MAX },
             },
         },
     })

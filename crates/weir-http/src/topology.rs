@@ -517,7 +517,7 @@ pub async fn delete_exchange(
 ) -> Result<Response, ApiError> {
     let exchange = exchange_from_url(&name).to_string();
     if exchange.is_empty() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "access_refused", "the default exchange cannot be deleted"));
+        return Err(ApiError::forbidden("the default exchange cannot be deleted"));
     }
     let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
     let origin = session.origin(EXCHANGE_DELETE);

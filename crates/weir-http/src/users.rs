@@ -49,10 +49,7 @@ fn created_or_changed(existed: bool) -> Response {
 }
 
 fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!("{what} name must be 1 to 255 bytes without control characters")));
-    }
-    Ok(())
+    weir_engine::security::check_name(what, name).map_err(ApiError::bad_request)
 }
 
 /// A user as the API shows it; the password hash only to administrators (for export).
@@ -177,8 +174,12 @@ impl Tags {
             Tags::Text(text) => text.split(',').map(str::to_string).collect(),
             Tags::List(list) => list,
         };
-        let mut tags: Vec<String> = list.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
-        tags.dedup();
+        let mut tags: Vec<String> = Vec::new();
+        for tag in list.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+            if !tags.iter().any(|seen| seen == tag) {
+                tags.push(tag.to_string());
+            }
+        }
         tags
     }
 }

@@ -103,20 +103,8 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let engine = weir_engine::EngineConfig::default();
-        let amqp_listen = if !self.amqp_listen.is_empty() {
-            self.amqp_listen
-        } else if let Some(list) = file.amqp_listen {
-            list
-        } else {
-            DEFAULT_AMQP_LISTEN.iter().map(|a| a.parse().expect("valid default")).collect()
-        };
-        let http_listen = if !self.http_listen.is_empty() {
-            self.http_listen
-        } else if let Some(list) = file.http_listen {
-            list
-        } else {
-            vec![DEFAULT_HTTP_LISTEN.parse().expect("valid default")]
-        };
+        let amqp_listen = addresses(self.amqp_listen, file.amqp_listen, &DEFAULT_AMQP_LISTEN);
+        let http_listen = addresses(self.http_listen, file.http_listen, &[DEFAULT_HTTP_LISTEN]);
         let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,

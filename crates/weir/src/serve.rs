@@ -98,7 +98,9 @@ fn serve(settings: Settings) -> Result<(), String> {
         let http = tokio::spawn(weir_http::serve(http_listeners, engine.handle(), http_config(&amqp), stop_rx.clone()));
         weir_amqp::serve(listeners, engine.handle(), amqp, stop_rx).await;
         // Requests in progress get a moment to finish (a long-polling get may take longer).
+        let abort = http.abort_handle();
         if tokio::time::timeout(HTTP_STOP_GRACE, http).await.is_err() {
+            abort.abort();
             tracing::warn!("http requests still running at shutdown were cut off");
         }
         Ok::<(), String>(())

@@ -17,24 +17,16 @@ use crate::api::{AdminOp, ConnectionId, Event, Origin};
 use crate::error::{EngineError, ErrorKind};
 use crate::records::{self, VhostRecord};
 use crate::security::{
-    hash_password, Access, Permission, PermissionRecord, UserRecord, ADMINISTRATOR_TAG, DEFAULT_USER,
+    hash_password, Access, Permission, PermissionRecord, UserRecord, ADMINISTRATOR_TAG, DEFAULT_USER, NAME_LEN_MAX,
 };
 
 use super::{error, Broker, DEFAULT_VHOST};
 
-/// Names of vhosts and users: what AMQP's `connection.open` can carry.
-const NAME_LEN_MAX: usize = 255;
 /// Tags per user, and bytes per tag.
 const TAGS_MAX: usize = 32;
 
 fn check_name(what: &str, name: &str) -> Result<(), EngineError> {
-    if name.is_empty() || name.len() > NAME_LEN_MAX || name.chars().any(char::is_control) {
-        return Err(error(
-            ErrorKind::PreconditionFailed,
-            format!("{what} name must be 1 to {NAME_LEN_MAX} bytes without control characters"),
-        ));
-    }
-    Ok(())
+    crate::security::check_name(what, name).map_err(|text| error(ErrorKind::PreconditionFailed, text))
 }
 
 fn check_user(user: &UserRecord) -> Result<(), EngineError> {

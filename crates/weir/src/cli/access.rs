@@ -181,8 +181,13 @@ pub async fn user(command: &UserCommand) -> Result<String, CliError> {
             Ok(if json_out { pretty(&me) } else { format!("{} [{}]\n", cell(&me["name"]), tags_row(&me["tags"])) })
         }
         UserAction::Add { name, new_password, tags } => {
-            if c.call(Method::GET, &user_path(name), None, none).await.is_ok() {
-                return Err(CliError { code: 1, message: format!("user '{name}' exists (use 'weir user set')") });
+            // Only "no such user" lets the add go on; a refused login or a broker away is said.
+            match c.call(Method::GET, &user_path(name), None, none).await {
+                Ok(_) => {
+                    return Err(CliError { code: 1, message: format!("user '{name}' exists (use 'weir user set')") })
+                }
+                Err(e) if e.code == 3 => {}
+                Err(e) => return Err(e),
             }
             let body = json!({ "password": new_password, "tags": tags });
             c.call(Method::PUT, &user_path(name), Some(&body), none).await?;

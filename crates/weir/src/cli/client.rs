@@ -1,6 +1,7 @@
 //! The CLI's HTTP client: one request per connection to the broker's HTTP API, basic auth,
-//! JSON in and out. Plain `http://` only (the CLI is meant for the local broker or one behind
-//! a TLS-terminating proxy; `https://` is refused with a clear message until TLS lands).
+//! JSON in and out. Plain `http://` only: the CLI is meant for the local broker (which also
+//! serves plain HTTP beside HTTPS) or one behind a TLS-terminating proxy; `https://` is refused
+//! with a clear message.
 
 use std::time::Duration;
 
