@@ -83,6 +83,29 @@ def test_a_whole_session(broker):
     assert json.loads(weir(broker, "queue", "list", "--json")[0]) == []
 
 
+def test_browse_and_selective_recv(broker):
+    weir(broker, "queue", "create", "orders", "--arg", "x-max-priority=9")
+    for n, (region, priority) in enumerate([("eu", 1), ("us", 8), ("eu", 6), ("asia", 9)]):
+        weir(broker, "send", "orders", f"order {n}", "--header", f"region={region}", "--priority", str(priority),
+             "--message-id", f"o-{n}", "--correlation-id", f"batch-{n % 2}")
+    weir(broker, "send", "orders", "tomorrow", "--delay", "600000")
+
+    table = weir(broker, "browse", "orders")[0].splitlines()
+    assert table[0].split() == ["seq", "state", "priority", "deliveries", "message_id", "correlation_id", "body"]
+    assert [line.split()[4] for line in table[1:]] == ["o-3", "o-1", "o-2", "o-0"], "delivery order"
+    listed = json.loads(weir(broker, "browse", "orders", "--state", "all", "--json")[0])
+    assert [(m["payload"], m["state"]) for m in listed][-1] == ("tomorrow", "delayed")
+    assert len(json.loads(weir(broker, "browse", "orders", "--count", "2", "--json")[0])) == 2
+    eu = json.loads(weir(broker, "browse", "orders", "--selector", "region = 'eu'", "--json")[0])
+    assert [m["payload"] for m in eu] == ["order 2", "order 0"]
+
+    assert weir(broker, "recv", "orders", "--selector", "region = 'eu' AND priority > 2")[0] == "order 2\n"
+    assert weir(broker, "recv", "orders", "--message-id", "o-1")[0] == "order 1\n"
+    assert weir(broker, "recv", "orders", "--correlation-id", "batch-1", "--count", "5")[0] == "order 3\n"
+    assert weir(broker, "recv", "orders", "--count", "5")[0] == "order 0\n"
+    assert json.loads(weir(broker, "queue", "show", "orders", "--json")[0])["messages_delayed"] == 1
+
+
 def test_binary_bodies_round_trip(broker):
     weir(broker, "queue", "create", "bin")
     body = bytes(range(256))
@@ -102,9 +125,11 @@ def test_exit_codes(broker):
     weir(broker, "status", env={"WEIR_SERVER": "http://127.0.0.1:1"}, expect=4)
     weir(broker, "queue", "create", "q", "--arg", "x-max-priority=lots", expect=1)
     weir(broker, "queue", "create", "q", "--arg", "novalue", expect=2)
-    weir(broker, "recv", "q", "--selector", "a = 1", expect=2)
     weir(broker, "queue", "bogus", expect=2)
+    weir(broker, "browse", "q", "--state", "sideways", expect=2)
     weir(broker, "queue", "create", "q")
+    _, err = weir(broker, "recv", "q", "--selector", "a =", expect=1)
+    assert "selector error at character 4" in err and "invalid_argument" in err
     weir(broker, "send", "q", "x")
     _, err = weir(broker, "queue", "delete", "q", "--if-empty", expect=1)
     assert "precondition_failed" in err

@@ -688,6 +688,7 @@ impl Connection {
                 origin,
                 queue: queue_name(get.queue.as_str(), state.last_queue.as_deref())?,
                 no_ack: get.no_ack,
+                filter: None,
             },
             basic::AMQPMethod::Ack(ack) => {
                 Command::Ack { origin, delivery_tag: ack.delivery_tag, multiple: ack.multiple }
@@ -971,8 +972,9 @@ impl Connection {
             Event::RecoverOk { channel } => {
                 method(out, channel, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})))
             }
-            // AMQP clients send no admin commands, so this never comes; nothing to write.
-            Event::AdminDone { .. } => {}
+            // Answers to the HTTP API's own commands (admin, browse pages): AMQP clients never
+            // send those, so these never come; nothing to write.
+            Event::AdminDone { .. } | Event::Browsed { .. } => {}
             Event::ConnectionOpened
             | Event::Disconnected
             | Event::ConnectionError { .. }
@@ -1167,6 +1169,7 @@ fn event_channel(event: &Event) -> ChannelId {
         | Event::TxCommitOk { channel }
         | Event::TxRollbackOk { channel }
         | Event::AdminDone { channel }
+        | Event::Browsed { channel, .. }
         | Event::Deliver { channel, .. }
         | Event::GetOk { channel, .. }
         | Event::GetEmpty { channel }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::EngineError;
+use crate::filter::MessageFilter;
 use crate::records::VhostRecord;
 use crate::security::{PermissionRecord, UserRecord};
 
@@ -97,6 +98,54 @@ pub struct ConsumeRequest {
     pub no_wait: bool,
     /// Consumer arguments (`x-priority`).
     pub arguments: Vec<(String, ArgValue)>,
+}
+
+/// Which of a queue's messages a browse looks at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BrowseState {
+    /// Ready messages, in the order consumers get them.
+    #[default]
+    Ready,
+    /// Waiting for their delivery time, by arrival.
+    Delayed,
+    /// Delivered and not yet settled, by arrival.
+    Unacked,
+    /// Ready, then delayed, then unacked.
+    All,
+}
+
+/// Where a browse page ends and the next begins. The order is ready messages in delivery
+/// order, then delayed ones, then unacked ones (each by arrival). A cursor stays valid when
+/// its message leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrowseCursor {
+    Ready { priority: u8, seq: u64 },
+    Delayed { seq: u64 },
+    Unacked { seq: u64 },
+}
+
+/// [`Command::Browse`]'s question.
+#[derive(Clone, Debug, Default)]
+pub struct BrowseRequest {
+    pub state: BrowseState,
+    /// Start after this message (`None`: from the start).
+    pub after: Option<BrowseCursor>,
+    /// At most this many messages.
+    pub limit: u32,
+    pub filter: Option<Arc<MessageFilter>>,
+}
+
+/// One message seen by a browse.
+#[derive(Clone, Debug)]
+pub struct BrowsedMessage {
+    /// Where it is: ready, delayed or unacked.
+    pub state: BrowseState,
+    /// The broker's sequence number for it (arrival order).
+    pub seq: u64,
+    pub priority: u8,
+    /// How many times it has been delivered.
+    pub delivery_count: u16,
+    pub message: Arc<Message>,
 }
 
 /// What a binding leads to, by name, as a client names it.
@@ -216,6 +265,14 @@ pub enum Command {
         origin: Origin,
         queue: String,
         no_ack: bool,
+        /// Take the first ready message (in delivery order) that meets it.
+        filter: Option<Arc<MessageFilter>>,
+    },
+    /// Look at a queue's messages without taking them; answered with [`Event::Browsed`].
+    Browse {
+        origin: Origin,
+        queue: String,
+        request: BrowseRequest,
     },
     Ack {
         origin: Origin,
@@ -524,6 +581,13 @@ pub enum Event {
     },
     GetEmpty {
         channel: ChannelId,
+    },
+    /// The answer to [`Command::Browse`]: a page of messages, and where the next page starts
+    /// (`None`: the end was reached).
+    Browsed {
+        channel: ChannelId,
+        messages: Vec<BrowsedMessage>,
+        next: Option<BrowseCursor>,
     },
     /// An unroutable mandatory message comes back (`basic.return`, 312 NO_ROUTE).
     Returned {

@@ -23,6 +23,7 @@ use crate::api::{
 use crate::content::ContentStore;
 use crate::error::{EngineError, ErrorKind};
 use crate::expiry::ExpiryIndex;
+use crate::filter::{self, MessageFilter};
 use crate::outbox::Outbox;
 use crate::properties::{self, DeathReason};
 use crate::queue_config::{Overflow, QueueConfig};
@@ -32,6 +33,7 @@ use crate::topology::{Destination, Vhost};
 
 mod delay;
 mod exchanges;
+mod filtered;
 mod inspect;
 mod lifecycle;
 mod reply_to;
@@ -78,6 +80,8 @@ pub(crate) struct QueueState {
     /// Listed in `Broker::dirty_queues` (so marking it again costs nothing).
     dirty: bool,
     exclusive_consumer: bool,
+    /// Consumers that filter or browse: while there are any, dispatch lets each choose.
+    choosing_consumers: usize,
     pub counters: QueueCounters,
 }
 
@@ -136,6 +140,7 @@ impl QueueState {
             had_consumers: false,
             dirty: false,
             exclusive_consumer: false,
+            choosing_consumers: 0,
             counters: QueueCounters::default(),
         }
     }
@@ -148,6 +153,8 @@ struct ConsumerKey {
     tag: Arc<str>,
     /// `x-priority`: higher goes first.
     priority: i64,
+    /// It filters or browses (`ConsumerState::choice`).
+    choosing: bool,
 }
 
 struct ConsumerState {
@@ -159,6 +166,8 @@ struct ConsumerState {
     /// 0 = unlimited.
     prefetch_limit: u16,
     unacked: u32,
+    /// Filter or browse; `None` for a consumer that takes whatever comes next.
+    choice: Option<filtered::ConsumerChoice>,
 }
 
 struct Unacked {
@@ -166,6 +175,15 @@ struct Unacked {
     seq: u64,
     /// None for `basic.get` deliveries.
     consumer: Option<(Arc<str>, u64)>,
+    /// A browsed copy: settling it changes nothing in the queue.
+    browse: bool,
+}
+
+impl Unacked {
+    /// The queue and message this delivery holds, unless it was only a browsed copy.
+    fn held(&self) -> Option<(QueueId, u64)> {
+        (!self.browse).then_some((self.queue, self.seq))
+    }
 }
 
 #[derive(Default)]
@@ -363,7 +381,10 @@ impl<S: Storage> Broker<S> {
             Command::Consume { origin, consume } => (origin, self.consume(origin, consume)),
             Command::Cancel { origin, consumer_tag, no_wait } => (origin, self.cancel(origin, &consumer_tag, no_wait)),
             Command::Qos { origin, prefetch_count, global } => (origin, self.qos(origin, prefetch_count, global)),
-            Command::Get { origin, queue, no_ack } => (origin, self.get(origin, &queue, no_ack)),
+            Command::Get { origin, queue, no_ack, filter } => {
+                (origin, self.get(origin, &queue, no_ack, filter.as_deref()))
+            }
+            Command::Browse { origin, queue, request } => (origin, self.browse(origin, &queue, request)),
             Command::Ack { origin, delivery_tag, multiple } => {
                 (origin, self.settle_tags(origin, delivery_tag, multiple, Settlement::Ack))
             }
@@ -469,11 +490,12 @@ impl<S: Storage> Broker<S> {
         let Some(state) = self.connections.get_mut(&connection).and_then(|c| c.channels.remove(&channel)) else {
             return;
         };
-        for (_, unacked) in state.unacked.into_iter().rev() {
-            self.requeue_entry(unacked.queue, unacked.seq);
+        for (queue, seq) in state.unacked.into_values().rev().filter_map(|u| u.held()) {
+            self.requeue_entry(queue, seq);
         }
         for (tag, consumer) in state.consumers {
-            self.remove_consumer(consumer.queue, &ConsumerKey { connection, channel, tag, priority: 0 });
+            let key = ConsumerKey { connection, channel, tag, priority: 0, choosing: consumer.choice.is_some() };
+            self.remove_consumer(consumer.queue, &key);
         }
     }
 
@@ -948,6 +970,10 @@ impl<S: Storage> Broker<S> {
         let ConsumeRequest { queue: queue_name, consumer_tag, no_ack, exclusive, no_wait, arguments } = consume;
         let queue_name = queue_name.as_str();
         let priority = consumer_priority(&arguments)?;
+        let choice = filtered::ConsumerChoice::new(
+            MessageFilter::from_arguments(&arguments)?,
+            filter::browse_argument(&arguments)?,
+        );
         if queue_name == reply_to::REPLY_TO {
             return self.consume_reply_to(origin, consumer_tag, no_ack, no_wait);
         }
@@ -970,14 +996,22 @@ impl<S: Storage> Broker<S> {
         }
         let prefetch_limit = channel.prefetch_per_consumer;
         channel.next_consumer_id += 1;
-        let consumer = ConsumerState { id: channel.next_consumer_id, queue: id, no_ack, prefetch_limit, unacked: 0 };
+        let choosing = choice.is_some();
+        let consumer =
+            ConsumerState { id: channel.next_consumer_id, queue: id, no_ack, prefetch_limit, unacked: 0, choice };
         channel.consumers.insert(Arc::clone(&tag), consumer);
         let queue = self.queues.get_mut(&id).expect("looked up");
         // Sorted by priority, highest first; arrival order among equals.
         let position = queue.consumers.partition_point(|c| c.priority >= priority);
-        let key =
-            ConsumerKey { connection: origin.connection, channel: origin.channel, tag: Arc::clone(&tag), priority };
+        let key = ConsumerKey {
+            connection: origin.connection,
+            channel: origin.channel,
+            tag: Arc::clone(&tag),
+            priority,
+            choosing,
+        };
         queue.consumers.insert(position, key);
+        queue.choosing_consumers += usize::from(choosing);
         queue.had_consumers = true;
         queue.exclusive_consumer = exclusive;
         if !no_wait {
@@ -994,10 +1028,10 @@ impl<S: Storage> Broker<S> {
         }
         // An unknown tag is not an error (RabbitMQ answers cancel-ok).
         if let Some((tag, consumer)) = channel.consumers.remove_entry(consumer_tag) {
-            self.remove_consumer(
-                consumer.queue,
-                &ConsumerKey { connection: origin.connection, channel: origin.channel, tag, priority: 0 },
-            );
+            let choosing = consumer.choice.is_some();
+            let key =
+                ConsumerKey { connection: origin.connection, channel: origin.channel, tag, priority: 0, choosing };
+            self.remove_consumer(consumer.queue, &key);
         }
         if !no_wait {
             self.reply(
@@ -1013,7 +1047,11 @@ impl<S: Storage> Broker<S> {
         let Some(queue) = self.queues.get_mut(&queue_id) else {
             return;
         };
+        let before = queue.consumers.len();
         queue.consumers.retain(|c| (c.connection, c.channel, &c.tag) != (key.connection, key.channel, &key.tag));
+        if key.choosing && queue.consumers.len() < before {
+            queue.choosing_consumers -= 1;
+        }
         queue.exclusive_consumer = false;
         if queue.auto_delete && queue.had_consumers && queue.consumers.is_empty() {
             self.delete_queue(queue_id);
@@ -1032,7 +1070,13 @@ impl<S: Storage> Broker<S> {
         Ok(())
     }
 
-    fn get(&mut self, origin: Origin, queue_name: &str, no_ack: bool) -> Result<(), EngineError> {
+    fn get(
+        &mut self,
+        origin: Origin,
+        queue_name: &str,
+        no_ack: bool,
+        filter: Option<&MessageFilter>,
+    ) -> Result<(), EngineError> {
         self.authorize(origin.connection, Access::Read, "queue", queue_name)?;
         let id = self.lookup_queue(origin.connection, queue_name)?;
         self.channel_mut(origin)?;
@@ -1041,8 +1085,22 @@ impl<S: Storage> Broker<S> {
         // A message whose body cannot be read is dropped and reported by `load_message`;
         // the get goes on to the next one.
         let (entry, message, message_count) = loop {
+            let chosen = match filter {
+                Some(filter) => match self.first_match(id, filter) {
+                    Some(seq) => Some(seq),
+                    None => {
+                        self.reply(origin.connection, Event::GetEmpty { channel: origin.channel });
+                        return Ok(());
+                    }
+                },
+                None => None,
+            };
             let queue = self.queues.get_mut(&id).expect("looked up");
-            let Some(entry) = queue.messages.deliver(no_ack) else {
+            let taken = match chosen {
+                Some(seq) => queue.messages.deliver_seq(seq, no_ack),
+                None => queue.messages.deliver(no_ack),
+            };
+            let Some(entry) = taken else {
                 self.reply(origin.connection, Event::GetEmpty { channel: origin.channel });
                 return Ok(());
             };
@@ -1056,7 +1114,7 @@ impl<S: Storage> Broker<S> {
         let delivery_tag = channel.next_delivery_tag;
         channel.next_delivery_tag += 1;
         if !no_ack {
-            channel.unacked.insert(delivery_tag, Unacked { queue: id, seq: entry.seq, consumer: None });
+            channel.unacked.insert(delivery_tag, Unacked { queue: id, seq: entry.seq, consumer: None, browse: false });
         }
         self.reply(
             origin.connection,
@@ -1122,25 +1180,30 @@ impl<S: Storage> Broker<S> {
             }
         }
         for (_, unacked) in taken {
-            let Some(queue) = self.queues.get_mut(&unacked.queue) else {
+            // A browsed copy only frees its consumer's prefetch.
+            let Some((queue_id, seq)) = unacked.held() else {
+                self.mark_dirty(unacked.queue);
+                continue;
+            };
+            let Some(queue) = self.queues.get_mut(&queue_id) else {
                 continue; // the queue was deleted meanwhile
             };
             match how {
-                Settlement::Requeue => self.requeue_entry(unacked.queue, unacked.seq),
+                Settlement::Requeue => self.requeue_entry(queue_id, seq),
                 Settlement::Ack => {
-                    if let Some(entry) = queue.messages.settle(unacked.seq) {
+                    if let Some(entry) = queue.messages.settle(seq) {
                         queue.counters.acked += 1;
-                        queue.expired_unacked.remove(&unacked.seq);
-                        self.drop_entry(unacked.queue, &entry);
+                        queue.expired_unacked.remove(&seq);
+                        self.drop_entry(queue_id, &entry);
                     }
                 }
                 Settlement::Discard => {
-                    if let Some(entry) = queue.messages.settle(unacked.seq) {
-                        self.dead_letter(unacked.queue, entry, DeathReason::Rejected);
+                    if let Some(entry) = queue.messages.settle(seq) {
+                        self.dead_letter(queue_id, entry, DeathReason::Rejected);
                     }
                 }
             }
-            self.mark_dirty(unacked.queue);
+            self.mark_dirty(queue_id);
         }
         Ok(())
     }
@@ -1152,8 +1215,8 @@ impl<S: Storage> Broker<S> {
         for consumer in channel.consumers.values_mut() {
             consumer.unacked = 0;
         }
-        for (_, unacked) in taken.into_iter().rev() {
-            self.requeue_entry(unacked.queue, unacked.seq);
+        for (queue, seq) in taken.into_values().rev().filter_map(|u| u.held()) {
+            self.requeue_entry(queue, seq);
         }
         self.reply(origin.connection, Event::RecoverOk { channel: origin.channel });
         Ok(())
@@ -1198,41 +1261,52 @@ impl<S: Storage> Broker<S> {
         }
     }
 
-    /// Hand ready messages to consumers while any consumer has room.
+    /// Hand ready messages to consumers while any consumer has room (and, where consumers
+    /// filter or browse, while one of them wants a message).
     fn dispatch_queue(&mut self, id: QueueId) {
+        if self.queues.get(&id).is_some_and(|q| q.choosing_consumers > 0) {
+            return self.dispatch_filtered(id);
+        }
         while let Some((index, group_start)) = self.pick_consumer(id) {
             let queue = self.queues.get_mut(&id).expect("picked from it");
             queue.next_consumer = index - group_start + 1;
             let key = queue.consumers[index].clone();
-            self.deliver_to(id, &key);
+            self.deliver_to(id, &key, filtered::Pick::Next);
         }
     }
 
     /// The next consumer of queue `id` to receive a ready message, with the start of its
-    /// priority group: round-robin within the highest-priority group that has room; lower
-    /// groups only while every higher one is blocked (RabbitMQ's consumer priorities). With a
-    /// single active consumer only the first consumer is considered.
+    /// priority group.
     fn pick_consumer(&self, id: QueueId) -> Option<(usize, usize)> {
-        let queue = self.queues.get(&id)?;
-        if !queue.messages.has_ready() {
+        if !self.queues.get(&id)?.messages.has_ready() {
             return None;
         }
+        self.turn_order(id).next()
+    }
+
+    /// Consumers of queue `id` with room, in the order they are offered a message, each with
+    /// the start of its priority group: round-robin within the highest-priority group; lower
+    /// groups only after every higher one (RabbitMQ's consumer priorities). With a single
+    /// active consumer only the first consumer is considered.
+    fn turn_order(&self, id: QueueId) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let queue = &self.queues[&id];
         let consumers = &queue.consumers;
         let eligible = if queue.config.single_active_consumer { consumers.len().min(1) } else { consumers.len() };
-        let mut group_start = 0;
-        while group_start < eligible {
-            let priority = consumers[group_start].priority;
-            let size = consumers[group_start..eligible].partition_point(|c| c.priority == priority);
-            let offset = queue.next_consumer % size;
-            let found = (0..size)
-                .map(|i| group_start + (offset + i) % size)
-                .find(|&index| self.consumer_has_room(&consumers[index]));
-            if let Some(index) = found {
-                return Some((index, group_start));
-            }
-            group_start += size;
-        }
-        None
+        let group_size = move |start: usize| {
+            let priority = consumers[start].priority;
+            consumers[start..eligible].partition_point(|c| c.priority == priority)
+        };
+        let groups = std::iter::successors((eligible > 0).then_some(0), move |&start| {
+            let next = start + group_size(start);
+            (next < eligible).then_some(next)
+        });
+        groups
+            .flat_map(move |start| {
+                let size = group_size(start);
+                let offset = queue.next_consumer % size;
+                (0..size).map(move |i| (start + (offset + i) % size, start))
+            })
+            .filter(move |&(index, _)| self.consumer_has_room(&consumers[index]))
     }
 
     fn consumer_has_room(&self, key: &ConsumerKey) -> bool {
@@ -1253,13 +1327,21 @@ impl<S: Storage> Broker<S> {
         self.sinks.get(&key.connection).is_some_and(|sink| sink.shared.has_room())
     }
 
-    fn deliver_to(&mut self, id: QueueId, key: &ConsumerKey) {
+    fn deliver_to(&mut self, id: QueueId, key: &ConsumerKey, pick: filtered::Pick) {
         let no_ack = self.connections[&key.connection].channels[&key.channel].consumers[&key.tag].no_ack;
-        let entry = self.queues.get_mut(&id).expect("present").messages.deliver(no_ack).expect("has ready");
-        let Some(message) = self.load_message(id, &entry, no_ack) else {
+        let messages = &mut self.queues.get_mut(&id).expect("present").messages;
+        let (entry, browse) = match pick {
+            filtered::Pick::Next => (messages.deliver(no_ack).expect("has ready"), false),
+            filtered::Pick::Seq(seq) => (messages.deliver_seq(seq, no_ack).expect("chosen among ready"), false),
+            filtered::Pick::Browse(entry) => (entry, true),
+        };
+        // A browsed message stays ready: if it cannot be read, it is taken out of the queue.
+        let Some(message) = self.load_message(id, &entry, no_ack && !browse) else {
             return;
         };
-        self.queues.get_mut(&id).expect("present").count_delivery(&entry);
+        if !browse {
+            self.queues.get_mut(&id).expect("present").count_delivery(&entry);
+        }
         let channel = self
             .connections
             .get_mut(&key.connection)
@@ -1271,7 +1353,7 @@ impl<S: Storage> Broker<S> {
             let consumer = channel.consumers.get_mut(&key.tag).expect("checked by consumer_has_room");
             consumer.unacked += 1;
             let owner = Some((Arc::clone(&key.tag), consumer.id));
-            channel.unacked.insert(delivery_tag, Unacked { queue: id, seq: entry.seq, consumer: owner });
+            channel.unacked.insert(delivery_tag, Unacked { queue: id, seq: entry.seq, consumer: owner, browse });
             channel.unacked_by_consumers += 1;
         }
         self.sinks[&key.connection].shared.reserve_delivery();
@@ -1285,7 +1367,7 @@ impl<S: Storage> Broker<S> {
                 message,
             },
         );
-        if no_ack {
+        if no_ack && !browse {
             self.drop_entry(id, &entry);
         }
     }
@@ -1305,7 +1387,7 @@ impl<S: Storage> Broker<S> {
         self.read_only.get_or_insert(failure);
         if !already_removed {
             if let Some(q) = self.queues.get_mut(&queue) {
-                q.messages.settle(entry.seq);
+                q.messages.remove(entry.seq);
             }
         }
         self.forget_entry(entry);

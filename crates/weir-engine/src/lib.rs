@@ -10,7 +10,7 @@
 //! log record formats), `recovery` (checkpoint + replay), `engine` (the thread and loop),
 //! `outbox` (event ordering and the durability gate), `content` (message bodies in memory),
 //! `topology` (vhosts, exchanges, bindings and routing), `security` (users, permissions and
-//! logins).
+//! logins), `filter` (which messages a consumer, get or browse may see).
 
 mod api;
 mod broker;
@@ -18,6 +18,7 @@ mod content;
 mod engine;
 mod error;
 mod expiry;
+pub mod filter;
 mod outbox;
 pub mod properties;
 mod queue_config;
@@ -28,10 +29,10 @@ mod stats;
 mod topology;
 
 pub use api::{
-    AdminOp, ArgValue, BindRequest, BindTarget, BindingView, ChannelId, Command, ConnectionId, ConnectionInfo,
-    ConnectionShared, ConnectionView, ConsumeRequest, Event, EventSink, ExchangeDeclare, ExchangeView, Inspect,
-    InspectReply, Message, Origin, OverviewView, Publish, QueueCounters, QueueDeclare, QueueView,
-    CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
+    AdminOp, ArgValue, BindRequest, BindTarget, BindingView, BrowseCursor, BrowseRequest, BrowseState, BrowsedMessage,
+    ChannelId, Command, ConnectionId, ConnectionInfo, ConnectionShared, ConnectionView, ConsumeRequest, Event,
+    EventSink, ExchangeDeclare, ExchangeView, Inspect, InspectReply, Message, Origin, OverviewView, Publish,
+    QueueCounters, QueueDeclare, QueueView, CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
 };
 pub use broker::DEFAULT_VHOST;
 pub use engine::{Engine, EngineConfig, EngineHandle, EngineStopped, BATCH_COMMANDS_MAX};
@@ -41,3 +42,4 @@ pub use queue_config::{Overflow, QueueConfig};
 pub use stats::{CommitHistogram, EngineStats, COMMIT_BUCKETS_MICROS};
 pub use topology::{check_vhost_limits, VHOST_LIMITS};
 pub use weir_log::{FileStorage, LogConfig, RecoveryReport};
+pub use weir_queue::selector;

@@ -161,17 +161,27 @@ pub fn table_to_arguments(table: &FieldTable) -> Vec<(String, ArgValue)> {
     table.inner().iter().map(|(key, value)| (key.as_str().to_string(), arg_value(value))).collect()
 }
 
+/// The value of any of the field-table integer types (a timestamp too), if it is one.
+pub(crate) fn integer_value(value: &AMQPValue) -> Option<i64> {
+    Some(match value {
+        AMQPValue::ShortShortInt(v) => i64::from(*v),
+        AMQPValue::ShortShortUInt(v) => i64::from(*v),
+        AMQPValue::ShortInt(v) => i64::from(*v),
+        AMQPValue::ShortUInt(v) => i64::from(*v),
+        AMQPValue::LongInt(v) => i64::from(*v),
+        AMQPValue::LongUInt(v) => i64::from(*v),
+        AMQPValue::LongLongInt(v) => *v,
+        AMQPValue::Timestamp(v) => *v as i64,
+        _ => return None,
+    })
+}
+
 fn arg_value(value: &AMQPValue) -> ArgValue {
+    if let Some(n) = integer_value(value) {
+        return ArgValue::Int(n);
+    }
     match value {
         AMQPValue::Boolean(b) => ArgValue::Bool(*b),
-        AMQPValue::ShortShortInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::ShortShortUInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::ShortInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::ShortUInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::LongInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::LongUInt(v) => ArgValue::Int(i64::from(*v)),
-        AMQPValue::LongLongInt(v) => ArgValue::Int(*v),
-        AMQPValue::Timestamp(v) => ArgValue::Int(*v as i64),
         AMQPValue::Float(v) => ArgValue::Float(f64::from(*v)),
         AMQPValue::Double(v) => ArgValue::Float(*v),
         AMQPValue::ShortString(s) => ArgValue::Str(s.as_str().to_string()),

@@ -9,7 +9,14 @@
 //! nothing is ready it waits until at least one message arrives (then also takes whatever
 //! else came with it, up to `count`) or the time is up, and answers an empty list then.
 //! `ackmode` says what happens to the messages taken: `remove` acks them (gone for good),
-//! `requeue` puts them back (marked redelivered), as RabbitMQ's `ack_requeue_true`.
+//! `requeue` puts them back (marked redelivered), as RabbitMQ's `ack_requeue_true`; `browse`
+//! only looks (nothing is taken, nothing is marked). `message_id`, `correlation_id` and
+//! `selector` choose which messages (all given must hold), as the consumer arguments of the
+//! same names do.
+//!
+//! A browse (`GET …/messages`) pages through a queue without taking anything: by state
+//! (`ready` in delivery order, `delayed`, `unacked`, or `all`), with the same filters, and an
+//! opaque `next` cursor to continue from.
 
 use std::time::{Duration, Instant};
 
@@ -19,11 +26,17 @@ use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weir_engine::{Command, ConsumeRequest, Event, Inspect, InspectReply, Message, Publish, PublishParts};
+use std::sync::Arc;
+
+use weir_engine::filter::{MessageFilter, ARG_CORRELATION_ID, ARG_MESSAGE_ID, ARG_SELECTOR};
+use weir_engine::{
+    ArgValue, BrowseCursor, BrowseRequest, BrowseState, BrowsedMessage, Command, ConsumeRequest, Event, Inspect,
+    InspectReply, Message, Publish, PublishParts,
+};
 
 use crate::auth::User;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, PathParams};
+use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::json::{check_short, decode_payload, encode_payload, whole, PayloadEncoding, Properties};
 use crate::session::{inspect, Session, ANSWER_TIMEOUT};
 use crate::topology::exchange_from_url;
@@ -34,11 +47,16 @@ const BASIC_GET: u32 = (60 << 16) | 70;
 const BASIC_CONSUME: u32 = (60 << 16) | 20;
 const BASIC_QOS: u32 = (60 << 16) | 10;
 const BASIC_ACK: u32 = (60 << 16) | 80;
+/// Browsing has no AMQP method; errors name `basic.get`'s.
+const BROWSE: u32 = BASIC_GET;
 
 /// At most this many messages per get.
 pub const GET_COUNT_MAX: u32 = 1000;
 /// The longest a get may wait.
 pub const GET_WAIT_MS_MAX: u64 = 60_000;
+/// At most this many messages per browse page (the default is [`BROWSE_LIMIT_DEFAULT`]).
+pub const BROWSE_LIMIT_MAX: u32 = 1000;
+pub const BROWSE_LIMIT_DEFAULT: u32 = 50;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +180,7 @@ async fn refused(state: &AppState) -> ApiError {
 pub enum AckMode {
     Remove,
     Requeue,
+    Browse,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -186,6 +205,42 @@ pub struct GetRequest {
     wait_ms: u64,
     #[serde(default)]
     encoding: ResponseEncoding,
+    message_id: Option<String>,
+    correlation_id: Option<String>,
+    selector: Option<String>,
+}
+
+impl GetRequest {
+    fn filter_fields(&self) -> FilterFields {
+        FilterFields {
+            message_id: self.message_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            selector: self.selector.clone(),
+        }
+    }
+}
+
+/// Which messages a get or a browse wants (all given must hold).
+struct FilterFields {
+    message_id: Option<String>,
+    correlation_id: Option<String>,
+    selector: Option<String>,
+}
+
+impl FilterFields {
+    fn filter(&self) -> Result<Option<Arc<MessageFilter>>, ApiError> {
+        let filter = MessageFilter::new(self.message_id.clone(), self.correlation_id.clone(), self.selector.as_deref())
+            .map_err(|e| ApiError::invalid_argument(e.text))?;
+        Ok(filter.map(Arc::new))
+    }
+
+    /// The same, as consumer arguments (for a get that waits).
+    fn arguments(&self) -> Vec<(String, ArgValue)> {
+        [(ARG_CORRELATION_ID, &self.correlation_id), (ARG_MESSAGE_ID, &self.message_id), (ARG_SELECTOR, &self.selector)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_string(), ArgValue::Str(value.clone()?))))
+            .collect()
+    }
 }
 
 struct Taken {
@@ -209,14 +264,25 @@ pub async fn get(
         return Err(ApiError::bad_request(format!("wait_ms must be at most {GET_WAIT_MS_MAX}")));
     }
     let ackmode = request.ackmode.unwrap_or(AckMode::Remove);
+    let filter = request.filter_fields().filter()?;
+    let force_base64 = request.encoding == ResponseEncoding::Base64;
+    if ackmode == AckMode::Browse {
+        if request.wait_ms != 0 {
+            return Err(ApiError::bad_request("wait_ms does not apply to ackmode browse"));
+        }
+        let browse = BrowseRequest { state: BrowseState::Ready, after: None, limit: request.count, filter };
+        let (messages, _) = browse_page(&state, &user.name, &vhost, &queue, browse).await?;
+        let listed = messages.iter().map(|m| browsed_json(m, force_base64)).collect();
+        return Ok(Json(Value::Array(listed)));
+    }
     let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
-    let result = take(&mut session, &queue, &request).await;
+    let result = take(&mut session, &queue, &request, filter).await;
     let settled = match &result {
         Ok(taken) if !taken.is_empty() => {
             let delivery_tag = taken.iter().map(|t| t.delivery_tag).max().expect("not empty");
             let origin = session.origin(BASIC_ACK);
             let command = match ackmode {
-                AckMode::Remove => Command::Ack { origin, delivery_tag, multiple: true },
+                AckMode::Remove | AckMode::Browse => Command::Ack { origin, delivery_tag, multiple: true },
                 AckMode::Requeue => Command::Reject { origin, delivery_tag, multiple: true, requeue: true },
             };
             session.send(command).await
@@ -226,16 +292,22 @@ pub async fn get(
     session.close().await;
     let taken = result?;
     settled?;
-    let force_base64 = request.encoding == ResponseEncoding::Base64;
-    Ok(Json(Value::Array(taken.iter().map(|t| message_json(t, force_base64)).collect())))
+    let listed = taken.iter().map(|t| message_json(&t.message, t.redelivered, t.message_count, force_base64)).collect();
+    Ok(Json(Value::Array(listed)))
 }
 
 /// Take up to `count` messages: what is ready now, else (with `wait_ms`) the first to arrive.
-async fn take(session: &mut Session, queue: &str, request: &GetRequest) -> Result<Vec<Taken>, ApiError> {
+async fn take(
+    session: &mut Session,
+    queue: &str,
+    request: &GetRequest,
+    filter: Option<Arc<MessageFilter>>,
+) -> Result<Vec<Taken>, ApiError> {
     let mut taken = Vec::new();
     while taken.len() < request.count as usize {
         let origin = session.origin(BASIC_GET);
-        match session.call(Command::Get { origin, queue: queue.to_string(), no_ack: false }).await? {
+        let get = Command::Get { origin, queue: queue.to_string(), no_ack: false, filter: filter.clone() };
+        match session.call(get).await? {
             Event::GetOk { delivery_tag, redelivered, message_count, message, .. } => {
                 taken.push(Taken { delivery_tag, redelivered, message_count: Some(message_count), message });
             }
@@ -256,7 +328,7 @@ async fn take(session: &mut Session, queue: &str, request: &GetRequest) -> Resul
         no_ack: false,
         exclusive: false,
         no_wait: false,
-        arguments: Vec::new(),
+        arguments: request.filter_fields().arguments(),
     };
     let origin = session.origin(BASIC_CONSUME);
     let consumer_tag = match session.call(Command::Consume { origin, consume }).await? {
@@ -288,18 +360,133 @@ async fn take(session: &mut Session, queue: &str, request: &GetRequest) -> Resul
     }
 }
 
-fn message_json(taken: &Taken, force_base64: bool) -> Value {
-    let message = &taken.message;
+fn message_json(message: &Message, redelivered: bool, message_count: Option<u32>, force_base64: bool) -> Value {
     let (payload, encoding) = encode_payload(&message.body, force_base64);
     let properties = weir_amqp_codec::decode_properties(&message.raw_properties).unwrap_or_default();
     json!({
         "payload": payload,
         "payload_encoding": encoding,
         "payload_bytes": message.body.len(),
-        "redelivered": taken.redelivered,
+        "redelivered": redelivered,
         "exchange": message.exchange,
         "routing_key": message.routing_key,
-        "message_count": taken.message_count,
+        "message_count": message_count,
         "properties": Properties::from_amqp(&properties),
     })
+}
+
+/// A browsed message: as a got one, plus where it is and how often it was delivered.
+fn browsed_json(browsed: &BrowsedMessage, force_base64: bool) -> Value {
+    let mut value = message_json(&browsed.message, browsed.delivery_count > 0, None, force_base64);
+    value["state"] = json!(state_name(browsed.state));
+    value["seq"] = json!(browsed.seq);
+    value["priority"] = json!(browsed.priority);
+    value["delivery_count"] = json!(browsed.delivery_count);
+    value
+}
+
+fn state_name(state: BrowseState) -> &'static str {
+    match state {
+        BrowseState::Ready => "ready",
+        BrowseState::Delayed => "delayed",
+        BrowseState::Unacked => "unacked",
+        BrowseState::All => "all",
+    }
+}
+
+#[derive(Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StateParam {
+    #[default]
+    Ready,
+    Delayed,
+    Unacked,
+    All,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowseParams {
+    #[serde(default)]
+    state: StateParam,
+    limit: Option<u32>,
+    after: Option<String>,
+    #[serde(default)]
+    encoding: ResponseEncoding,
+    message_id: Option<String>,
+    correlation_id: Option<String>,
+    selector: Option<String>,
+}
+
+/// `GET /api/queues/{vhost}/{queue}/messages` → `{"messages": […], "next": cursor or null}`.
+pub async fn browse(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams((vhost, queue)): PathParams<(String, String)>,
+    QueryParams(params): QueryParams<BrowseParams>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = params.limit.unwrap_or(BROWSE_LIMIT_DEFAULT);
+    if limit == 0 || limit > BROWSE_LIMIT_MAX {
+        return Err(ApiError::bad_request(format!("limit must be 1 to {BROWSE_LIMIT_MAX}")));
+    }
+    let after = params.after.as_deref().map(parse_cursor).transpose()?;
+    let filter = FilterFields {
+        message_id: params.message_id,
+        correlation_id: params.correlation_id,
+        selector: params.selector,
+    }
+    .filter()?;
+    let browse_state = match params.state {
+        StateParam::Ready => BrowseState::Ready,
+        StateParam::Delayed => BrowseState::Delayed,
+        StateParam::Unacked => BrowseState::Unacked,
+        StateParam::All => BrowseState::All,
+    };
+    let request = BrowseRequest { state: browse_state, after, limit, filter };
+    let (messages, next) = browse_page(&state, &user.name, &vhost, &queue, request).await?;
+    let force_base64 = params.encoding == ResponseEncoding::Base64;
+    Ok(Json(json!({
+        "messages": messages.iter().map(|m| browsed_json(m, force_base64)).collect::<Vec<_>>(),
+        "next": next.map(cursor_text),
+    })))
+}
+
+async fn browse_page(
+    state: &AppState,
+    user: &str,
+    vhost: &str,
+    queue: &str,
+    request: BrowseRequest,
+) -> Result<(Vec<BrowsedMessage>, Option<BrowseCursor>), ApiError> {
+    let mut session = Session::open(&state.engine, vhost, user).await?;
+    let origin = session.origin(BROWSE);
+    let answer = session.call(Command::Browse { origin, queue: queue.to_string(), request }).await;
+    session.close().await;
+    match answer? {
+        Event::Browsed { messages, next, .. } => Ok((messages, next)),
+        other => Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
+    }
+}
+
+/// Cursors as text: `r.<priority>.<seq>`, `d.<seq>`, `u.<seq>`.
+fn cursor_text(cursor: BrowseCursor) -> String {
+    match cursor {
+        BrowseCursor::Ready { priority, seq } => format!("r.{priority}.{seq}"),
+        BrowseCursor::Delayed { seq } => format!("d.{seq}"),
+        BrowseCursor::Unacked { seq } => format!("u.{seq}"),
+    }
+}
+
+fn parse_cursor(text: &str) -> Result<BrowseCursor, ApiError> {
+    let bad = || ApiError::bad_request(format!("'{text}' is not a cursor this API gave out"));
+    let parts: Vec<&str> = text.split('.').collect();
+    let number = |part: &str| part.parse::<u64>().map_err(|_| bad());
+    match parts.as_slice() {
+        ["r", priority, seq] => {
+            Ok(BrowseCursor::Ready { priority: priority.parse().map_err(|_| bad())?, seq: number(seq)? })
+        }
+        ["d", seq] => Ok(BrowseCursor::Delayed { seq: number(seq)? }),
+        ["u", seq] => Ok(BrowseCursor::Unacked { seq: number(seq)? }),
+        _ => Err(bad()),
+    }
 }

@@ -72,12 +72,9 @@ fn operation(route: &Route) -> Value {
             json!({ "name": name, "in": "path", "required": true, "schema": parameter_schema(name), "example": example(name) })
         })
         .collect();
-    parameters.extend(
-        route
-            .query
-            .iter()
-            .map(|(name, kind)| json!({ "name": name, "in": "query", "required": false, "schema": { "type": kind } })),
-    );
+    parameters.extend(route.query.iter().map(
+        |(name, schema)| json!({ "name": name, "in": "query", "required": false, "schema": query_schema(schema) }),
+    ));
     let error = json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
     let mut responses = Map::new();
     let success = match route.success.schema {
@@ -122,6 +119,15 @@ fn operation(route: &Route) -> Value {
     }
     op["security"] = if route.login { json!([{ "basic": [] }]) } else { json!([]) };
     op
+}
+
+/// A query parameter's schema: a bare type name (`"boolean"`), or a JSON schema.
+fn query_schema(schema: &str) -> Value {
+    if schema.starts_with('{') {
+        serde_json::from_str(schema).expect("the route table's query schemas are valid JSON")
+    } else {
+        json!({ "type": schema })
+    }
 }
 
 fn operation_id(route: &Route) -> String {
@@ -278,9 +284,11 @@ fn schemas() -> Value {
             "type": "object", "additionalProperties": false,
             "properties": {
                 "count": { "type": "integer", "minimum": 1, "maximum": crate::messages::GET_COUNT_MAX },
-                "ackmode": { "type": "string", "enum": ["remove", "requeue"] },
+                "ackmode": { "type": "string", "enum": ["remove", "requeue", "browse"] },
                 "wait_ms": { "type": "integer", "minimum": 0, "maximum": crate::messages::GET_WAIT_MS_MAX },
                 "encoding": { "type": "string", "enum": ["auto", "base64"] },
+                "message_id": text, "correlation_id": text,
+                "selector": { "type": "string", "minLength": 1, "maxLength": weir_engine::selector::SOURCE_BYTES_MAX },
             },
         },
         "Message": object(
@@ -294,6 +302,19 @@ fn schemas() -> Value {
             }),
         ),
         "MessageList": list("Message"),
+        "BrowsedMessage": {
+            "allOf": [
+                { "$ref": "#/components/schemas/Message" },
+                object(&["state", "seq", "priority", "delivery_count"], json!({
+                    "state": { "type": "string", "enum": ["ready", "delayed", "unacked"] },
+                    "seq": int, "priority": int, "delivery_count": int,
+                })),
+            ],
+        },
+        "BrowsePage": object(&["messages", "next"], json!({
+            "messages": list("BrowsedMessage"),
+            "next": { "type": ["string", "null"] },
+        })),
     });
     let (Value::Object(all_map), Value::Object(security)) = (&mut all, security_schemas()) else {
         unreachable!("both are objects")
@@ -373,5 +394,15 @@ mod tests {
             let name: String = reference.chars().take_while(|c| c.is_alphanumeric()).collect();
             assert!(doc["components"]["schemas"][&name].is_object(), "schema {name} is referenced but not defined");
         }
+    }
+
+    /// The route table writes some limits as text: they must be the limits the code enforces.
+    #[test]
+    fn query_limits_in_the_table_match_the_constants() {
+        let doc = build();
+        let parameters = doc["paths"]["/api/queues/{vhost}/{name}/messages"]["get"]["parameters"].as_array().unwrap();
+        let schema = |name: &str| parameters.iter().find(|p| p["name"] == name).unwrap()["schema"].clone();
+        assert_eq!(schema("limit")["maximum"], crate::messages::BROWSE_LIMIT_MAX);
+        assert_eq!(schema("selector")["maxLength"], weir_engine::selector::SOURCE_BYTES_MAX);
     }
 }

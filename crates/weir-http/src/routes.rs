@@ -24,7 +24,7 @@ pub struct Route {
     pub tag: &'static str,
     /// Needs a login (everything under `/api` but the document itself).
     pub login: bool,
-    /// Query parameters: (name, JSON schema type).
+    /// Query parameters: (name, JSON schema type or a whole JSON schema).
     pub query: &'static [(&'static str, &'static str)],
     /// The schema of the JSON request body, if it takes one.
     pub body: Option<&'static str>,
@@ -282,11 +282,29 @@ pub fn table() -> Vec<Route> {
             M::POST,
             "/api/queues/{vhost}/{name}/get",
             "messages",
-            "Take messages from a queue (remove or requeue), optionally waiting",
+            "Take messages from a queue (remove, requeue or browse), by id, correlation id or selector, optionally waiting",
             NONE,
             Some("GetRequest"),
             (200, Some("MessageList")),
             messages::get,
+        ),
+        route(
+            M::GET,
+            "/api/queues/{vhost}/{name}/messages",
+            "messages",
+            "Browse a queue's messages by state and filter, a page at a time, without taking them",
+            &[
+                ("state", r#"{"type": "string", "enum": ["ready", "delayed", "unacked", "all"]}"#),
+                ("limit", r#"{"type": "integer", "minimum": 1, "maximum": 1000}"#),
+                ("after", r#"{"type": "string", "pattern": "^(r[.][0-9]{1,2}[.][0-9]{1,19}|[du][.][0-9]{1,19})$"}"#),
+                ("encoding", r#"{"type": "string", "enum": ["auto", "base64"]}"#),
+                ("message_id", "string"),
+                ("correlation_id", "string"),
+                ("selector", r#"{"type": "string", "minLength": 1, "maxLength": 8192}"#),
+            ],
+            None,
+            (200, Some("BrowsePage")),
+            messages::browse,
         ),
         route(
             M::GET,

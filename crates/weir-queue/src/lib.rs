@@ -18,6 +18,7 @@
 
 mod entry;
 mod queue;
+pub mod selector;
 
 pub use entry::{MessageEntry, MessageSeq, ENTRY_FLAG_PERSISTENT, ENTRY_FLAG_REDELIVERED};
 pub use queue::{Queue, QueueStats, ReadyOrder};

@@ -57,6 +57,10 @@ pub struct Queue {
     stats: QueueStats,
     /// The largest sequence number ever pushed: new messages must come after it.
     last_pushed_seq: MessageSeq,
+    /// Bumped whenever a message joins the ready order anywhere but at the tail of its level
+    /// (requeue, delayed release): a scan that remembered "nothing up to seq N matches" must
+    /// start again.
+    reinsertions: u64,
 }
 
 impl Default for Queue {
@@ -79,6 +83,7 @@ impl Queue {
             delayed: HashMap::new(),
             stats: QueueStats::default(),
             last_pushed_seq: 0,
+            reinsertions: 0,
         }
     }
 
@@ -167,6 +172,70 @@ impl Queue {
             assert!(previous.is_none(), "seq {} delivered twice", entry.seq);
         }
         Some(entry)
+    }
+
+    /// Hand out one particular ready message (a filtered consumer chose it). `None` if it is
+    /// not ready here.
+    pub fn deliver_seq(&mut self, seq: MessageSeq, auto_ack: bool) -> Option<MessageEntry> {
+        let mut entry = self.remove_ready(seq)?;
+        entry.delivery_count = entry.delivery_count.saturating_add(1);
+        if !auto_ack {
+            self.stats.unacked_messages += 1;
+            self.stats.unacked_bytes += u64::from(entry.size_bytes);
+            self.unacked.insert(entry.seq, entry);
+        }
+        Some(entry)
+    }
+
+    /// Ready messages in delivery order (the order `deliver` hands them out), starting after
+    /// the message at `after` = (priority level, seq), which need not still be there. A
+    /// browse cursor: messages that join behind it are seen, ones that join before it are not
+    /// (as IBM MQ's browse-next).
+    pub fn ready_after(&self, after: Option<(u8, MessageSeq)>) -> impl Iterator<Item = &MessageEntry> + '_ {
+        let lifo = self.order.lifo;
+        self.occupied_levels().filter(move |&level| after.is_none_or(|(at, _)| level <= at)).flat_map(move |level| {
+            let deque = &self.levels[usize::from(level)];
+            let (start, end) = match after {
+                Some((at, seq)) if at == level && lifo => (0, deque.partition_point(|e| e.seq < seq)),
+                Some((at, seq)) if at == level => (deque.partition_point(|e| e.seq <= seq), deque.len()),
+                _ => (0, deque.len()),
+            };
+            in_direction(deque.range(start..end), lifo)
+        })
+    }
+
+    /// Ready messages newer than `seq`, in delivery order: what a filtered consumer has not
+    /// looked at yet, if `reinsertions` has not changed since it looked.
+    pub fn ready_newer_than(&self, seq: MessageSeq) -> impl Iterator<Item = &MessageEntry> + '_ {
+        let lifo = self.order.lifo;
+        self.occupied_levels().flat_map(move |level| {
+            let deque = &self.levels[usize::from(level)];
+            in_direction(deque.range(deque.partition_point(|e| e.seq <= seq)..), lifo)
+        })
+    }
+
+    /// See the field of the same name.
+    pub fn reinsertions(&self) -> u64 {
+        self.reinsertions
+    }
+
+    /// The largest sequence number this queue has taken in.
+    pub fn last_pushed_seq(&self) -> MessageSeq {
+        self.last_pushed_seq
+    }
+
+    /// Delayed messages by sequence number (arrival order).
+    pub fn delayed_sorted(&self) -> Vec<&MessageEntry> {
+        let mut entries: Vec<&MessageEntry> = self.delayed.values().collect();
+        entries.sort_unstable_by_key(|e| e.seq);
+        entries
+    }
+
+    /// Unacked messages by sequence number.
+    pub fn unacked_sorted(&self) -> Vec<&MessageEntry> {
+        let mut entries: Vec<&MessageEntry> = self.unacked.values().collect();
+        entries.sort_unstable_by_key(|e| e.seq);
+        entries
     }
 
     /// Take the least recently received ready message out without handing it out (it is
@@ -283,6 +352,7 @@ impl Queue {
             Err(index) => index,
         };
         deque.insert(index, entry);
+        self.reinsertions += 1;
         self.add_ready_stats(&entry);
         self.set_occupied(entry.priority, true);
     }
@@ -331,6 +401,15 @@ impl Queue {
         self.stats.ready_messages -= 1;
         self.stats.ready_bytes -= u64::from(entry.size_bytes);
     }
+}
+
+/// A level's entries oldest first, or newest first for `lifo`.
+fn in_direction<'a>(
+    range: std::collections::vec_deque::Iter<'a, MessageEntry>,
+    lifo: bool,
+) -> impl Iterator<Item = &'a MessageEntry> {
+    let (forward, backward) = if lifo { (None, Some(range.rev())) } else { (Some(range), None) };
+    forward.into_iter().flatten().chain(backward.into_iter().flatten())
 }
 
 #[cfg(test)]
@@ -395,6 +474,53 @@ mod tests {
         let mut q = Queue::new();
         q.push(entry(2));
         q.push(entry(1));
+    }
+
+    fn seqs<'a>(entries: impl Iterator<Item = &'a MessageEntry>) -> Vec<u64> {
+        entries.map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn browse_cursor_walks_delivery_order_and_sees_later_arrivals() {
+        for lifo in [false, true] {
+            let mut q = Queue::with_order(ReadyOrder { max_priority: 2, lifo });
+            for (seq, priority) in [(1, 0), (2, 2), (3, 0), (4, 2), (5, 1)] {
+                q.push(MessageEntry { priority, ..entry(seq) });
+            }
+            let order = seqs(q.ready_after(None));
+            assert_eq!(order, if lifo { vec![4, 2, 5, 3, 1] } else { vec![2, 4, 5, 1, 3] });
+            // Step through one at a time, as a browse consumer does.
+            let mut cursor = None;
+            let mut walked = Vec::new();
+            while let Some(next) = q.ready_after(cursor).next() {
+                walked.push(next.seq);
+                cursor = Some((next.priority, next.seq));
+            }
+            assert_eq!(walked, order);
+            // The cursor's own message may leave; a new low-priority message arrives behind it.
+            assert!(q.remove_ready(3).is_some());
+            q.push(MessageEntry { priority: 0, ..entry(6) });
+            let rest = seqs(q.ready_after(Some((1, 5))));
+            assert_eq!(rest, if lifo { vec![6, 1] } else { vec![1, 6] });
+        }
+    }
+
+    #[test]
+    fn newer_than_skips_what_a_filter_saw_until_something_is_reinserted() {
+        let mut q = Queue::new();
+        for seq in 1..=4 {
+            q.push(entry(seq));
+        }
+        assert_eq!(seqs(q.ready_newer_than(2)), vec![3, 4]);
+        let before = q.reinsertions();
+        let taken = q.deliver_seq(3, false).unwrap();
+        assert_eq!((taken.seq, taken.delivery_count), (3, 1));
+        assert!(q.deliver_seq(3, false).is_none(), "no longer ready");
+        assert_eq!(q.reinsertions(), before, "taking is not reinserting");
+        assert!(q.requeue(3));
+        assert_eq!(q.reinsertions(), before + 1);
+        assert_eq!(seqs(q.ready_after(None)), vec![1, 2, 3, 4]);
+        assert_eq!(q.stats().unacked_messages, 0);
     }
 
     #[test]

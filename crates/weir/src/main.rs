@@ -41,8 +41,19 @@ enum Commands {
     ///   weir recv orders
     ///   weir recv orders --wait 10 --count 100
     ///   weir recv orders --requeue --json          # look, then put back
+    ///   weir recv orders --selector "priority > 5 AND region = 'eu'"
+    ///   weir recv replies --correlation-id req-42 --wait 30
     #[command(verbatim_doc_comment)]
     Recv(cli::RecvArgs),
+    /// Look at a queue's messages without taking them (a table, or --json).
+    ///
+    /// Examples:
+    ///   weir browse orders
+    ///   weir browse orders --state all --count 1000
+    ///   weir browse orders --selector "\"x-region\" = 'eu'" --json
+    ///   weir browse reminders --state delayed
+    #[command(verbatim_doc_comment)]
+    Browse(cli::BrowseArgs),
     /// List, create and delete vhosts.
     Vhost(cli::VhostCommand),
     /// Manage users and their permissions (administrators).
@@ -62,6 +73,7 @@ fn main() -> std::process::ExitCode {
         Commands::Queue(command) => cli::run(cli::queue(&command)),
         Commands::Send(args) => cli::run(cli::send(&args)),
         Commands::Recv(args) => cli::run(cli::recv(&args)),
+        Commands::Browse(args) => cli::run(cli::browse(&args)),
         Commands::Vhost(command) => cli::run(cli::vhost(&command)),
         Commands::User(command) => cli::run(cli::user(&command)),
         Commands::Status(connection) => cli::run(cli::status(&connection)),

@@ -51,6 +51,10 @@ impl<S: Storage> Broker<S> {
     /// The earliest time something is due: a message expiry, a delayed message's delivery
     /// time, or the next look for unused queues (every [`UNUSED_QUEUE_CHECK_MS`] while any queue has `x-expires`).
     pub(crate) fn next_timer_ms(&self) -> Option<u64> {
+        // Queues left to dispatch (a browse that stopped at its scan limit) go on at once.
+        if !self.dirty_queues.is_empty() {
+            return Some(self.now_ms);
+        }
         let queue = self.has_expiring_queues.then_some(self.next_unused_check_ms);
         [self.expiries.next_at(), self.delays.next_at(), queue].into_iter().flatten().min()
     }

@@ -155,7 +155,9 @@ impl Client {
 
     /// `basic.get` with auto-ack on channel 1: the body, if any.
     pub fn get(&mut self, queue: &str) -> Option<Bytes> {
-        self.handle.send_blocking(Command::Get { origin: self.origin(1), queue: queue.into(), no_ack: true }).unwrap();
+        self.handle
+            .send_blocking(Command::Get { origin: self.origin(1), queue: queue.into(), no_ack: true, filter: None })
+            .unwrap();
         match self.next_event() {
             Event::GetOk { message, .. } => Some(message.body.clone()),
             Event::GetEmpty { .. } => None,

@@ -6,10 +6,12 @@
 //! the login was refused. `--json` prints the API's JSON instead of tables.
 
 mod access;
+mod browse;
 mod client;
 mod output;
 
 pub use access::{user, vhost, UserCommand, VhostCommand};
+pub use browse::{browse, BrowseArgs};
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -165,9 +167,8 @@ pub struct RecvArgs {
     /// Put the messages back after showing them (they are marked redelivered).
     #[arg(long)]
     pub requeue: bool,
-    /// Only messages matching a selector (not supported yet).
-    #[arg(long)]
-    pub selector: Option<String>,
+    #[command(flatten)]
+    pub filter: browse::FilterArgs,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -376,19 +377,16 @@ pub async fn send(args: &SendArgs) -> Result<String, CliError> {
 }
 
 pub async fn recv(args: &RecvArgs) -> Result<String, CliError> {
-    if args.selector.is_some() {
-        return Err(CliError::usage("--selector is not supported yet (see docs/FEATURES.md)"));
-    }
     if !(0.0..=60.0).contains(&args.wait) {
         return Err(CliError::usage("--wait must be 0 to 60 seconds"));
     }
     let c = client(&args.connection)?;
     let wait = Duration::from_secs_f64(args.wait);
-    let request = json!({
-        "count": args.count,
-        "wait_ms": wait.as_millis() as u64,
-        "ackmode": if args.requeue { "requeue" } else { "remove" },
-    });
+    let mut request = args.filter.fields();
+    request.insert("count".into(), json!(args.count));
+    request.insert("wait_ms".into(), json!(wait.as_millis() as u64));
+    request.insert("ackmode".into(), json!(if args.requeue { "requeue" } else { "remove" }));
+    let request = Value::Object(request);
     let path = format!("/api/queues/{}/{}/get", segment(&args.vhost), segment(&args.queue));
     let messages = c.call(Method::POST, &path, Some(&request), wait).await?;
     if args.connection.json {
