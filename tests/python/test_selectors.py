@@ -95,6 +95,43 @@ def test_requeued_message_is_seen_again_by_a_filtered_consumer(broker):
     conn.close()
 
 
+def test_filtered_consumer_on_a_priority_queue_sees_every_later_arrival(broker):
+    """What a filtered consumer remembers having judged is per priority level: a matching
+    message that arrives later at any level, above or below what it judged, is found."""
+    conn, ch = connect(broker)
+    ch.queue_declare("prio", arguments={"x-max-priority": 9})
+    # Two waiting before the consumer comes: the higher goes first, the lower must follow.
+    ch.basic_publish("", "prio", b"early-low-yes", props(priority=2, k=1))
+    ch.basic_publish("", "prio", b"early-high-yes", props(priority=8, k=1))
+    got = []
+    ch.basic_consume("prio", lambda c, m, p, b: got.append(b.decode()), auto_ack=True, arguments={"x-selector": "k = 1"})
+    for body, priority, k in [("low-no", 1, 2), ("high-no", 9, 2), ("high-yes", 9, 1), ("mid-yes", 5, 1),
+                              ("low-yes", 1, 1), ("top-no", 9, 2), ("top-yes", 9, 1)]:
+        ch.basic_publish("", "prio", body.encode(), props(priority=priority, k=k))
+        conn.process_data_events(time_limit=0.05)
+    deadline = time.monotonic() + 5
+    while len(got) < 6 and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    assert got == ["early-high-yes", "early-low-yes", "high-yes", "mid-yes", "low-yes", "top-yes"]
+    assert drain(ch, "prio") == ["high-no", "top-no", "low-no"]
+    conn.close()
+
+
+def test_a_browser_never_takes_the_single_active_consumers_place(broker):
+    conn, ch = connect(broker)
+    ch.queue_declare("single", arguments={"x-single-active-consumer": True})
+    copies, taken = [], []
+    ch.basic_consume("single", lambda c, m, p, b: copies.append(b.decode()), auto_ack=True, arguments={"x-browse": True})
+    ch.basic_consume("single", lambda c, m, p, b: taken.append(b.decode()), auto_ack=True)
+    ch.basic_publish("", "single", b"one")
+    deadline = time.monotonic() + 5
+    while (not taken or not copies) and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    assert taken == ["one"], "the browser that came first did not become the active consumer"
+    assert copies == ["one"], "and it still browses"
+    conn.close()
+
+
 def test_browse_consumer_sees_copies_and_leaves_the_queue_alone(broker):
     conn, ch = connect(broker)
     ch.queue_declare("shelf", arguments={"x-max-priority": 9})
@@ -231,8 +268,11 @@ def test_http_browse_pages_by_state_with_a_cursor(broker):
     first = api.get("/api/queues/%2F/pages/messages", params={"limit": 1}).json()["messages"][0]
     assert (first["delivery_count"], first["redelivered"], first["priority"]) == (0, False, 0)
     assert depth(ch, "pages") == 6, "browsing took nothing"
+    unacked = api.get("/api/queues/%2F/pages/messages", params={"state": "unacked"}).json()["messages"]
+    assert [(m["payload"], m["delivery_count"], m["redelivered"]) for m in unacked] == [("p0", 1, False)]
     ch.basic_ack(held.delivery_tag)
-    for params in [{"after": "zz"}, {"after": "r.1"}, {"limit": 0}, {"state": "gone"}, {"selector": "a ="}]:
+    for params in [{"after": "zz"}, {"after": "r.1"}, {"limit": 0}, {"state": "gone"}, {"selector": "a ="},
+                   {"state": "ready", "after": "d.5"}, {"state": "unacked", "after": "r.0.1"}]:
         api.get("/api/queues/%2F/pages/messages", params=params, expect=400)
     api.get("/api/queues/%2F/missing/messages", expect=404)
     conn.close()

@@ -145,6 +145,8 @@ pub struct BrowsedMessage {
     pub priority: u8,
     /// How many times it has been delivered.
     pub delivery_count: u16,
+    /// It was handed out before and given back (AMQP `redelivered` on its next delivery).
+    pub redelivered: bool,
     pub message: Arc<Message>,
 }
 

@@ -37,6 +37,7 @@ mod filtered;
 mod inspect;
 mod lifecycle;
 mod reply_to;
+mod retry;
 mod security;
 mod tx;
 
@@ -155,6 +156,8 @@ struct ConsumerKey {
     priority: i64,
     /// It filters or browses (`ConsumerState::choice`).
     choosing: bool,
+    /// It only browses: never the single active consumer.
+    browsing: bool,
 }
 
 struct ConsumerState {
@@ -494,7 +497,8 @@ impl<S: Storage> Broker<S> {
             self.requeue_entry(queue, seq);
         }
         for (tag, consumer) in state.consumers {
-            let key = ConsumerKey { connection, channel, tag, priority: 0, choosing: consumer.choice.is_some() };
+            let choosing = consumer.choice.is_some();
+            let key = ConsumerKey { connection, channel, tag, priority: 0, choosing, browsing: false };
             self.remove_consumer(consumer.queue, &key);
         }
     }
@@ -997,6 +1001,7 @@ impl<S: Storage> Broker<S> {
         let prefetch_limit = channel.prefetch_per_consumer;
         channel.next_consumer_id += 1;
         let choosing = choice.is_some();
+        let browsing = choice.as_ref().is_some_and(|c| c.browse);
         let consumer =
             ConsumerState { id: channel.next_consumer_id, queue: id, no_ack, prefetch_limit, unacked: 0, choice };
         channel.consumers.insert(Arc::clone(&tag), consumer);
@@ -1009,6 +1014,7 @@ impl<S: Storage> Broker<S> {
             tag: Arc::clone(&tag),
             priority,
             choosing,
+            browsing,
         };
         queue.consumers.insert(position, key);
         queue.choosing_consumers += usize::from(choosing);
@@ -1029,8 +1035,8 @@ impl<S: Storage> Broker<S> {
         // An unknown tag is not an error (RabbitMQ answers cancel-ok).
         if let Some((tag, consumer)) = channel.consumers.remove_entry(consumer_tag) {
             let choosing = consumer.choice.is_some();
-            let key =
-                ConsumerKey { connection: origin.connection, channel: origin.channel, tag, priority: 0, choosing };
+            let (connection, channel) = (origin.connection, origin.channel);
+            let key = ConsumerKey { connection, channel, tag, priority: 0, choosing, browsing: false };
             self.remove_consumer(consumer.queue, &key);
         }
         if !no_wait {
@@ -1287,11 +1293,14 @@ impl<S: Storage> Broker<S> {
     /// Consumers of queue `id` with room, in the order they are offered a message, each with
     /// the start of its priority group: round-robin within the highest-priority group; lower
     /// groups only after every higher one (RabbitMQ's consumer priorities). With a single
-    /// active consumer only the first consumer is considered.
+    /// active consumer only the first consumer that takes messages is considered, with any
+    /// browsers (they take nothing, so they do not compete for the place).
     fn turn_order(&self, id: QueueId) -> impl Iterator<Item = (usize, usize)> + '_ {
         let queue = &self.queues[&id];
         let consumers = &queue.consumers;
-        let eligible = if queue.config.single_active_consumer { consumers.len().min(1) } else { consumers.len() };
+        let eligible = consumers.len();
+        let single = queue.config.single_active_consumer;
+        let active = consumers.iter().position(|c| !c.browsing);
         let group_size = move |start: usize| {
             let priority = consumers[start].priority;
             consumers[start..eligible].partition_point(|c| c.priority == priority)
@@ -1306,6 +1315,7 @@ impl<S: Storage> Broker<S> {
                 let offset = queue.next_consumer % size;
                 (0..size).map(move |i| (start + (offset + i) % size, start))
             })
+            .filter(move |&(index, _)| !single || consumers[index].browsing || Some(index) == active)
             .filter(move |&(index, _)| self.consumer_has_room(&consumers[index]))
     }
 

@@ -111,6 +111,8 @@ pub enum DeathReason {
     Rejected,
     Expired,
     MaxLength,
+    /// Delivered `x-delivery-limit` times without an ack (RabbitMQ quorum queues' name).
+    DeliveryLimit,
 }
 
 impl DeathReason {
@@ -119,6 +121,7 @@ impl DeathReason {
             Self::Rejected => "rejected",
             Self::Expired => "expired",
             Self::MaxLength => "maxlen",
+            Self::DeliveryLimit => "delivery_limit",
         }
     }
 }

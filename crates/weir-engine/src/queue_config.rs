@@ -26,6 +26,47 @@ pub enum Overflow {
     RejectPublishDlx,
 }
 
+/// How the wait before a retry grows (`x-retry-backoff`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backoff {
+    /// Every retry waits `x-retry-delay`.
+    #[default]
+    Fixed,
+    /// The n-th retry waits `x-retry-delay` × 2^(n-1), up to `x-retry-delay-max`.
+    Exponential,
+}
+
+/// What a queue does with a failed delivery (a nack or reject with requeue, a dropped
+/// channel or connection, `basic.recover`): `x-delivery-limit`, `x-retry-*`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// After this many deliveries the message is not retried but sent to its failure target.
+    pub delivery_limit: Option<u16>,
+    /// Wait this long before delivering a failed message again (0: at once).
+    pub delay_ms: u64,
+    pub backoff: Backoff,
+    pub delay_max_ms: Option<u64>,
+}
+
+impl RetryPolicy {
+    /// Does this queue count failures at all (so they are logged)?
+    pub fn is_active(&self) -> bool {
+        self.delivery_limit.is_some() || self.delay_ms > 0
+    }
+
+    /// The wait before the next delivery of a message delivered `deliveries` times.
+    pub fn delay_after(&self, deliveries: u16) -> u64 {
+        let delay = match self.backoff {
+            Backoff::Fixed => self.delay_ms,
+            Backoff::Exponential => {
+                let doublings = u32::from(deliveries.saturating_sub(1)).min(63);
+                self.delay_ms.saturating_mul(1u64 << doublings)
+            }
+        };
+        self.delay_max_ms.map_or(delay, |max| delay.min(max))
+    }
+}
+
 /// The policies a queue's arguments ask for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueConfig {
@@ -42,6 +83,7 @@ pub struct QueueConfig {
     pub single_active_consumer: bool,
     /// `x-max-priority` / `x-queue-order`: how ready messages are ordered.
     pub order: ReadyOrder,
+    pub retry: RetryPolicy,
 }
 
 impl QueueConfig {
@@ -92,6 +134,25 @@ impl QueueConfig {
                         .map_err(|_| invalid(name, &format!("{priority} is above the maximum 255")))?;
                 }
                 "x-queue-order" => order_keys = Some(string(name, value)?),
+                "x-delivery-limit" => {
+                    let limit = non_negative(name, value)?;
+                    if limit == 0 {
+                        return Err(invalid(name, "must be greater than zero"));
+                    }
+                    config.retry.delivery_limit = Some(
+                        u16::try_from(limit)
+                            .map_err(|_| invalid(name, &format!("{limit} is above the maximum 65535")))?,
+                    );
+                }
+                "x-retry-delay" => config.retry.delay_ms = non_negative(name, value)?,
+                "x-retry-delay-max" => config.retry.delay_max_ms = Some(non_negative(name, value)?),
+                "x-retry-backoff" => {
+                    config.retry.backoff = match string(name, value)?.as_str() {
+                        "fixed" => Backoff::Fixed,
+                        "exponential" => Backoff::Exponential,
+                        other => return Err(invalid(name, &format!("'{other}' is not 'fixed' or 'exponential'"))),
+                    }
+                }
                 "x-single-active-consumer" => match value {
                     ArgValue::Bool(on) => config.single_active_consumer = *on,
                     _ => return Err(invalid(name, "must be a boolean")),
@@ -189,6 +250,11 @@ mod tests {
             ("x-expires", ArgValue::Int(0)),
             ("x-overflow", ArgValue::Str("drop-tail".into())),
             ("x-single-active-consumer", ArgValue::Int(1)),
+            ("x-delivery-limit", ArgValue::Int(0)),
+            ("x-delivery-limit", ArgValue::Int(70_000)),
+            ("x-retry-delay", ArgValue::Int(-5)),
+            ("x-retry-backoff", ArgValue::Str("linear".into())),
+            ("x-retry-delay-max", ArgValue::Str("1s".into())),
             ("x-queue-order", ArgValue::Str("lifo,priority".into())),
             ("x-queue-order", ArgValue::Str("fifo,lifo".into())),
             ("x-queue-order", ArgValue::Str("time".into())),
@@ -201,6 +267,23 @@ mod tests {
             assert_eq!(error.kind, ErrorKind::PreconditionFailed, "{bad:?}");
             assert!(error.text.starts_with(&format!("invalid arg '{}' for queue 'q'", bad.0)), "{}", error.text);
         }
+    }
+
+    #[test]
+    fn retry_delays_grow_as_asked_and_stop_at_the_maximum() {
+        let parse = |pairs: &[(&str, ArgValue)]| QueueConfig::parse(&args(pairs), "q", "/").unwrap().retry;
+        let fixed = parse(&[("x-retry-delay", ArgValue::Int(100)), ("x-delivery-limit", ArgValue::Int(3))]);
+        assert_eq!(fixed.delivery_limit, Some(3));
+        assert_eq!([1, 2, 5].map(|n| fixed.delay_after(n)), [100, 100, 100]);
+        let exponential = parse(&[
+            ("x-retry-delay", ArgValue::Int(100)),
+            ("x-retry-backoff", ArgValue::Str("exponential".into())),
+            ("x-retry-delay-max", ArgValue::Int(1000)),
+        ]);
+        assert_eq!([1, 2, 3, 4, 5, 400].map(|n| exponential.delay_after(n)), [100, 200, 400, 800, 1000, 1000]);
+        let unbounded = RetryPolicy { delay_ms: u64::MAX / 2, backoff: Backoff::Exponential, ..Default::default() };
+        assert_eq!(unbounded.delay_after(u16::MAX), u64::MAX, "saturates, never wraps");
+        assert!(!parse(&[]).is_active());
     }
 
     #[test]

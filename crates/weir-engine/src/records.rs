@@ -36,6 +36,9 @@ pub const KIND_USER_DELETE: u8 = 0x1C;
 pub const KIND_PERMISSION_PUT: u8 = 0x1D;
 /// A permission cleared: user, vhost.
 pub const KIND_PERMISSION_DELETE: u8 = 0x1E;
+/// A delivery failed in a queue with a retry policy: queue, message, its delivery count, and
+/// when it may be delivered again (0: at once).
+pub const KIND_RETRY: u8 = 0x1F;
 pub const RECORD_VERSION: u8 = 1;
 /// Version 2 added exchanges and bindings after the queues; version 3 each queue's message
 /// expiry times after its entries; version 4 a priority byte at the end of each entry;
@@ -635,6 +638,30 @@ pub fn decode_settle(payload: &[u8]) -> Result<Vec<(u32, u64)>, DecodeError> {
     Ok(out)
 }
 
+/// A failed delivery (`KIND_RETRY`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryRecord {
+    pub queue_id: u32,
+    pub seq: u64,
+    pub delivery_count: u16,
+    /// Epoch milliseconds; 0 when the message is ready again at once.
+    pub retry_at_ms: u64,
+}
+
+pub fn encode_retry(w: &mut Writer, retry: &RetryRecord) {
+    w.u32(retry.queue_id);
+    w.u64(retry.seq);
+    w.u16(retry.delivery_count);
+    w.u64(retry.retry_at_ms);
+}
+
+pub fn decode_retry(payload: &[u8]) -> Result<RetryRecord, DecodeError> {
+    let mut r = Reader::new(payload, "retry record");
+    let retry = RetryRecord { queue_id: r.u32()?, seq: r.u64()?, delivery_count: r.u16()?, retry_at_ms: r.u64()? };
+    r.finish()?;
+    Ok(retry)
+}
+
 // ---------------------------------------------------------------------------------------
 // Transactions
 
@@ -875,6 +902,19 @@ mod tests {
         for cut in 0..w.buf.len() {
             assert!(decode_enqueue(Bytes::copy_from_slice(&w.buf[..cut])).is_err(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn retry_record_round_trip_and_truncation() {
+        let retry = RetryRecord { queue_id: 7, seq: 1 << 40, delivery_count: 3, retry_at_ms: 1_700_000_000_123 };
+        let mut w = Writer::default();
+        encode_retry(&mut w, &retry);
+        assert_eq!(decode_retry(&w.buf).unwrap(), retry);
+        for cut in 0..w.buf.len() {
+            assert!(decode_retry(&w.buf[..cut]).is_err(), "cut {cut}");
+        }
+        w.u8(0);
+        assert!(decode_retry(&w.buf).is_err(), "trailing bytes");
     }
 
     #[test]

@@ -32,6 +32,9 @@ struct Rebuilt {
     expiries: Vec<Expiry>,
     /// (deliver at, queue, message) of every delayed message.
     delays: Vec<Expiry>,
+    /// Messages waiting after a failed delivery (retry records): (queue, message) → when
+    /// they may go again. Kept apart so the latest failure's time replaces any earlier one.
+    retries: HashMap<(QueueId, u64), u64>,
     directory: Directory,
 }
 
@@ -45,6 +48,7 @@ impl Rebuilt {
             next_queue_id: snapshot.next_queue_id.max(1),
             expiries: Vec::new(),
             delays: Vec::new(),
+            retries: HashMap::new(),
             directory: Directory::default(),
         };
         for vhost in snapshot.vhosts {
@@ -164,6 +168,22 @@ impl Rebuilt {
                     if let Some(entry) = self.queues.get_mut(&id).and_then(|q| q.messages.remove(seq)) {
                         track_segment_live(&mut self.segment_live, &entry, -1);
                     }
+                }
+            }
+            records::KIND_RETRY => {
+                let retry = records::decode_retry(payload).map_err(|e| e.to_string())?;
+                let key = (retry.queue_id, retry.seq);
+                let Some(queue) = self.queues.get_mut(&retry.queue_id) else { return Ok(()) };
+                // Its latest failure decides: an earlier wait (or its x-delay) is over.
+                if queue.messages.is_delayed(retry.seq) {
+                    queue.messages.release_delayed(retry.seq);
+                }
+                self.retries.remove(&key);
+                if queue.messages.set_delivery_count(retry.seq, retry.delivery_count)
+                    && retry.retry_at_ms > 0
+                    && queue.messages.defer(retry.seq)
+                {
+                    self.retries.insert(key, retry.retry_at_ms);
                 }
             }
             records::KIND_EXCHANGE_DECLARE => {
@@ -290,7 +310,11 @@ pub(crate) fn recover<S: Storage>(
     broker.next_queue_id = rebuilt.next_queue_id;
     broker.expiries = ExpiryIndex::from_entries(rebuilt.expiries);
     // Delayed messages whose time passed while the broker was down go out on the first turn.
-    broker.delays = ExpiryIndex::from_entries(rebuilt.delays);
+    // A message with a retry wait waits for that, not for any earlier time it had.
+    let mut delays = rebuilt.delays;
+    delays.retain(|(_, queue, seq)| !rebuilt.retries.contains_key(&(*queue, *seq)));
+    delays.extend(rebuilt.retries.into_iter().map(|((queue, seq), at)| (at, queue, seq)));
+    broker.delays = ExpiryIndex::from_entries(delays);
     // Look for unused recovered queues (`x-expires`) on the first turn.
     broker.has_expiring_queues = true;
     broker.checkpoint_lsn = replay_after;

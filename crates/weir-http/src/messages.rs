@@ -377,7 +377,7 @@ fn message_json(message: &Message, redelivered: bool, message_count: Option<u32>
 
 /// A browsed message: as a got one, plus where it is and how often it was delivered.
 fn browsed_json(browsed: &BrowsedMessage, force_base64: bool) -> Value {
-    let mut value = message_json(&browsed.message, browsed.delivery_count > 0, None, force_base64);
+    let mut value = message_json(&browsed.message, browsed.redelivered, None, force_base64);
     value["state"] = json!(state_name(browsed.state));
     value["seq"] = json!(browsed.seq);
     value["priority"] = json!(browsed.priority);
@@ -442,6 +442,16 @@ pub async fn browse(
         StateParam::Unacked => BrowseState::Unacked,
         StateParam::All => BrowseState::All,
     };
+    let fits = match (browse_state, after) {
+        (_, None) | (BrowseState::All, _) => true,
+        (BrowseState::Ready, Some(cursor)) => matches!(cursor, BrowseCursor::Ready { .. }),
+        (BrowseState::Delayed, Some(cursor)) => matches!(cursor, BrowseCursor::Delayed { .. }),
+        (BrowseState::Unacked, Some(cursor)) => matches!(cursor, BrowseCursor::Unacked { .. }),
+    };
+    if !fits {
+        let state = state_name(browse_state);
+        return Err(ApiError::bad_request(format!("that cursor belongs to another state than '{state}'")));
+    }
     let request = BrowseRequest { state: browse_state, after, limit, filter };
     let (messages, next) = browse_page(&state, &user.name, &vhost, &queue, request).await?;
     let force_base64 = params.encoding == ResponseEncoding::Base64;

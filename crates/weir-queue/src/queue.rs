@@ -204,24 +204,27 @@ impl Queue {
         })
     }
 
-    /// Ready messages newer than `seq`, in delivery order: what a filtered consumer has not
-    /// looked at yet, if `reinsertions` has not changed since it looked.
-    pub fn ready_newer_than(&self, seq: MessageSeq) -> impl Iterator<Item = &MessageEntry> + '_ {
+    /// Ready messages in delivery order, skipping in each priority level `p` those with a
+    /// sequence number up to `marks[p]` (missing marks are 0): what a filtered consumer has
+    /// not judged yet, if `reinsertions` has not changed since it judged (a FIFO level is
+    /// judged oldest first, so what it judged is a prefix of the level).
+    pub fn ready_unjudged<'a>(&'a self, marks: &'a [MessageSeq]) -> impl Iterator<Item = &'a MessageEntry> + 'a {
         let lifo = self.order.lifo;
         self.occupied_levels().flat_map(move |level| {
+            let mark = marks.get(usize::from(level)).copied().unwrap_or(0);
             let deque = &self.levels[usize::from(level)];
-            in_direction(deque.range(deque.partition_point(|e| e.seq <= seq)..), lifo)
+            in_direction(deque.range(deque.partition_point(|e| e.seq <= mark)..), lifo)
         })
+    }
+
+    /// The newest ready message's sequence number in priority level `level`.
+    pub fn level_newest(&self, level: u8) -> Option<MessageSeq> {
+        self.levels.get(usize::from(level))?.back().map(|e| e.seq)
     }
 
     /// See the field of the same name.
     pub fn reinsertions(&self) -> u64 {
         self.reinsertions
-    }
-
-    /// The largest sequence number this queue has taken in.
-    pub fn last_pushed_seq(&self) -> MessageSeq {
-        self.last_pushed_seq
     }
 
     /// Delayed messages by sequence number (arrival order).
@@ -281,6 +284,41 @@ impl Queue {
         };
         entry.flags |= ENTRY_FLAG_REDELIVERED;
         self.insert_ready_sorted(entry);
+        true
+    }
+
+    /// A failed message waits before its next delivery (`x-retry-delay`): it moves from
+    /// unacked (or ready, when a replay restores the wait) to delayed, marked redelivered,
+    /// until `release_delayed` puts it back in its place. False if it is neither.
+    pub fn defer(&mut self, seq: MessageSeq) -> bool {
+        let Some(mut entry) = self.settle(seq).or_else(|| self.remove_ready(seq)) else {
+            return false;
+        };
+        entry.flags |= ENTRY_FLAG_REDELIVERED;
+        self.stats.delayed_messages += 1;
+        self.stats.delayed_bytes += u64::from(entry.size_bytes);
+        self.delayed.insert(seq, entry);
+        true
+    }
+
+    pub fn unacked_entry(&self, seq: MessageSeq) -> Option<&MessageEntry> {
+        self.unacked.get(&seq)
+    }
+
+    /// Restore how often a message was delivered (a replayed failure record). False if it is
+    /// not here.
+    pub fn set_delivery_count(&mut self, seq: MessageSeq, count: u16) -> bool {
+        let entry = match self.unacked.get_mut(&seq).or_else(|| self.delayed.get_mut(&seq)) {
+            Some(entry) => entry,
+            None => match self.find_ready(seq) {
+                Some((level, index)) => &mut self.levels[usize::from(level)][index],
+                None => return false,
+            },
+        };
+        entry.delivery_count = count;
+        if count > 0 {
+            entry.flags |= ENTRY_FLAG_REDELIVERED;
+        }
         true
     }
 
@@ -506,12 +544,18 @@ mod tests {
     }
 
     #[test]
-    fn newer_than_skips_what_a_filter_saw_until_something_is_reinserted() {
+    fn unjudged_skips_what_a_filter_saw_until_something_is_reinserted() {
         let mut q = Queue::new();
         for seq in 1..=4 {
             q.push(entry(seq));
         }
-        assert_eq!(seqs(q.ready_newer_than(2)), vec![3, 4]);
+        assert_eq!(seqs(q.ready_unjudged(&[2])), vec![3, 4]);
+        assert_eq!(q.level_newest(0), Some(4));
+        let mut p = Queue::with_order(ReadyOrder { max_priority: 1, lifo: false });
+        for (seq, priority) in [(1, 0), (2, 1), (3, 0), (4, 1)] {
+            p.push(MessageEntry { priority, ..entry(seq) });
+        }
+        assert_eq!(seqs(p.ready_unjudged(&[0, 2])), vec![4, 1, 3], "marks per level");
         let before = q.reinsertions();
         let taken = q.deliver_seq(3, false).unwrap();
         assert_eq!((taken.seq, taken.delivery_count), (3, 1));
@@ -521,6 +565,24 @@ mod tests {
         assert_eq!(q.reinsertions(), before + 1);
         assert_eq!(seqs(q.ready_after(None)), vec![1, 2, 3, 4]);
         assert_eq!(q.stats().unacked_messages, 0);
+    }
+
+    #[test]
+    fn deferred_message_waits_as_delayed_then_returns_to_its_place() {
+        let mut q = Queue::new();
+        for seq in 1..=3 {
+            q.push(entry(seq));
+        }
+        let first = q.deliver(false).unwrap();
+        assert!(q.defer(first.seq));
+        assert_eq!((q.stats().delayed_messages, q.stats().unacked_messages, q.stats().ready_messages), (1, 0, 2));
+        assert!(q.set_delivery_count(first.seq, 4));
+        assert!(q.release_delayed(first.seq));
+        let again = q.deliver(true).unwrap();
+        assert_eq!((again.seq, again.delivery_count, again.is_redelivered()), (1, 5, true));
+        assert!(q.defer(2), "a ready message can be deferred too (replay)");
+        assert!(!q.defer(2), "not twice");
+        assert!(!q.set_delivery_count(99, 1));
     }
 
     #[test]

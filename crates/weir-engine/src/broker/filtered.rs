@@ -1,10 +1,12 @@
 //! Consumers that choose their messages, and looking without taking.
 //!
 //! - A *filtered* consumer (`x-message-id`, `x-correlation-id`, `x-selector`) takes the first
-//!   ready message, in delivery order, that meets its filter. It remembers the newest
-//!   sequence number up to which no ready message matched, with the queue's reinsertion count
-//!   at that moment; while nothing is requeued or released, later dispatches look only at
-//!   newer messages, so each message is judged once per consumer, not once per dispatch.
+//!   ready message, in delivery order, that meets its filter. In a FIFO queue it remembers,
+//!   per priority level, the newest sequence number up to which no ready message matched,
+//!   with the queue's reinsertion count at that moment; while nothing is requeued or
+//!   released, later picks look only at newer messages, so each message is judged once per
+//!   consumer, not once per delivery. (A LIFO level is judged newest first, so there the
+//!   consumer looks at the whole queue each time.)
 //! - A *browsing* consumer (`x-browse: true`) is handed copies: the message stays ready for
 //!   others, is not counted as delivered, and needs no ack. With manual acks its deliveries
 //!   count against its prefetch until acked (an ack, nack or reject of a browsed message does
@@ -40,9 +42,9 @@ pub(super) struct ConsumerChoice {
     pub browse: bool,
     /// Browse: the last message looked at, as (priority level, seq).
     cursor: Option<(u8, u64)>,
-    /// Filter: (queue reinsertions, seq): no ready message up to `seq` matched, while the
-    /// queue's reinsertion count stays the same.
-    seen: Option<(u64, u64)>,
+    /// Filter: (queue reinsertions, marks): in priority level `p` no ready message up to
+    /// `marks[p]` matched, while the queue's reinsertion count stays the same.
+    seen: Option<(u64, Vec<u64>)>,
 }
 
 impl ConsumerChoice {
@@ -119,17 +121,26 @@ impl<S: Storage> Broker<S> {
         }
         let filter = filter.expect("a choice that does not browse filters");
         let reinsertions = messages.reinsertions();
-        let newest = messages.last_pushed_seq();
-        let found = match choice.seen {
-            Some((count, seq)) if count == reinsertions => {
-                messages.ready_newer_than(seq).find(|e| self.message_matches(e, filter)).map(|e| e.seq)
-            }
-            _ => messages.ready_after(None).find(|e| self.message_matches(e, filter)).map(|e| e.seq),
+        let fifo = !messages.order().lifo;
+        let mut marks = match &choice.seen {
+            Some((count, marks)) if *count == reinsertions && fifo => marks.clone(),
+            _ => vec![0; usize::from(messages.order().max_priority) + 1],
         };
-        if found.is_none() {
-            self.choice_mut(key).seen = Some((reinsertions, newest));
+        let found = messages.ready_unjudged(&marks).find(|e| self.message_matches(e, filter)).copied();
+        if fifo {
+            // Judged: every level above the match whole, and the match's level up to it.
+            let stop = found.map(|e| (e.priority, e.seq));
+            for (level, mark) in marks.iter_mut().enumerate() {
+                let level = level as u8;
+                match stop {
+                    Some((at, seq)) if at == level => *mark = seq,
+                    Some((at, _)) if level < at => {}
+                    _ => *mark = messages.level_newest(level).unwrap_or(*mark).max(*mark),
+                }
+            }
+            self.choice_mut(key).seen = Some((reinsertions, marks));
         }
-        found.map(Pick::Seq)
+        found.map(|e| Pick::Seq(e.seq))
     }
 
     fn choice_mut(&mut self, key: &ConsumerKey) -> &mut ConsumerChoice {
@@ -214,6 +225,7 @@ impl<S: Storage> Broker<S> {
                         seq: entry.seq,
                         priority: entry.priority,
                         delivery_count: entry.delivery_count,
+                        redelivered: entry.is_redelivered(),
                         message,
                     });
                 }

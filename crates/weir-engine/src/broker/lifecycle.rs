@@ -10,6 +10,8 @@
 //! is requeued, it expires then. Entries of messages that left meanwhile are skipped when they
 //! come up (lazy deletion).
 //!
+//! Failed deliveries (retries, `x-delivery-limit`) are in `retry.rs`.
+//!
 //! Dead-lettering republishes the message to the dead-letter exchange with RabbitMQ's
 //! `x-death` history (`properties.rs`) and settles the original, both in ONE log record, so a
 //! crash can neither lose nor duplicate it. A missing dead-letter exchange drops the message,
@@ -89,28 +91,15 @@ impl<S: Storage> Broker<S> {
         }
     }
 
-    /// An unacked message goes back to its place; if it expired meanwhile, it expires now.
-    pub(super) fn requeue_entry(&mut self, queue_id: QueueId, seq: u64) {
-        let Some(queue) = self.queues.get_mut(&queue_id) else { return };
-        if !queue.messages.requeue(seq) {
-            return;
-        }
-        if queue.expired_unacked.remove(&seq) {
-            if let Some(entry) = queue.messages.remove_ready(seq) {
-                self.dead_letter(queue_id, entry, DeathReason::Expired);
-                return;
-            }
-        }
-        self.mark_dirty(queue_id);
-    }
-
     /// `entry` has left `queue_id`: dead-letter it if the queue has a dead-letter exchange,
     /// else drop it. Either way the original is settled.
     pub(super) fn dead_letter(&mut self, queue_id: QueueId, entry: MessageEntry, reason: DeathReason) {
         let mut has_target = false;
         if let Some(queue) = self.queues.get_mut(&queue_id) {
             queue.expired_unacked.remove(&entry.seq);
-            has_target = queue.config.dead_letter_exchange.is_some();
+            // A message out of deliveries always has somewhere to go (at worst the vhost's
+            // error queue).
+            has_target = queue.config.dead_letter_exchange.is_some() || reason == DeathReason::DeliveryLimit;
             queue.counters.expired += u64::from(reason == DeathReason::Expired);
         }
         let mut sent = false;
@@ -133,16 +122,17 @@ impl<S: Storage> Broker<S> {
         }
     }
 
-    /// Publish a copy of `message` to the dead-letter exchange of `queue_id`, with its death
-    /// recorded. Used for messages that were in the queue and for ones it refused
-    /// (`reject-publish-dlx`). False when it was not handed on: no such exchange, a
-    /// dead-letter cycle, or the publish failed.
+    /// Publish a copy of `message` to where `queue_id`'s dead messages go (see
+    /// [`Broker::death_target`]), with its death recorded. Used for messages that were in the
+    /// queue and for ones it refused (`reject-publish-dlx`). False when it was not handed on:
+    /// no such exchange, a dead-letter cycle, or the publish failed.
     pub(super) fn republish_dead(&mut self, queue_id: QueueId, message: &Message, reason: DeathReason) -> bool {
-        let Some(queue) = self.queues.get(&queue_id) else { return false };
-        let Some(exchange) = queue.config.dead_letter_exchange.clone() else { return false };
-        let routing_key = queue.config.dead_letter_routing_key.clone().unwrap_or_else(|| message.routing_key.clone());
-        let (queue_name, vhost) = (queue.name.clone(), queue.vhost.clone());
         let decoded = weir_amqp_codec::decode_properties(&message.raw_properties).unwrap_or_default();
+        let Some((exchange, routing_key)) = self.death_target(queue_id, message, &decoded, reason) else {
+            return false;
+        };
+        let Some(queue) = self.queues.get(&queue_id) else { return false };
+        let (queue_name, vhost) = (queue.name.clone(), queue.vhost.clone());
         if reason != DeathReason::Rejected && properties::died_before(&decoded, &queue_name, reason) {
             let reaches_itself = self.vhosts.get(&vhost).is_some_and(|v| {
                 (exchange.is_empty() || v.exchanges.contains_key(&exchange))

@@ -12,8 +12,9 @@
 //!   shares a property's name, is written in double quotes (`"x-region" = 'eu'`).
 //!
 //! Evaluation follows SQL's three-valued logic, as JMS requires: a missing header is NULL, a
-//! comparison with NULL or between unlike types is UNKNOWN, and a message is selected only
-//! when the whole condition is TRUE. Strings and booleans compare with `=` and `<>` only;
+//! comparison with NULL is UNKNOWN, and a message is selected only when the whole condition
+//! is TRUE. A comparison between unlike types (a string and a number) is FALSE (JMS 1.1
+//! §3.8.1.2); strings and booleans compare with `=` and `<>` only (ordering them is FALSE);
 //! numbers compare across integer and decimal. Evaluation never fails and never panics:
 //! overflow and division by zero give UNKNOWN.
 //!
@@ -72,7 +73,7 @@ pub enum Property {
     RoutingKey,
 }
 
-const PROPERTY_NAMES: [(&str, Property); 20] = [
+const PROPERTY_NAMES: [(&str, Property); 19] = [
     ("priority", Property::Priority),
     ("JMSPriority", Property::Priority),
     ("message_id", Property::MessageId),
@@ -92,7 +93,6 @@ const PROPERTY_NAMES: [(&str, Property); 20] = [
     ("content_encoding", Property::ContentEncoding),
     ("expiration", Property::Expiration),
     ("routing_key", Property::RoutingKey),
-    ("JMSExpiration", Property::Expiration),
 ];
 
 impl Property {
@@ -257,10 +257,12 @@ fn compare(op: CompareOp, left: Value<'_>, right: Value<'_>) -> Option<bool> {
         (Value::Int(a), Value::Float(b)) => (a as f64).partial_cmp(&b)?,
         (Value::Float(a), Value::Int(b)) => a.partial_cmp(&(b as f64))?,
         (Value::Float(a), Value::Float(b)) => a.partial_cmp(&b)?,
+        (Value::Null, _) | (_, Value::Null) => return None,
         // Strings and booleans: equality only (JMS).
-        (Value::Str(a), Value::Str(b)) => return equality(op, a == b),
-        (Value::Bool(a), Value::Bool(b)) => return equality(op, a == b),
-        _ => return None,
+        (Value::Str(a), Value::Str(b)) => return Some(equality(op, a == b)),
+        (Value::Bool(a), Value::Bool(b)) => return Some(equality(op, a == b)),
+        // Unlike types: FALSE, not UNKNOWN (JMS 1.1 section 3.8.1.2).
+        _ => return Some(false),
     };
     Some(match op {
         CompareOp::Eq => ordering == Ordering::Equal,
@@ -272,11 +274,11 @@ fn compare(op: CompareOp, left: Value<'_>, right: Value<'_>) -> Option<bool> {
     })
 }
 
-fn equality(op: CompareOp, equal: bool) -> Option<bool> {
+fn equality(op: CompareOp, equal: bool) -> bool {
     match op {
-        CompareOp::Eq => Some(equal),
-        CompareOp::Ne => Some(!equal),
-        _ => None,
+        CompareOp::Eq => equal,
+        CompareOp::Ne => !equal,
+        _ => false,
     }
 }
 

@@ -69,12 +69,15 @@ fn strings_and_booleans_compare_for_equality_only() {
     let m = message(&[("region", Value::Str("eu")), ("urgent", Value::Bool(true))]);
     assert!(selects("region = 'eu'", &m));
     assert!(selects("region <> 'us'", &m));
-    assert!(!selects("region > 'a'", &m));
-    assert!(!selects("NOT (region > 'a')", &m));
+    assert!(!selects("region > 'a'", &m), "strings are not ordered: FALSE");
+    assert!(selects("NOT (region > 'a')", &m), "FALSE, not UNKNOWN");
     assert!(selects("urgent", &m), "a boolean header is a condition");
     assert!(selects("urgent = TRUE", &m));
     assert!(!selects("NOT urgent", &m));
-    assert!(!selects("region = 1", &m), "unlike types are UNKNOWN");
+    assert!(!selects("region = 1", &m), "unlike types compare FALSE (JMS 1.1 3.8.1.2)");
+    assert!(selects("NOT (region = 1)", &m));
+    assert!(!selects("region <> 1", &m));
+    assert!(selects("region NOT IN (1, 2)", &m));
     assert!(!selects("region", &m), "a string is not a condition");
 }
 
