@@ -6,6 +6,8 @@ import subprocess
 import threading
 import time
 
+import pika
+
 from conftest import WEIR_BIN
 
 
@@ -104,6 +106,46 @@ def test_browse_and_selective_recv(broker):
     assert weir(broker, "recv", "orders", "--correlation-id", "batch-1", "--count", "5")[0] == "order 3\n"
     assert weir(broker, "recv", "orders", "--count", "5")[0] == "order 0\n"
     assert json.loads(weir(broker, "queue", "show", "orders", "--json")[0])["messages_delayed"] == 1
+
+
+def test_retry_policy_dead_letters_and_redrive(broker):
+    """The issue's session: a queue with a retry policy and a dead-letter target; send;
+    receive with wait; browse; move the dead letters back; delete."""
+    weir(broker, "queue", "create", "work.dlq")
+    weir(broker, "queue", "create", "work", "--arg", "x-delivery-limit=2", "--arg", "x-dead-letter-exchange=",
+         "--arg", "x-dead-letter-routing-key=work.dlq")
+    weir(broker, "send", "work", "job 1")
+    weir(broker, "send", "work", "job 2")
+    # Look twice without taking (each look is a delivery): job 1 uses up its two deliveries.
+    assert weir(broker, "recv", "work", "--requeue")[0] == "job 1\n"
+    assert weir(broker, "recv", "work", "--requeue")[0] == "job 1\n"
+    assert weir(broker, "recv", "work", "--wait", "5")[0] == "job 2\n"
+    dead = json.loads(weir(broker, "browse", "work.dlq", "--json")[0])
+    assert [m["payload"] for m in dead] == ["job 1"]
+    assert dead[0]["properties"]["headers"]["x-first-death-reason"] == "delivery_limit"
+
+    out, _ = weir(broker, "move", "work.dlq")
+    assert out == "moved 1 messages from 'work.dlq' back to their source queues\n"
+    assert json.loads(weir(broker, "queue", "show", "work.dlq", "--json")[0])["messages"] == 0
+    assert weir(broker, "recv", "work", "--wait", "5")[0] == "job 1\n"
+
+    # A bigger move goes in batches of 1000 (a progress bar when stderr is a terminal).
+    conn = pika.BlockingConnection(broker.params())
+    ch = conn.channel()
+    for n in range(2500):
+        ch.basic_publish("", "work.dlq", f"bulk {n}".encode())
+    conn.close()
+    moved = json.loads(weir(broker, "move", "work.dlq", "work", "--count", "2", "--json")[0])
+    assert moved == {"moved": 2, "skipped": 0, "target_full": False}
+    out, _ = weir(broker, "move", "work.dlq", "work")
+    assert out == "moved 2498 messages from 'work.dlq' to 'work'\n"
+    shown = json.loads(weir(broker, "queue", "show", "work", "--json")[0])
+    assert shown["messages_ready"] == 2500
+    first = json.loads(weir(broker, "browse", "work", "--count", "3", "--json")[0])
+    assert [m["payload"] for m in first] == ["bulk 0", "bulk 1", "bulk 2"], "order kept across batches"
+    weir(broker, "move", "work.dlq", "missing", expect=3)
+    weir(broker, "queue", "delete", "work")
+    weir(broker, "queue", "delete", "work.dlq")
 
 
 def test_binary_bodies_round_trip(broker):

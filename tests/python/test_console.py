@@ -1,6 +1,7 @@
 """The web console in a real browser: headless Chromium (Debian's `chromium`, installed by
 scripts/test) driven over the DevTools protocol. It logs in, sees a queue's depth change after
-a publish from pika, publishes from the page and browses the message back."""
+a publish from pika, publishes from the page, browses page by page and with a selector, and
+moves messages to another queue."""
 import json
 import os
 import pathlib
@@ -124,14 +125,33 @@ def test_console_logs_in_shows_live_depth_publishes_and_browses(broker, browser,
         f.payload.value = 'from the console'; f.correlation_id.value = 'c-42'; f.requestSubmit(); })()""")
     browser.wait_for("document.getElementById('publish-status').textContent.startsWith('Published')", "the publish")
     browser.wait_for("document.querySelector('dd[data-field=\"ready\"]').textContent === '4'", "depth 4")
-    browser.js("""(() => { const f = document.getElementById('get-form');
-        f.count.value = '10'; f.ackmode.value = 'requeue'; f.requestSubmit(); })()""")
-    browser.wait_for("document.querySelectorAll('#message-rows tr').length === 4", "four browsed messages")
-    payloads = browser.js("[...document.querySelectorAll('#message-rows tr td:nth-child(2)')].map(td => td.textContent)")
-    assert payloads == ["from pika 0", "from pika 1", "from pika 2", "from the console"]
+    # Browse in pages of 3: the first page, then the next.
+    rows = "[...document.querySelectorAll('#message-rows tr td:nth-child(2)')].map(td => td.textContent)"
+    browser.js("""(() => { const f = document.getElementById('browse-form');
+        f.limit.value = '3'; f.requestSubmit(); })()""")
+    browser.wait_for("document.querySelectorAll('#message-rows tr').length === 3", "a first page of three")
+    assert browser.js(rows) == ["from pika 0", "from pika 1", "from pika 2"]
+    browser.wait_for("!document.getElementById('browse-next').disabled", "a next page")
+    browser.js("document.getElementById('browse-next').click()")
+    browser.wait_for("document.querySelectorAll('#message-rows tr').length === 1", "the second page")
+    assert browser.js(rows) == ["from the console"]
     assert "c-42" in browser.js("document.querySelector('#message-rows tr:last-child td:nth-child(3)').textContent")
-    # Browsing put them back.
+    # A selector narrows the browse.
+    browser.js("""(() => { const f = document.getElementById('browse-form');
+        f.limit.value = '20'; f.selector.value = "correlation_id = 'c-42'"; f.requestSubmit(); })()""")
+    browser.wait_for("document.querySelectorAll('#message-rows tr').length === 1", "one selected message")
+    assert browser.js(rows) == ["from the console"]
+    # Browsing took nothing and marked nothing.
     assert ch.queue_declare("orders", passive=True).method.message_count == 4
+    method, _, _ = ch.basic_get("orders", auto_ack=True)
+    assert not method.redelivered
+
+    # Move (redrive) from the page: the rest goes to another queue.
+    ch.queue_declare("archive")
+    browser.js("""(() => { const f = document.getElementById('get-form');
+        f.count.value = '10'; f.target.value = 'archive'; document.getElementById('move').click(); })()""")
+    browser.wait_for("document.getElementById('get-status').textContent.startsWith('Moved 3')", "the move")
+    assert ch.queue_declare("archive", passive=True).method.message_count == 3
 
 
 def test_console_files_are_served_with_a_strict_policy(broker):

@@ -135,6 +135,23 @@ pub struct BrowseRequest {
     pub filter: Option<Arc<MessageFilter>>,
 }
 
+/// [`Command::Move`]'s question.
+#[derive(Clone, Debug, Default)]
+pub struct MoveRequest {
+    /// The queue (same vhost) to move to; `None`: redrive each message to the queue it was
+    /// dead-lettered from (its `x-first-death-queue` header).
+    pub target: Option<String>,
+    /// At most this many messages, up to [`MOVE_BATCH_MAX`].
+    pub count: u32,
+    pub filter: Option<Arc<MessageFilter>>,
+    /// Go on after this message (a previous answer's `next`).
+    pub after: Option<(u8, u64)>,
+}
+
+/// The most messages one [`Command::Move`] moves: a larger move is several commands, so the
+/// engine is never held for long.
+pub const MOVE_BATCH_MAX: u32 = 1000;
+
 /// One message seen by a browse.
 #[derive(Clone, Debug)]
 pub struct BrowsedMessage {
@@ -275,6 +292,13 @@ pub enum Command {
         origin: Origin,
         queue: String,
         request: BrowseRequest,
+    },
+    /// Move ready messages to another queue, or back where they were dead-lettered from;
+    /// answered with [`Event::Moved`].
+    Move {
+        origin: Origin,
+        queue: String,
+        request: MoveRequest,
     },
     Ack {
         origin: Origin,
@@ -590,6 +614,18 @@ pub enum Event {
         channel: ChannelId,
         messages: Vec<BrowsedMessage>,
         next: Option<BrowseCursor>,
+    },
+    /// The answer to [`Command::Move`].
+    Moved {
+        channel: ChannelId,
+        moved: u32,
+        /// Looked at and left in place: no source queue to redrive to, or it does not exist.
+        skipped: u32,
+        /// Where to go on from (the last message looked at, as (priority, seq)); `None`:
+        /// every ready message was looked at.
+        next: Option<(u8, u64)>,
+        /// Stopped because the target is full and refuses more (`x-overflow: reject-publish`).
+        target_full: bool,
     },
     /// An unroutable mandatory message comes back (`basic.return`, 312 NO_ROUTE).
     Returned {

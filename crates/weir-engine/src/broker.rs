@@ -36,6 +36,7 @@ mod exchanges;
 mod filtered;
 mod inspect;
 mod lifecycle;
+mod moving;
 mod reply_to;
 mod retry;
 mod security;
@@ -53,6 +54,7 @@ impl QueueState {
 pub(crate) use exchanges::binding_record;
 
 pub use crate::topology::QueueId;
+pub use retry::ERROR_QUEUE;
 
 /// The connection id of the broker's own publishes (dead-lettering); clients' ids start at 1.
 pub(crate) const INTERNAL_CONNECTION: ConnectionId = 0;
@@ -388,6 +390,7 @@ impl<S: Storage> Broker<S> {
                 (origin, self.get(origin, &queue, no_ack, filter.as_deref()))
             }
             Command::Browse { origin, queue, request } => (origin, self.browse(origin, &queue, request)),
+            Command::Move { origin, queue, request } => (origin, self.move_messages(origin, &queue, request)),
             Command::Ack { origin, delivery_tag, multiple } => {
                 (origin, self.settle_tags(origin, delivery_tag, multiple, Settlement::Ack))
             }

@@ -31,10 +31,10 @@ mod topology;
 pub use api::{
     AdminOp, ArgValue, BindRequest, BindTarget, BindingView, BrowseCursor, BrowseRequest, BrowseState, BrowsedMessage,
     ChannelId, Command, ConnectionId, ConnectionInfo, ConnectionShared, ConnectionView, ConsumeRequest, Event,
-    EventSink, ExchangeDeclare, ExchangeView, Inspect, InspectReply, Message, Origin, OverviewView, Publish,
-    QueueCounters, QueueDeclare, QueueView, CONNECTION_DELIVERIES_IN_FLIGHT_MAX,
+    EventSink, ExchangeDeclare, ExchangeView, Inspect, InspectReply, Message, MoveRequest, Origin, OverviewView,
+    Publish, QueueCounters, QueueDeclare, QueueView, CONNECTION_DELIVERIES_IN_FLIGHT_MAX, MOVE_BATCH_MAX,
 };
-pub use broker::DEFAULT_VHOST;
+pub use broker::{DEFAULT_VHOST, ERROR_QUEUE};
 pub use engine::{Engine, EngineConfig, EngineHandle, EngineStopped, BATCH_COMMANDS_MAX};
 pub use error::{EngineError, ErrorKind, StartError};
 pub use properties::PublishParts;

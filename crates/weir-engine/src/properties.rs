@@ -210,6 +210,15 @@ fn header_str<'a>(table: &'a FieldTable, key: &str) -> Option<&'a [u8]> {
     }
 }
 
+/// A text header (long or short string, UTF-8), if the message has it.
+pub(crate) fn header_text<'a>(properties: &'a BasicProperties, key: &str) -> Option<&'a str> {
+    match properties.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
 /// Has this message been dead-lettered from `queue` for `reason` before? (RabbitMQ drops a
 /// message that would go round such a cycle again without a rejection in between.)
 pub fn died_before(properties: &BasicProperties, queue: &str, reason: DeathReason) -> bool {

@@ -5,7 +5,9 @@
 const POLL_MS = 2000;
 const CHART_POINTS = 60;
 
-const state = { auth: sessionStorage.getItem("weir-auth"), user: null, timer: null, history: [], last: new Map() };
+const state = {
+  auth: sessionStorage.getItem("weir-auth"), user: null, timer: null, history: [], last: new Map(), browseNext: null,
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -168,7 +170,7 @@ function drawChart(canvas, points) {
 }
 
 // ---------------------------------------------------------------------------------------
-// One queue: stats, publish, get (browse or remove), purge
+// One queue: stats, publish, browse (paged, by state and selector), take, move or redrive, purge
 
 function currentQueue() {
   const match = location.hash.match(/^#\/queue\/([^/]+)\/(.+)$/);
@@ -213,25 +215,64 @@ async function publish(event) {
   }
 }
 
-async function getMessages(event) {
+// The messages in the table: browsed ones (with seq, state, deliveries) or taken ones.
+function showMessages(messages) {
+  fill($("message-rows"), messages.map((m, i) => {
+    const row = document.createElement("tr");
+    cell(row, m.seq === undefined ? `#${i + 1}` : m.seq, true);
+    const pre = document.createElement("pre");
+    pre.textContent = m.payload_encoding === "base64" ? `(base64) ${m.payload}` : m.payload;
+    cell(row, "").appendChild(pre);
+    const props = document.createElement("pre");
+    props.textContent = JSON.stringify(m.properties);
+    cell(row, "").appendChild(props);
+    cell(row, m.state === undefined ? "taken" : m.state);
+    cell(row, m.delivery_count === undefined ? "" : m.delivery_count, true);
+    return row;
+  }));
+}
+
+async function browsePage(after) {
+  const form = $("browse-form");
+  const params = new URLSearchParams({ state: form.state.value, limit: form.limit.value });
+  if (form.selector.value.trim()) params.set("selector", form.selector.value.trim());
+  if (after) params.set("after", after);
+  try {
+    const page = await api("GET", queuePath(currentQueue(), `/messages?${params}`));
+    state.browseNext = page.next;
+    $("browse-next").disabled = !page.next;
+    $("browse-status").textContent = `${page.messages.length} message(s)${page.next ? "; more after these" : ""}.`;
+    showMessages(page.messages);
+  } catch (error) {
+    $("browse-status").textContent = error.message;
+  }
+}
+
+async function takeMessages(event) {
   event.preventDefault();
   const form = event.target;
   try {
     const messages = await api("POST", queuePath(currentQueue(), "/get"),
-                               { count: Number(form.count.value), ackmode: form.ackmode.value });
-    $("get-status").textContent = `${messages.length} message(s).`;
-    fill($("message-rows"), messages.map((m, i) => {
-      const row = document.createElement("tr");
-      cell(row, i + 1, true);
-      const pre = document.createElement("pre");
-      pre.textContent = m.payload_encoding === "base64" ? `(base64) ${m.payload}` : m.payload;
-      cell(row, "").appendChild(pre);
-      const props = document.createElement("pre");
-      props.textContent = JSON.stringify(m.properties);
-      cell(row, "").appendChild(props);
-      cell(row, m.redelivered ? "yes" : "no");
-      return row;
-    }));
+                               { count: Number(form.count.value), ackmode: "remove" });
+    $("get-status").textContent = `Took ${messages.length} message(s).`;
+    showMessages(messages);
+    await refreshQueue();
+  } catch (error) {
+    $("get-status").textContent = error.message;
+  }
+}
+
+async function moveMessages() {
+  const form = $("get-form");
+  const body = { count: Number(form.count.value) };
+  const target = form.target.value.trim();
+  if (target) body.target = target;
+  try {
+    const answer = await api("POST", queuePath(currentQueue(), "/move"), body);
+    let text = `Moved ${answer.moved} message(s) ${target ? `to ${target}` : "back to their source queues"}`;
+    if (answer.skipped) text += `; ${answer.skipped} left in place (no source queue)`;
+    if (answer.target_full) text += "; stopped: the target is full";
+    $("get-status").textContent = text + ".";
     await refreshQueue();
   } catch (error) {
     $("get-status").textContent = error.message;
@@ -306,7 +347,13 @@ async function start() {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
   $("publish-form").addEventListener("submit", publish);
-  $("get-form").addEventListener("submit", getMessages);
+  $("browse-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    browsePage(null);
+  });
+  $("browse-next").addEventListener("click", () => browsePage(state.browseNext));
+  $("get-form").addEventListener("submit", takeMessages);
+  $("move").addEventListener("click", moveMessages);
   $("purge").addEventListener("click", purge);
   window.addEventListener("hashchange", route);
   if (state.auth) {

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use weir_engine::filter::{MessageFilter, ARG_CORRELATION_ID, ARG_MESSAGE_ID, ARG_SELECTOR};
 use weir_engine::{
     ArgValue, BrowseCursor, BrowseRequest, BrowseState, BrowsedMessage, Command, ConsumeRequest, Event, Inspect,
-    InspectReply, Message, Publish, PublishParts,
+    InspectReply, Message, MoveRequest, Publish, PublishParts, MOVE_BATCH_MAX,
 };
 
 use crate::auth::User;
@@ -54,6 +54,10 @@ const BROWSE: u32 = BASIC_GET;
 pub const GET_COUNT_MAX: u32 = 1000;
 /// The longest a get may wait.
 pub const GET_WAIT_MS_MAX: u64 = 60_000;
+/// At most this many messages per move request (moved by the engine in batches of
+/// [`MOVE_BATCH_MAX`]).
+pub const MOVE_COUNT_MAX: u32 = 1_000_000;
+
 /// At most this many messages per browse page (the default is [`BROWSE_LIMIT_DEFAULT`]).
 pub const BROWSE_LIMIT_MAX: u32 = 1000;
 pub const BROWSE_LIMIT_DEFAULT: u32 = 50;
@@ -499,4 +503,69 @@ fn parse_cursor(text: &str) -> Result<BrowseCursor, ApiError> {
         ["u", seq] => Ok(BrowseCursor::Unacked { seq: number(seq)? }),
         _ => Err(bad()),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveBody {
+    /// The queue to move to; absent: back to where each message was dead-lettered from.
+    target: Option<String>,
+    #[serde(default = "default_count", deserialize_with = "whole")]
+    count: u32,
+    message_id: Option<String>,
+    correlation_id: Option<String>,
+    selector: Option<String>,
+}
+
+/// `POST /api/queues/{vhost}/{queue}/move` → `{"moved", "skipped", "done", "target_full"}`:
+/// move up to `count` ready messages to `target`, or redrive them (no `target`) to the queue
+/// each was dead-lettered from. `done`: every ready message was looked at.
+pub async fn move_messages(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams((vhost, queue)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<MoveBody>,
+) -> Result<Json<Value>, ApiError> {
+    if body.count == 0 || body.count > MOVE_COUNT_MAX {
+        return Err(ApiError::bad_request(format!("count must be 1 to {MOVE_COUNT_MAX}")));
+    }
+    if let Some(target) = &body.target {
+        check_short(target, "target queue name")?;
+    }
+    let filter = FilterFields {
+        message_id: body.message_id.clone(),
+        correlation_id: body.correlation_id.clone(),
+        selector: body.selector.clone(),
+    }
+    .filter()?;
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
+    let result = async {
+        let (mut moved, mut skipped, mut after) = (0u32, 0u32, None);
+        loop {
+            let request = MoveRequest {
+                target: body.target.clone(),
+                count: (body.count - moved).min(MOVE_BATCH_MAX),
+                filter: filter.clone(),
+                after,
+            };
+            let origin = session.origin(BROWSE);
+            match session.call(Command::Move { origin, queue: queue.clone(), request }).await? {
+                Event::Moved { moved: batch, skipped: passed, next, target_full, .. } => {
+                    moved += batch;
+                    skipped += passed;
+                    if next.is_none() || moved >= body.count || target_full {
+                        let done = next.is_none();
+                        return Ok(
+                            json!({ "moved": moved, "skipped": skipped, "done": done, "target_full": target_full }),
+                        );
+                    }
+                    after = next;
+                }
+                other => return Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
+            }
+        }
+    }
+    .await;
+    session.close().await;
+    result.map(Json)
 }

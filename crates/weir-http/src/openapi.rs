@@ -311,6 +311,18 @@ fn schemas() -> Value {
                 })),
             ],
         },
+        "MoveRequest": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "target": { "type": "string", "minLength": 1, "maxLength": 255 },
+                "count": { "type": "integer", "minimum": 1, "maximum": crate::messages::MOVE_COUNT_MAX },
+                "message_id": text, "correlation_id": text,
+                "selector": { "type": "string", "minLength": 1, "maxLength": weir_engine::selector::SOURCE_BYTES_MAX },
+            },
+        },
+        "MoveResult": object(&["moved", "skipped", "done", "target_full"], json!({
+            "moved": int, "skipped": int, "done": flag, "target_full": flag,
+        })),
         "BrowsePage": object(&["messages", "next"], json!({
             "messages": list("BrowsedMessage"),
             "next": { "type": ["string", "null"] },

@@ -289,6 +289,16 @@ pub fn table() -> Vec<Route> {
             messages::get,
         ),
         route(
+            M::POST,
+            "/api/queues/{vhost}/{name}/move",
+            "messages",
+            "Move ready messages to another queue, or redrive dead letters to the queue they came from",
+            NONE,
+            Some("MoveRequest"),
+            (200, Some("MoveResult")),
+            messages::move_messages,
+        ),
+        route(
             M::GET,
             "/api/queues/{vhost}/{name}/messages",
             "messages",

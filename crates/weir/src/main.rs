@@ -54,6 +54,15 @@ enum Commands {
     ///   weir browse reminders --state delayed
     #[command(verbatim_doc_comment)]
     Browse(cli::BrowseArgs),
+    /// Move ready messages to another queue, or (no TARGET) redrive dead letters back to the
+    /// queues they came from.
+    ///
+    /// Examples:
+    ///   weir move orders.dlq orders                 # every ready message
+    ///   weir move weir.error                        # redrive to each message's source queue
+    ///   weir move orders.dlq orders --count 100 --selector "\"x-first-death-reason\" = 'expired'"
+    #[command(verbatim_doc_comment)]
+    Move(cli::MoveArgs),
     /// List, create and delete vhosts.
     Vhost(cli::VhostCommand),
     /// Manage users and their permissions (administrators).
@@ -74,6 +83,7 @@ fn main() -> std::process::ExitCode {
         Commands::Send(args) => cli::run(cli::send(&args)),
         Commands::Recv(args) => cli::run(cli::recv(&args)),
         Commands::Browse(args) => cli::run(cli::browse(&args)),
+        Commands::Move(args) => cli::run(cli::move_messages(&args)),
         Commands::Vhost(command) => cli::run(cli::vhost(&command)),
         Commands::User(command) => cli::run(cli::user(&command)),
         Commands::Status(connection) => cli::run(cli::status(&connection)),

@@ -23,7 +23,10 @@ use std::sync::Arc;
 use weir_log::Storage;
 use weir_queue::MessageEntry;
 
+use amq_protocol::protocol::BasicProperties;
+
 use crate::api::{Message, Origin, Publish};
+use crate::error::EngineError;
 use crate::properties::{self, DeathReason};
 use crate::queue_config::QueueConfig;
 
@@ -146,36 +149,48 @@ impl<S: Storage> Broker<S> {
         if !exchange.is_empty() && !self.vhosts.get(&vhost).is_some_and(|v| v.exchanges.contains_key(&exchange)) {
             return false; // RabbitMQ drops a message whose dead-letter exchange does not exist
         }
-        let persistent = *decoded.delivery_mode() == Some(2);
         let decoded =
             properties::with_death(decoded, &queue_name, reason, &message.exchange, &message.routing_key, self.now_ms);
-        let headers = decoded.headers().as_ref().map(properties::table_to_arguments).unwrap_or_default();
-        let dead = Message {
-            exchange: exchange.clone(),
-            routing_key: routing_key.clone(),
-            raw_properties: weir_amqp_codec::encode_properties(&decoded),
-            body: message.body.clone(),
-        };
-        let publish = Publish {
-            origin: Origin { connection: INTERNAL_CONNECTION, channel: 0, method: 0 },
-            exchange,
-            routing_key,
-            mandatory: false,
-            persistent,
-            confirm: None,
-            headers,
-            expiration_ms: None,
-            direct_reply_to: false,
-            cc: Vec::new(),
-            message: Arc::new(dead),
-        };
-        match self.publish_in(&vhost, publish) {
+        match self.republish(&vhost, &exchange, &routing_key, &decoded, message, None) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(queue = queue_name, "dead-lettered message not routed: {e}");
                 false
             }
         }
+    }
+
+    /// Publish `message`'s body with `properties` as the broker itself (never delayed again,
+    /// no permission check, no confirm), persistent if the properties say so.
+    pub(super) fn republish(
+        &mut self,
+        vhost: &str,
+        exchange: &str,
+        routing_key: &str,
+        properties: &BasicProperties,
+        message: &Message,
+        expiration_ms: Option<u64>,
+    ) -> Result<(), EngineError> {
+        let copy = Message {
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+            raw_properties: weir_amqp_codec::encode_properties(properties),
+            body: message.body.clone(),
+        };
+        let publish = Publish {
+            origin: Origin { connection: INTERNAL_CONNECTION, channel: 0, method: 0 },
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+            mandatory: false,
+            persistent: *properties.delivery_mode() == Some(2),
+            confirm: None,
+            headers: properties.headers().as_ref().map(properties::table_to_arguments).unwrap_or_default(),
+            expiration_ms,
+            direct_reply_to: false,
+            cc: Vec::new(),
+            message: Arc::new(copy),
+        };
+        self.publish_in(vhost, publish)
     }
 
     /// Drop (or dead-letter) the oldest ready messages while `queue_id` is over its limits

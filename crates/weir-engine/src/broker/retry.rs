@@ -23,11 +23,10 @@
 use weir_log::Storage;
 
 use crate::api::Message;
-use crate::properties::DeathReason;
+use crate::properties::{self, DeathReason};
 use crate::records::{self, RetryRecord};
 
 use amq_protocol::protocol::BasicProperties;
-use amq_protocol::types::AMQPValue;
 
 use super::{Broker, QueueDeclare, QueueId, INTERNAL_CONNECTION};
 
@@ -89,11 +88,7 @@ impl<S: Storage> Broker<S> {
         let queue = self.queues.get(&queue_id)?;
         let vhost = queue.vhost.clone();
         if reason == DeathReason::DeliveryLimit {
-            let named = properties.headers().as_ref().and_then(|h| match h.inner().get(FAILURE_QUEUE_HEADER) {
-                Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_string),
-                Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_string()),
-                _ => None,
-            });
+            let named = properties::header_text(properties, FAILURE_QUEUE_HEADER).map(str::to_string);
             let exists = |name: &String| {
                 *name != queue.name && self.vhosts.get(&vhost).is_some_and(|v| v.queues.contains_key(name))
             };

@@ -8,10 +8,12 @@
 mod access;
 mod browse;
 mod client;
+mod moving;
 mod output;
 
 pub use access::{user, vhost, UserCommand, VhostCommand};
 pub use browse::{browse, BrowseArgs};
+pub use moving::{move_messages, MoveArgs};
 
 use std::io::{Read, Write};
 use std::process::ExitCode;

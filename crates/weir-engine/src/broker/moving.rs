@@ -1,0 +1,118 @@
+//! Moving messages between queues, and redriving dead letters to where they came from
+//! (SPEC.md section 5, "move / redrive from a dead-letter queue back to its source").
+//!
+//! A move takes ready messages from the source in delivery order (those meeting the filter,
+//! if one is given) and publishes each, as the broker, through the default exchange to the
+//! target queue: a named one, or for a redrive the queue named by the message's
+//! `x-first-death-queue` header (RabbitMQ writes it on every dead-lettered message, Weir too).
+//! A message with no such header, or whose queue no longer exists, is skipped and stays.
+//!
+//! Each message's arrival in the target and its removal from the source are ONE log record
+//! (the transaction container), so a crash in the middle of a move can neither lose nor
+//! duplicate a message. Properties and headers go unchanged (the `x-death` history too);
+//! the message is new to the target: not redelivered, delivery count 0, its `expiration`
+//! counting again from the move. A target that is full with `x-overflow: reject-publish`
+//! stops the move (nothing more is taken); one with `drop-head` drops its own oldest as usual.
+//!
+//! One command moves at most [`MOVE_BATCH_MAX`] messages and looks at no more than
+//! [`SCAN_MAX`] of them, so the engine is never held for long; callers go on from the
+//! answer's `next` until there is none.
+
+use weir_log::Storage;
+
+use crate::api::{Event, MoveRequest, Origin, MOVE_BATCH_MAX};
+use crate::error::{EngineError, ErrorKind};
+use crate::properties;
+use crate::queue_config::Overflow;
+use crate::security::Access;
+
+use super::{error, Broker, QueueId};
+
+/// The most messages one move command looks at.
+const SCAN_MAX: usize = 16_384;
+/// Header naming the queue a message was first dead-lettered from.
+const FIRST_DEATH_QUEUE: &str = "x-first-death-queue";
+
+impl<S: Storage> Broker<S> {
+    pub(super) fn move_messages(
+        &mut self,
+        origin: Origin,
+        source_name: &str,
+        request: MoveRequest,
+    ) -> Result<(), EngineError> {
+        self.authorize(origin.connection, Access::Read, "queue", source_name)?;
+        let source = self.lookup_queue(origin.connection, source_name)?;
+        let vhost = self.queues[&source].vhost.clone();
+        // Every message is published through the default exchange.
+        self.authorize(origin.connection, Access::Write, "exchange", "")?;
+        if let Some(target) = &request.target {
+            let target_id = self.lookup_queue(origin.connection, target)?;
+            if target_id == source {
+                return Err(error(ErrorKind::PreconditionFailed, format!("cannot move queue '{target}' into itself")));
+            }
+        }
+        let count = request.count.min(MOVE_BATCH_MAX);
+        let (mut moved, mut skipped, mut scanned) = (0u32, 0u32, 0usize);
+        let mut cursor = request.after;
+        let mut target_full = false;
+        let done = loop {
+            if moved == count {
+                break false;
+            }
+            if scanned == SCAN_MAX {
+                break false;
+            }
+            let Some(entry) = self.queues[&source].messages.ready_after(cursor).next().copied() else {
+                break true;
+            };
+            scanned += 1;
+            let before = cursor;
+            cursor = Some((entry.priority, entry.seq));
+            let Some(message) = self.load_message(source, &entry, false) else { continue };
+            if request.filter.as_deref().is_some_and(|f| !f.matches(&message)) {
+                continue;
+            }
+            let properties = weir_amqp_codec::decode_properties(&message.raw_properties).unwrap_or_default();
+            let target_name = match &request.target {
+                Some(name) => Some(name.clone()),
+                None => properties::header_text(&properties, FIRST_DEATH_QUEUE).map(str::to_string),
+            };
+            let target = target_name.and_then(|name| self.vhosts.get(&vhost)?.queues.get(&name).copied());
+            let Some(target) = target.filter(|&t| t != source) else {
+                skipped += 1;
+                continue;
+            };
+            if self.refuses_more(target) {
+                // Not taken: the next call starts at this message again.
+                cursor = before;
+                target_full = true;
+                break false;
+            }
+            let target_name = self.queues[&target].name.clone();
+            let expiration_ms = properties.expiration().as_ref().and_then(|e| e.as_str().parse().ok());
+            let result = self.atomically(|broker| {
+                broker.republish(&vhost, "", &target_name, &properties, &message, expiration_ms)?;
+                let entry = broker.queues.get_mut(&source).and_then(|q| q.messages.remove_ready(entry.seq));
+                if let Some(entry) = entry {
+                    broker.drop_entry(source, &entry);
+                }
+                Ok::<(), EngineError>(())
+            })?;
+            result?;
+            moved += 1;
+        };
+        self.mark_dirty(source);
+        let next = if done { None } else { cursor };
+        let event = Event::Moved { channel: origin.channel, moved, skipped, next, target_full };
+        self.reply(origin.connection, event);
+        Ok(())
+    }
+
+    /// Would queue `id` refuse one more message (full, and refusing rather than dropping)?
+    fn refuses_more(&self, id: QueueId) -> bool {
+        let queue = &self.queues[&id];
+        let stats = queue.messages.stats();
+        queue.config.overflow != Overflow::DropHead
+            && queue.config.over_limit(stats.ready_messages + 1, stats.ready_bytes)
+    }
+}
