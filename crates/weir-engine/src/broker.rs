@@ -35,6 +35,7 @@ mod delay;
 mod exchanges;
 mod filtered;
 mod inspect;
+mod lease;
 mod lifecycle;
 mod moving;
 mod reply_to;
@@ -85,6 +86,8 @@ pub(crate) struct QueueState {
     exclusive_consumer: bool,
     /// Consumers that filter or browse: while there are any, dispatch lets each choose.
     choosing_consumers: usize,
+    /// Unacked messages held under a lease (`x-lease-ms`), by seq.
+    leases: HashMap<u64, lease::Holder>,
     pub counters: QueueCounters,
 }
 
@@ -144,6 +147,7 @@ impl QueueState {
             dirty: false,
             exclusive_consumer: false,
             choosing_consumers: 0,
+            leases: HashMap::new(),
             counters: QueueCounters::default(),
         }
     }
@@ -173,6 +177,8 @@ struct ConsumerState {
     unacked: u32,
     /// Filter or browse; `None` for a consumer that takes whatever comes next.
     choice: Option<filtered::ConsumerChoice>,
+    /// `x-lease-ms`: how long each delivery may stay unacked.
+    lease_ms: Option<u64>,
 }
 
 struct Unacked {
@@ -182,12 +188,15 @@ struct Unacked {
     consumer: Option<(Arc<str>, u64)>,
     /// A browsed copy: settling it changes nothing in the queue.
     browse: bool,
+    /// Its lease ran out and the message was taken back: settling it changes nothing either.
+    lapsed: bool,
 }
 
 impl Unacked {
-    /// The queue and message this delivery holds, unless it was only a browsed copy.
+    /// The queue and message this delivery holds, unless it was only a browsed copy or its
+    /// lease lapsed.
     fn held(&self) -> Option<(QueueId, u64)> {
-        (!self.browse).then_some((self.queue, self.seq))
+        (!self.browse && !self.lapsed).then_some((self.queue, self.seq))
     }
 }
 
@@ -258,6 +267,8 @@ pub(crate) struct Broker<S: Storage> {
     pub expiries: ExpiryIndex,
     /// Every delayed message: (deliver at, queue, message), earliest first.
     pub delays: ExpiryIndex,
+    /// Every leased delivery: (lapses at, queue, message), earliest first.
+    pub leases: ExpiryIndex,
     /// What happened in queues deleted since the start, so broker-wide totals never go down.
     pub deleted_counters: QueueCounters,
     /// Source of direct reply-to tokens.
@@ -316,6 +327,7 @@ impl<S: Storage> Broker<S> {
             deleted_counters: QueueCounters::default(),
             expiries: ExpiryIndex::default(),
             delays: ExpiryIndex::default(),
+            leases: ExpiryIndex::default(),
             now_ms: 0,
             next_reply_token: 0x5eed,
             next_unused_check_ms: 0,
@@ -981,6 +993,7 @@ impl<S: Storage> Broker<S> {
             MessageFilter::from_arguments(&arguments)?,
             filter::browse_argument(&arguments)?,
         );
+        let lease_ms = lease::lease_argument(&arguments)?;
         if queue_name == reply_to::REPLY_TO {
             return self.consume_reply_to(origin, consumer_tag, no_ack, no_wait);
         }
@@ -1005,8 +1018,15 @@ impl<S: Storage> Broker<S> {
         channel.next_consumer_id += 1;
         let choosing = choice.is_some();
         let browsing = choice.as_ref().is_some_and(|c| c.browse);
-        let consumer =
-            ConsumerState { id: channel.next_consumer_id, queue: id, no_ack, prefetch_limit, unacked: 0, choice };
+        let consumer = ConsumerState {
+            id: channel.next_consumer_id,
+            queue: id,
+            no_ack,
+            prefetch_limit,
+            unacked: 0,
+            choice,
+            lease_ms,
+        };
         channel.consumers.insert(Arc::clone(&tag), consumer);
         let queue = self.queues.get_mut(&id).expect("looked up");
         // Sorted by priority, highest first; arrival order among equals.
@@ -1123,7 +1143,8 @@ impl<S: Storage> Broker<S> {
         let delivery_tag = channel.next_delivery_tag;
         channel.next_delivery_tag += 1;
         if !no_ack {
-            channel.unacked.insert(delivery_tag, Unacked { queue: id, seq: entry.seq, consumer: None, browse: false });
+            let unacked = Unacked { queue: id, seq: entry.seq, consumer: None, browse: false, lapsed: false };
+            channel.unacked.insert(delivery_tag, unacked);
         }
         self.reply(
             origin.connection,
@@ -1200,6 +1221,7 @@ impl<S: Storage> Broker<S> {
             match how {
                 Settlement::Requeue => self.requeue_entry(queue_id, seq),
                 Settlement::Ack => {
+                    queue.leases.remove(&seq);
                     if let Some(entry) = queue.messages.settle(seq) {
                         queue.counters.acked += 1;
                         queue.expired_unacked.remove(&seq);
@@ -1207,6 +1229,7 @@ impl<S: Storage> Broker<S> {
                     }
                 }
                 Settlement::Discard => {
+                    queue.leases.remove(&seq);
                     if let Some(entry) = queue.messages.settle(seq) {
                         self.dead_letter(queue_id, entry, DeathReason::Rejected);
                     }
@@ -1362,12 +1385,19 @@ impl<S: Storage> Broker<S> {
             .expect("checked by consumer_has_room");
         let delivery_tag = channel.next_delivery_tag;
         channel.next_delivery_tag += 1;
+        let mut lease_ms = None;
         if !no_ack {
             let consumer = channel.consumers.get_mut(&key.tag).expect("checked by consumer_has_room");
             consumer.unacked += 1;
             let owner = Some((Arc::clone(&key.tag), consumer.id));
-            channel.unacked.insert(delivery_tag, Unacked { queue: id, seq: entry.seq, consumer: owner, browse });
+            lease_ms = consumer.lease_ms.filter(|_| !browse);
+            let unacked = Unacked { queue: id, seq: entry.seq, consumer: owner, browse, lapsed: false };
+            channel.unacked.insert(delivery_tag, unacked);
             channel.unacked_by_consumers += 1;
+        }
+        if let Some(lease_ms) = lease_ms {
+            let holder = lease::Holder { connection: key.connection, channel: key.channel, delivery_tag };
+            self.lease(id, entry.seq, holder, lease_ms);
         }
         self.sinks[&key.connection].shared.reserve_delivery();
         self.outbox.push(

@@ -349,10 +349,11 @@ fn clock_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Release delayed messages and expire what is due, deliver, log settlements, send ungated events, fsync, send the rest.
+/// Release delayed messages, expire what is due, take back lapsed leases, deliver, log settlements, send ungated events, fsync, send the rest.
 fn end_turn<S: Storage>(broker: &mut Broker<S>, stats: &EngineStats) {
     broker.release_due();
     broker.expire_due();
+    broker.lapse_leases();
     broker.dispatch();
     broker.flush_settles();
     broker.outbox.send_ungated(&broker.sinks);

@@ -61,7 +61,7 @@ impl<S: Storage> Broker<S> {
             return Some(self.now_ms);
         }
         let queue = self.has_expiring_queues.then_some(self.next_unused_check_ms);
-        [self.expiries.next_at(), self.delays.next_at(), queue].into_iter().flatten().min()
+        [self.expiries.next_at(), self.delays.next_at(), self.leases.next_at(), queue].into_iter().flatten().min()
     }
 
     /// Expire every message and unused queue due at `self.now_ms`.

@@ -1,6 +1,6 @@
 //! Failed deliveries: what happens to a message a consumer took and gave back without an ack
 //! (a nack or reject with requeue, its channel or connection closing, `basic.recover`, a
-//! transaction rolled back and then its channel closed).
+//! transaction rolled back and then its channel closed, a lease that ran out).
 //!
 //! A queue's retry policy (`x-delivery-limit`, `x-retry-delay`, `x-retry-backoff`,
 //! `x-retry-delay-max`; `queue_config.rs`) decides:
@@ -43,6 +43,7 @@ impl<S: Storage> Broker<S> {
     pub(super) fn requeue_entry(&mut self, queue_id: QueueId, seq: u64) {
         let now = self.now_ms;
         let Some(queue) = self.queues.get_mut(&queue_id) else { return };
+        queue.leases.remove(&seq);
         let Some(entry) = queue.messages.unacked_entry(seq).copied() else { return };
         if queue.expired_unacked.contains(&seq) {
             let entry = queue.messages.settle(seq).expect("unacked");
