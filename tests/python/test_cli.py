@@ -182,6 +182,10 @@ def test_users_permissions_and_vhosts(broker):
     assert weir(broker, "vhost", "list")[0].split() == ["name", "/", "billing"]
     listed = json.loads(weir(broker, "vhost", "list", "--json")[0])
     assert listed[1] == {"name": "billing", "limits": {"max-queues": 5}}
+    weir(broker, "vhost", "create", "quota", "--max-messages", "10", "--max-bytes", "4096")
+    listed = json.loads(weir(broker, "vhost", "list", "--json")[0])
+    assert listed[2] == {"name": "quota", "limits": {"max-bytes": 4096, "max-messages": 10}}
+    weir(broker, "vhost", "delete", "quota")
     weir(broker, "user", "add", "alice", "--new-password", "s3cret")
     _, err = weir(broker, "user", "add", "alice", "--new-password", "x", expect=1)
     assert "exists" in err

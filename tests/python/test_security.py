@@ -5,7 +5,7 @@ import pika
 import pytest
 import requests
 
-from helpers import Api
+from helpers import Api, drain
 
 ALICE = ("alice", "wonderland")
 
@@ -162,6 +162,34 @@ def test_vhost_limits_cap_queues_and_connections(broker, admin):
     ch.queue_declare("second")
     for bad in ({"max-queues": -1}, {"max-bananas": 1}, {"max-queues": "many"}):
         assert admin.put("/api/vhosts/small", 400, json={"limits": bad}).json()["code"] in ("invalid_argument", "bad_request")
+
+
+def test_vhost_quotas_refuse_publishes_over_messages_or_bytes(broker, admin):
+    admin.put("/api/vhosts/quota", 201, json={"limits": {"max-messages": 3, "max-bytes": 1000}})
+    admin.put("/api/permissions/quota/guest", 201, json={"configure": ".*", "write": ".*", "read": ".*"})
+    conn, ch = amqp(broker, "guest", "guest", vhost="quota")
+    ch.confirm_delivery()
+    ch.queue_declare("a")
+    ch.queue_declare("b")
+    ch.basic_publish("", "a", b"1")
+    ch.basic_publish("", "b", b"2")
+    ch.basic_publish("", "a", b"3")
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", "b", b"4")  # a fourth message in the vhost
+    assert admin.post("/api/queues/quota/a/publish", 409, json={"payload": "x"}).json()["code"] == "rejected"
+    # Unacked messages count too; once one is acked there is room again.
+    method, _, _ = ch.basic_get("a", auto_ack=False)
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", "b", b"4")
+    ch.basic_ack(method.delivery_tag)
+    ch.basic_publish("", "b", b"4")
+    # Bytes: 3 small messages and room for 997 more bytes.
+    drain(ch, "a")
+    drain(ch, "b")
+    ch.basic_publish("", "a", b"x" * 1000)
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", "a", b"y")
+    conn.close()
 
 
 def test_http_enforces_the_same_rules(broker, admin):

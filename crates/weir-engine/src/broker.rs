@@ -817,8 +817,15 @@ impl<S: Storage> Broker<S> {
         let mut targets = self.route(vhost, &publish)?;
         let message = publish.message;
         let size_bytes = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
-        // Queues full under `reject-publish(-dlx)` refuse the message; the others take it.
+        // Over the vhost's message quota, nothing takes it (the broker's own republishes,
+        // dead-letters and moves, are not new messages to the vhost). Else queues full under
+        // `reject-publish(-dlx)` refuse the message and the others take it.
         let mut refused = Vec::new();
+        let over_quota =
+            origin.connection != INTERNAL_CONNECTION && self.over_vhost_quota(vhost, targets.len(), size_bytes);
+        if over_quota {
+            refused = std::mem::take(&mut targets);
+        }
         targets.retain(|id| {
             let queue = &self.queues[id];
             let stats = queue.messages.stats();
@@ -829,7 +836,7 @@ impl<S: Storage> Broker<S> {
             }
             !full
         });
-        for id in &refused {
+        for id in refused.iter().filter(|_| !over_quota) {
             if self.queues[id].config.overflow == Overflow::RejectPublishDlx {
                 self.republish_dead(*id, &message, DeathReason::MaxLength);
             }
@@ -946,6 +953,25 @@ impl<S: Storage> Broker<S> {
 
     /// The queues a publish reaches: unknown exchanges are 404, internal ones 403, and another
     /// connection's exclusive queue reached through the default exchange is 405.
+    /// Would `copies` more messages of `size_bytes` each take vhost `vhost` over its
+    /// `max-messages` or `max-bytes` quota? Every message in its queues counts (ready,
+    /// unacked, delayed); a message routed to three queues counts three times. Summed over the
+    /// vhost's queues per publish, and only when the vhost has such a quota.
+    fn over_vhost_quota(&self, vhost: &str, copies: usize, size_bytes: u32) -> bool {
+        let Some(topology) = self.vhosts.get(vhost) else { return false };
+        let (max_messages, max_bytes) = (topology.limit("max-messages"), topology.limit("max-bytes"));
+        if max_messages.is_none() && max_bytes.is_none() {
+            return false;
+        }
+        let (mut messages, mut bytes) = (copies as u64, copies as u64 * u64::from(size_bytes));
+        for id in topology.queues.values() {
+            let stats = self.queues[id].messages.stats();
+            messages += stats.ready_messages + stats.unacked_messages + stats.delayed_messages;
+            bytes += stats.ready_bytes + stats.unacked_bytes + stats.delayed_bytes;
+        }
+        max_messages.is_some_and(|max| messages > max) || max_bytes.is_some_and(|max| bytes > max)
+    }
+
     fn route(&self, vhost: &str, publish: &Publish) -> Result<Vec<QueueId>, EngineError> {
         let topology = &self.vhosts[vhost];
         if !publish.exchange.is_empty() {

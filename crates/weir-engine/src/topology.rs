@@ -147,7 +147,7 @@ impl Default for Vhost {
 }
 
 /// The vhost limits Weir knows (RabbitMQ's names): how many queues and client connections.
-pub const VHOST_LIMITS: [&str; 2] = ["max-queues", "max-connections"];
+pub const VHOST_LIMITS: [&str; 4] = ["max-queues", "max-connections", "max-messages", "max-bytes"];
 
 /// Check limits given for a vhost: known names, whole numbers from 0 up.
 pub fn check_vhost_limits(limits: &[(String, ArgValue)]) -> Result<(), String> {

@@ -174,7 +174,7 @@ async fn refused(state: &AppState) -> ApiError {
         None => ApiError::new(
             StatusCode::CONFLICT,
             "rejected",
-            "a full queue refused the message (x-overflow: reject-publish)",
+            "a full queue (x-overflow: reject-publish) or the vhost's message quota refused the message",
         ),
     }
 }

@@ -351,6 +351,8 @@ fn security_schemas() -> Value {
                     "properties": {
                         "max-queues": { "type": "integer", "minimum": 0, "maximum": LIMIT_MAX },
                         "max-connections": { "type": "integer", "minimum": 0, "maximum": LIMIT_MAX },
+                        "max-messages": { "type": "integer", "minimum": 0, "maximum": LIMIT_MAX },
+                        "max-bytes": { "type": "integer", "minimum": 0, "maximum": LIMIT_MAX },
                     },
                 },
             },

@@ -77,7 +77,8 @@ pub struct VhostSettings {
     #[serde(default)]
     #[allow(dead_code)]
     description: String,
-    /// `max-queues`, `max-connections`; left out, an existing vhost keeps its limits.
+    /// `max-queues`, `max-connections`, `max-messages`, `max-bytes`; left out, an existing
+    /// vhost keeps its limits.
     #[serde(default, deserialize_with = "not_null")]
     limits: Option<serde_json::Map<String, Value>>,
 }

@@ -27,6 +27,7 @@ pub enum VhostAction {
     /// Examples:
     ///   weir vhost create billing
     ///   weir vhost create billing --max-queues 100 --max-connections 50
+    ///   weir vhost create billing --max-messages 1000000 --max-bytes 1073741824
     #[command(verbatim_doc_comment)]
     Create {
         name: String,
@@ -36,6 +37,12 @@ pub enum VhostAction {
         /// At most this many client connections to the vhost.
         #[arg(long)]
         max_connections: Option<u64>,
+        /// At most this many messages in the vhost's queues (each queue's copy counts).
+        #[arg(long)]
+        max_messages: Option<u64>,
+        /// At most this many body bytes in the vhost's queues.
+        #[arg(long)]
+        max_bytes: Option<u64>,
     },
     /// Delete a vhost with its queues, exchanges and permissions; its connections are closed.
     ///
@@ -134,16 +141,17 @@ pub async fn vhost(command: &VhostCommand) -> Result<String, CliError> {
                 vhosts.as_array().into_iter().flatten().map(|v| vec![cell(&v["name"])]).collect();
             Ok(table(&["name"], &rows))
         }
-        VhostAction::Create { name, max_queues, max_connections } => {
+        VhostAction::Create { name, max_queues, max_connections, max_messages, max_bytes } => {
             let mut body = json!({});
-            if max_queues.is_some() || max_connections.is_some() {
-                let mut limits = serde_json::Map::new();
-                if let Some(n) = max_queues {
-                    limits.insert("max-queues".into(), json!(n));
-                }
-                if let Some(n) = max_connections {
-                    limits.insert("max-connections".into(), json!(n));
-                }
+            let given = [
+                ("max-queues", max_queues),
+                ("max-connections", max_connections),
+                ("max-messages", max_messages),
+                ("max-bytes", max_bytes),
+            ];
+            let limits: serde_json::Map<String, Value> =
+                given.into_iter().filter_map(|(key, n)| Some((key.to_string(), json!((*n)?)))).collect();
+            if !limits.is_empty() {
                 body["limits"] = Value::Object(limits);
             }
             c.call(Method::PUT, &format!("/api/vhosts/{}", segment(name)), Some(&body), none).await?;
