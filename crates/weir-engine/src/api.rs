@@ -148,6 +148,22 @@ pub struct MoveRequest {
     pub after: Option<(u8, u64)>,
 }
 
+/// The queue arguments an operator may change after declaration ([`Command::QueueSettings`]).
+/// Not the order (`x-max-priority`, `x-queue-order`): it shapes the index the messages are in.
+pub const QUEUE_SETTINGS: [&str; 11] = [
+    "x-message-ttl",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-overflow",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-delivery-limit",
+    "x-retry-delay",
+    "x-retry-backoff",
+    "x-retry-delay-max",
+    "x-expires",
+];
+
 /// The most messages one [`Command::Move`] moves: a larger move is several commands, so the
 /// engine is never held for long.
 pub const MOVE_BATCH_MAX: u32 = 1000;
@@ -292,6 +308,14 @@ pub enum Command {
         origin: Origin,
         queue: String,
         request: BrowseRequest,
+    },
+    /// Change a queue's settings (the policy arguments in [`QUEUE_SETTINGS`], which override
+    /// the declared ones without changing them); the list replaces the previous settings.
+    /// Answered with [`Event::AdminDone`] once durable.
+    QueueSettings {
+        origin: Origin,
+        queue: String,
+        settings: Vec<(String, ArgValue)>,
     },
     /// Move ready messages to another queue, or back where they were dead-lettered from;
     /// answered with [`Event::Moved`].
@@ -468,6 +492,8 @@ pub struct QueueView {
     pub auto_delete: bool,
     pub exclusive: bool,
     pub arguments: Vec<(String, ArgValue)>,
+    /// An operator's settings, overriding `arguments` ([`Command::QueueSettings`]).
+    pub settings: Vec<(String, ArgValue)>,
     pub ready: u64,
     pub ready_bytes: u64,
     pub unacked: u64,
@@ -648,7 +674,8 @@ pub enum Event {
         method: u32,
         error: EngineError,
     },
-    /// Answer to [`Command::Admin`]: the change is applied and durable.
+    /// Answer to [`Command::Admin`] and [`Command::QueueSettings`]: the change is applied and
+    /// durable.
     AdminDone {
         channel: ChannelId,
     },

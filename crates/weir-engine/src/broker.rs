@@ -41,6 +41,7 @@ mod moving;
 mod reply_to;
 mod retry;
 mod security;
+mod settings;
 mod tx;
 
 pub(crate) use lifecycle::message_expiry;
@@ -71,8 +72,10 @@ pub(crate) struct QueueState {
     pub auto_delete: bool,
     pub exclusive_owner: Option<ConnectionId>,
     pub arguments: Vec<(String, ArgValue)>,
+    /// An operator's settings: arguments that override the declared ones (sorted by key).
+    pub settings: Vec<(String, ArgValue)>,
     pub messages: Queue,
-    /// The policies its arguments ask for.
+    /// The policies its arguments (with the settings over them) ask for.
     pub config: QueueConfig,
     /// Messages whose time ran out while a consumer held them: they expire if requeued.
     expired_unacked: HashSet<u64>,
@@ -127,6 +130,24 @@ impl QueueState {
         Self::with_config(record, config)
     }
 
+    /// Replace the operator's settings; the policy follows. Refused (nothing changes) if the
+    /// arguments with these settings over them do not validate.
+    pub fn apply_settings(&mut self, mut settings: Vec<(String, ArgValue)>) -> Result<(), EngineError> {
+        settings.sort_by(|a, b| a.0.cmp(&b.0));
+        settings.dedup_by(|a, b| a.0 == b.0);
+        let mut merged: Vec<(String, ArgValue)> =
+            self.arguments.iter().filter(|(key, _)| !settings.iter().any(|(k, _)| k == key)).cloned().collect();
+        merged.extend(settings.iter().cloned());
+        merged.sort_by(|a, b| a.0.cmp(&b.0));
+        let config = QueueConfig::parse(&merged, &self.name, &self.vhost)?;
+        if config.order != self.config.order {
+            return Err(error(ErrorKind::PreconditionFailed, "settings cannot change a queue's order".into()));
+        }
+        self.config = config;
+        self.settings = settings;
+        Ok(())
+    }
+
     fn with_config(record: QueueRecord, config: QueueConfig) -> Self {
         let messages = Queue::with_order(config.order);
         Self {
@@ -140,6 +161,7 @@ impl QueueState {
             auto_delete: record.auto_delete,
             exclusive_owner: None,
             arguments: record.arguments,
+            settings: Vec::new(),
             messages,
             consumers: Vec::new(),
             next_consumer: 0,
@@ -403,6 +425,9 @@ impl<S: Storage> Broker<S> {
             }
             Command::Browse { origin, queue, request } => (origin, self.browse(origin, &queue, request)),
             Command::Move { origin, queue, request } => (origin, self.move_messages(origin, &queue, request)),
+            Command::QueueSettings { origin, queue, settings } => {
+                (origin, self.queue_settings(origin, &queue, settings))
+            }
             Command::Ack { origin, delivery_tag, multiple } => {
                 (origin, self.settle_tags(origin, delivery_tag, multiple, Settlement::Ack))
             }

@@ -33,6 +33,7 @@ pub use api::{
     ChannelId, Command, ConnectionId, ConnectionInfo, ConnectionShared, ConnectionView, ConsumeRequest, Event,
     EventSink, ExchangeDeclare, ExchangeView, Inspect, InspectReply, Message, MoveRequest, Origin, OverviewView,
     Publish, QueueCounters, QueueDeclare, QueueView, CONNECTION_DELIVERIES_IN_FLIGHT_MAX, MOVE_BATCH_MAX,
+    QUEUE_SETTINGS,
 };
 pub use broker::{DEFAULT_VHOST, ERROR_QUEUE};
 pub use engine::{Engine, EngineConfig, EngineHandle, EngineStopped, BATCH_COMMANDS_MAX};

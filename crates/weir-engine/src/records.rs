@@ -39,12 +39,16 @@ pub const KIND_PERMISSION_DELETE: u8 = 0x1E;
 /// A delivery failed in a queue with a retry policy: queue, message, its delivery count, and
 /// when it may be delivered again (0: at once).
 pub const KIND_RETRY: u8 = 0x1F;
+/// An operator changed a queue's settings: queue id, then the settings as arguments (all of
+/// them, replacing the previous ones; declared arguments stay as they were).
+pub const KIND_QUEUE_SETTINGS: u8 = 0x20;
 pub const RECORD_VERSION: u8 = 1;
 /// Version 2 added exchanges and bindings after the queues; version 3 each queue's message
 /// expiry times after its entries; version 4 a priority byte at the end of each entry;
 /// version 5 each queue's delayed messages (seq, deliver at) after its expiries; version 6
-/// the vhosts, users and permissions after the bindings.
-pub const SNAPSHOT_VERSION: u32 = 6;
+/// the vhosts, users and permissions after the bindings; version 7 the queues' settings at
+/// the end.
+pub const SNAPSHOT_VERSION: u32 = 7;
 
 /// `Enqueue.flags`: this record re-writes a live message that compaction moved out of an old
 /// segment; replay only updates the location of entries that still exist.
@@ -129,6 +133,25 @@ pub struct Snapshot {
     pub vhosts: Vec<VhostRecord>,
     pub users: Vec<UserRecord>,
     pub permissions: Vec<PermissionRecord>,
+    /// Queues whose settings an operator changed (version 7).
+    pub settings: Vec<QueueSettings>,
+}
+
+/// A queue's operator settings (`KIND_QUEUE_SETTINGS`): arguments that override the declared
+/// ones without changing them (so a client's re-declare stays equivalent).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueSettings {
+    pub queue_id: u32,
+    pub settings: Vec<(String, ArgValue)>,
+}
+
+pub fn encode_queue_settings(w: &mut Writer, s: &QueueSettings) {
+    w.u32(s.queue_id);
+    encode_arguments(w, &s.settings);
+}
+
+pub fn decode_queue_settings(r: &mut Reader<'_>) -> Result<QueueSettings, DecodeError> {
+    Ok(QueueSettings { queue_id: r.u32()?, settings: decode_arguments(r)? })
 }
 
 /// A vhost as logged: its name and limits (SPEC quotas), as arguments.
@@ -757,6 +780,7 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     encode_list(&mut w, &snapshot.vhosts, encode_vhost);
     encode_list(&mut w, &snapshot.users, encode_user);
     encode_list(&mut w, &snapshot.permissions, encode_permission);
+    encode_list(&mut w, &snapshot.settings, encode_queue_settings);
     w.buf
 }
 
@@ -837,6 +861,7 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
         users = decode_list(&mut r, decode_user)?;
         permissions = decode_list(&mut r, decode_permission)?;
     }
+    let settings = if version >= 7 { decode_list(&mut r, decode_queue_settings)? } else { Vec::new() };
     r.finish()?;
     Ok(Snapshot {
         next_message_seq,
@@ -849,6 +874,7 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
         vhosts,
         users,
         permissions,
+        settings,
     })
 }
 
@@ -963,6 +989,13 @@ mod tests {
                 configure: "^ops-".into(),
                 write: ".*".into(),
                 read: "".into(),
+            }],
+            settings: vec![QueueSettings {
+                queue_id: 7,
+                settings: vec![
+                    ("x-max-length".into(), ArgValue::Int(5)),
+                    ("x-overflow".into(), ArgValue::Str("reject-publish".into())),
+                ],
             }],
         };
         let bytes = encode_snapshot(&snapshot);

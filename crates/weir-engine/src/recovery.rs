@@ -17,7 +17,7 @@ use crate::broker::{binding_record, message_expiry};
 use crate::broker::{track_segment_live, Broker, QueueId, QueueState, SegmentLive, DEFAULT_VHOST};
 use crate::error::StartError;
 use crate::expiry::{Expiry, ExpiryIndex};
-use crate::records::{self, location_of, Snapshot, VhostRecord, ENQUEUE_FLAG_RELOCATED};
+use crate::records::{self, location_of, QueueSettings, Snapshot, VhostRecord, ENQUEUE_FLAG_RELOCATED};
 use crate::security::{Directory, Permission, PermissionRecord};
 use crate::topology::{Binding, Destination, Vhost};
 
@@ -89,7 +89,20 @@ impl Rebuilt {
         for binding in snapshot.bindings {
             rebuilt.apply_binding(binding, true);
         }
+        for settings in snapshot.settings {
+            rebuilt.apply_settings(settings);
+        }
         rebuilt
+    }
+
+    /// An operator's settings for a queue; settings that no longer validate are ignored (and
+    /// said so), as arguments are in `QueueState::from_record`.
+    fn apply_settings(&mut self, settings: QueueSettings) {
+        if let Some(queue) = self.queues.get_mut(&settings.queue_id) {
+            if let Err(error) = queue.apply_settings(settings.settings) {
+                tracing::warn!(queue = queue.name, %error, "recovered queue settings no longer validate; ignoring them");
+            }
+        }
     }
 
     fn add_queue(&mut self, queue: QueueState) {
@@ -169,6 +182,11 @@ impl Rebuilt {
                         track_segment_live(&mut self.segment_live, &entry, -1);
                     }
                 }
+            }
+            records::KIND_QUEUE_SETTINGS => {
+                let settings = records::decode_whole(payload, "queue settings record", records::decode_queue_settings)
+                    .map_err(|e| e.to_string())?;
+                self.apply_settings(settings);
             }
             records::KIND_RETRY => {
                 let retry = records::decode_retry(payload).map_err(|e| e.to_string())?;
@@ -363,6 +381,13 @@ impl<S: Storage> Broker<S> {
             }
         }
         let delays = queues.iter().map(|(q, _)| delayed_by_queue.remove(&q.queue_id).unwrap_or_default()).collect();
+        // Operators' settings of the queues in the snapshot.
+        let settings = queues
+            .iter()
+            .map(|(q, _)| &self.queues[&q.queue_id])
+            .filter(|q| !q.settings.is_empty())
+            .map(|q| QueueSettings { queue_id: q.id, settings: q.settings.clone() })
+            .collect();
         let mut exchanges = Vec::new();
         let mut bindings = Vec::new();
         let mut vhost_names: Vec<&String> = self.vhosts.keys().collect();
@@ -405,6 +430,7 @@ impl<S: Storage> Broker<S> {
             vhosts,
             users: self.directory.users().cloned().collect(),
             permissions: self.directory.permissions().cloned().collect(),
+            settings,
         }
     }
 }

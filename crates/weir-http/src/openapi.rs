@@ -148,6 +148,32 @@ fn list(item: &str) -> Value {
     json!({ "type": "array", "items": { "$ref": format!("#/components/schemas/{item}") } })
 }
 
+/// The settable queue arguments (`weir_engine::QUEUE_SETTINGS`) with their types.
+fn settings_schema() -> Value {
+    let count = |minimum: u64| json!({ "type": "integer", "minimum": minimum, "maximum": i64::MAX });
+    let one_of = |names: &[&str]| json!({ "type": "string", "enum": names });
+    let properties: Map<String, Value> = weir_engine::QUEUE_SETTINGS
+        .iter()
+        .map(|key| {
+            let schema = match *key {
+                "x-overflow" => one_of(&["drop-head", "reject-publish", "reject-publish-dlx"]),
+                "x-retry-backoff" => one_of(&["fixed", "exponential"]),
+                "x-dead-letter-exchange" | "x-dead-letter-routing-key" => json!({ "type": "string", "maxLength": 255 }),
+                "x-delivery-limit" => json!({ "type": "integer", "minimum": 1, "maximum": u16::MAX }),
+                "x-expires" => count(1),
+                _ => count(0),
+            };
+            (key.to_string(), schema)
+        })
+        .collect();
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": properties,
+        "dependentRequired": { "x-dead-letter-routing-key": ["x-dead-letter-exchange"] },
+    })
+}
+
 fn schemas() -> Value {
     let int = json!({ "type": "integer", "minimum": 0 });
     let text = json!({ "type": "string" });
@@ -167,6 +193,7 @@ fn schemas() -> Value {
         "auto_delete",
         "exclusive",
         "arguments",
+        "settings",
         "messages",
         "messages_ready",
         "messages_unacknowledged",
@@ -238,7 +265,7 @@ fn schemas() -> Value {
         "VhostList": list("Vhost"),
         "Queue": object(&queue_fields, json!({
             "vhost": text, "name": text, "durable": flag, "auto_delete": flag, "exclusive": flag,
-            "arguments": args, "messages": int, "messages_ready": int, "messages_unacknowledged": int,
+            "arguments": args, "settings": args, "messages": int, "messages_ready": int, "messages_unacknowledged": int,
             "messages_delayed": int, "message_bytes": int, "message_bytes_ready": int,
             "message_bytes_unacknowledged": int, "message_bytes_delayed": int, "consumers": int,
             "counters": { "$ref": "#/components/schemas/Counters" },
@@ -248,6 +275,7 @@ fn schemas() -> Value {
             "type": "object", "additionalProperties": false,
             "properties": { "durable": flag, "auto_delete": flag, "arguments": args },
         },
+        "QueueSettingsChange": object(&["settings"], json!({ "settings": settings_schema() })),
         "Removed": object(&["messages"], json!({ "messages": int })),
         "Exchange": object(&["vhost", "name", "type", "durable", "auto_delete", "internal", "arguments"], json!({
             "vhost": text, "name": text, "type": { "type": "string", "enum": ["direct", "fanout", "topic", "headers"] },

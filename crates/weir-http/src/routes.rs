@@ -259,6 +259,16 @@ pub fn table() -> Vec<Route> {
             topology::delete_queue,
         ),
         route(
+            M::PUT,
+            "/api/queues/{vhost}/{name}/settings",
+            "queues",
+            "Change a queue's settings (TTL, limits, overflow, dead-lettering, retries, x-expires)",
+            NONE,
+            Some("QueueSettingsChange"),
+            (200, Some("Queue")),
+            topology::put_queue_settings,
+        ),
+        route(
             M::DELETE,
             "/api/queues/{vhost}/{name}/contents",
             "queues",

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use weir_engine::{
     BindRequest, BindTarget, BindingView, Command, ConnectionView, Event, ExchangeDeclare, ExchangeView, Inspect,
-    InspectReply, QueueConfig, QueueCounters, QueueDeclare, QueueView,
+    InspectReply, QueueConfig, QueueCounters, QueueDeclare, QueueView, QUEUE_SETTINGS,
 };
 
 use weir_engine::records::VhostRecord;
@@ -70,6 +70,7 @@ pub fn queue_json(q: &QueueView) -> Value {
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive,
         "arguments": args_to_json(&q.arguments),
+        "settings": args_to_json(&q.settings),
         "messages": q.ready + q.unacked + q.delayed,
         "messages_ready": q.ready,
         "messages_unacknowledged": q.unacked,
@@ -398,6 +399,37 @@ pub async fn put_queue(
     let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
     let origin = session.origin(QUEUE_DECLARE);
     let answer = session.call(Command::QueueDeclare { origin, declare, no_wait: false }).await;
+    session.close().await;
+    answer?;
+    Ok(Json(queue_json(&find_queue(&state, &user, &vhost, &name).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettingsBody {
+    settings: Map<String, Value>,
+}
+
+/// `PUT /api/queues/{vhost}/{name}/settings`: replace the operator's settings (arguments that
+/// override the declared ones; `weir_engine::QUEUE_SETTINGS` lists which). Answers the queue.
+pub async fn put_queue_settings(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams((vhost, name)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<QueueSettingsBody>,
+) -> Result<Json<Value>, ApiError> {
+    let settings = args_from_json(&body.settings)?;
+    if let Some((key, _)) = settings.iter().find(|(key, _)| !QUEUE_SETTINGS.contains(&key.as_str())) {
+        return Err(ApiError::invalid_argument(format!(
+            "'{key}' cannot be changed after declaration (settable: {})",
+            QUEUE_SETTINGS.join(", ")
+        )));
+    }
+    // Settings that do not validate are the request's fault (400), whatever the queue.
+    QueueConfig::parse(&settings, &name, &vhost).map_err(|e| ApiError::invalid_argument(e.text))?;
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
+    let origin = session.origin(QUEUE_DECLARE);
+    let answer = session.call(Command::QueueSettings { origin, queue: name.clone(), settings }).await;
     session.close().await;
     answer?;
     Ok(Json(queue_json(&find_queue(&state, &user, &vhost, &name).await?)))

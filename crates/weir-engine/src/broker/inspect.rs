@@ -160,6 +160,7 @@ fn queue_view(queue: &QueueState) -> QueueView {
         auto_delete: queue.auto_delete,
         exclusive: queue.exclusive_owner.is_some(),
         arguments: queue.arguments.clone(),
+        settings: queue.settings.clone(),
         ready: stats.ready_messages,
         ready_bytes: stats.ready_bytes,
         unacked: stats.unacked_messages,

@@ -92,6 +92,32 @@ pub enum QueueAction {
         #[arg(long, default_value = "/")]
         vhost: String,
     },
+    /// Change a queue's settings: they override its declared arguments (a client's
+    /// re-declare with the original arguments still works). Settable: x-message-ttl,
+    /// x-max-length, x-max-length-bytes, x-overflow, x-dead-letter-exchange,
+    /// x-dead-letter-routing-key, x-delivery-limit, x-retry-delay, x-retry-backoff,
+    /// x-retry-delay-max, x-expires.
+    ///
+    /// Examples:
+    ///   weir queue set orders --arg x-max-length=10000 --arg x-overflow=reject-publish
+    ///   weir queue set orders --arg x-delivery-limit=5 --arg x-dead-letter-exchange=dlx
+    ///   weir queue set orders --unset x-max-length
+    ///   weir queue set orders --clear                # back to the declared arguments
+    #[command(verbatim_doc_comment)]
+    Set {
+        name: String,
+        #[arg(long, default_value = "/")]
+        vhost: String,
+        /// A setting to add or change; numbers and true/false are typed.
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+        /// A setting to remove (the declared argument, if any, applies again).
+        #[arg(long, value_name = "KEY")]
+        unset: Vec<String>,
+        /// Remove every setting first.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Remove every ready and delayed message.
     ///
     /// Example:
@@ -298,6 +324,7 @@ pub async fn queue(command: &QueueCommand) -> Result<String, CliError> {
                     "auto_delete",
                     "exclusive",
                     "arguments",
+                    "settings",
                     "messages",
                     "messages_ready",
                     "messages_unacknowledged",
@@ -309,6 +336,28 @@ pub async fn queue(command: &QueueCommand) -> Result<String, CliError> {
             let counters: Vec<&str> = weir_http::COUNTERS.iter().map(|(name, _, _)| *name).collect();
             text.push_str(&fields(&q["counters"], &counters));
             Ok(text)
+        }
+        QueueAction::Set { name, vhost, args, unset, clear } => {
+            let path = format!("/api/queues/{}/{}", segment(vhost), segment(name));
+            let mut settings = if *clear {
+                Map::new()
+            } else {
+                c.call(Method::GET, &path, None, none).await?["settings"].as_object().cloned().unwrap_or_default()
+            };
+            for key in unset {
+                settings.remove(key);
+            }
+            settings.extend(key_values(args)?);
+            let body = json!({ "settings": settings });
+            let queue = c.call(Method::PUT, &format!("{path}/settings"), Some(&body), none).await?;
+            if json_out {
+                return Ok(pretty(&queue));
+            }
+            let shown: Vec<String> = settings.iter().map(|(key, value)| format!("{key}={}", cell(value))).collect();
+            Ok(match shown.is_empty() {
+                true => format!("queue '{name}' has no settings: its declared arguments apply\n"),
+                false => format!("queue '{name}' settings: {}\n", shown.join(" ")),
+            })
         }
         QueueAction::Purge { name, vhost } => {
             let path = format!("/api/queues/{}/{}/contents", segment(vhost), segment(name));
