@@ -109,3 +109,31 @@ def test_a_move_is_atomic_across_kill_9(broker):
     assert moved == [f"m{n}" for n in range(120)]
     assert left == [f"m{n}" for n in range(120, 300)] + ["marker"]
     conn.close()
+
+
+def test_delete_chosen_messages_and_cancel_a_scheduled_one(broker):
+    api = Api(broker)
+    conn, ch = connect(broker)
+    ch.confirm_delivery()
+    ch.queue_declare("box", durable=True)
+    persistent = dict(delivery_mode=2)
+    for n in range(4):
+        ch.basic_publish("", "box", f"m{n}".encode(), pika.BasicProperties(message_id=f"id-{n}", **persistent))
+    ch.basic_publish("", "box", b"reminder", pika.BasicProperties(
+        message_id="later", headers={"x-delay": 600000}, **persistent))
+    url = "/api/queues/%2F/box/messages"
+    assert api.delete(url, params={"message_id": "id-2"}).json() == {"messages": 1}
+    assert api.delete(url, params={"message_id": "id-2"}).json() == {"messages": 0}
+    assert api.delete(url, params={"message_id": "later"}).json() == {"messages": 1}, "a delayed one too"
+    assert api.delete(url, params={"selector": "message_id IN ('id-0', 'id-3')", "count": 10}).json() == {"messages": 2}
+    api.delete(url, expect=400)
+    api.delete(url, params={"message_id": "id-1", "count": 0}, expect=400)
+    api.delete("/api/queues/%2F/missing/messages", params={"message_id": "x"}, expect=404)
+    # The deletions were durable when answered.
+    broker.kill9()
+    broker.start()
+    conn, ch = connect(broker)
+    shown = Api(broker).get("/api/queues/%2F/box").json()
+    assert (shown["messages_ready"], shown["messages_delayed"]) == (1, 0)
+    assert drain(ch, "box") == ["m1"]
+    conn.close()

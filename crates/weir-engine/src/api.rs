@@ -309,6 +309,15 @@ pub enum Command {
         queue: String,
         request: BrowseRequest,
     },
+    /// Remove up to `count` ready or delayed messages that meet `filter` (ready ones first, in
+    /// delivery order; then delayed ones by arrival): deleting one message, or cancelling a
+    /// scheduled one. Answered with [`Event::QueuePurgeOk`] once the removals are durable.
+    Remove {
+        origin: Origin,
+        queue: String,
+        filter: Arc<MessageFilter>,
+        count: u32,
+    },
     /// Change a queue's settings (the policy arguments in [`QUEUE_SETTINGS`], which override
     /// the declared ones without changing them); the list replaces the previous settings.
     /// Answered with [`Event::AdminDone`] once durable.

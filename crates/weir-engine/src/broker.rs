@@ -425,6 +425,9 @@ impl<S: Storage> Broker<S> {
             }
             Command::Browse { origin, queue, request } => (origin, self.browse(origin, &queue, request)),
             Command::Move { origin, queue, request } => (origin, self.move_messages(origin, &queue, request)),
+            Command::Remove { origin, queue, filter, count } => {
+                (origin, self.remove_messages(origin, &queue, &filter, count))
+            }
             Command::QueueSettings { origin, queue, settings } => {
                 (origin, self.queue_settings(origin, &queue, settings))
             }

@@ -569,3 +569,45 @@ pub async fn move_messages(
     session.close().await;
     result.map(Json)
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveParams {
+    #[serde(default = "default_count")]
+    count: u32,
+    message_id: Option<String>,
+    correlation_id: Option<String>,
+    selector: Option<String>,
+}
+
+/// `DELETE /api/queues/{vhost}/{queue}/messages?message_id=…` → `{"messages": n}`: remove up
+/// to `count` ready or delayed messages that meet the filter (a filter is required: a purge
+/// is `DELETE …/contents`).
+pub async fn remove_messages(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams((vhost, queue)): PathParams<(String, String)>,
+    QueryParams(params): QueryParams<RemoveParams>,
+) -> Result<Json<Value>, ApiError> {
+    if params.count == 0 || params.count > MOVE_BATCH_MAX {
+        return Err(ApiError::bad_request(format!("count must be 1 to {MOVE_BATCH_MAX}")));
+    }
+    let fields = FilterFields {
+        message_id: params.message_id,
+        correlation_id: params.correlation_id,
+        selector: params.selector,
+    };
+    let Some(filter) = fields.filter()? else {
+        return Err(ApiError::bad_request(
+            "say which messages (message_id, correlation_id or selector); DELETE …/contents purges them all",
+        ));
+    };
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
+    let origin = session.origin(BROWSE);
+    let answer = session.call(Command::Remove { origin, queue, filter, count: params.count }).await;
+    session.close().await;
+    match answer? {
+        Event::QueuePurgeOk { message_count, .. } => Ok(Json(json!({ "messages": message_count }))),
+        other => Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
+    }
+}

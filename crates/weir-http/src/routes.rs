@@ -299,6 +299,21 @@ pub fn table() -> Vec<Route> {
             messages::get,
         ),
         route(
+            M::DELETE,
+            "/api/queues/{vhost}/{name}/messages",
+            "messages",
+            "Delete chosen ready or delayed messages (by id, correlation id or selector)",
+            &[
+                ("count", r#"{"type": "integer", "minimum": 1, "maximum": 1000}"#),
+                ("message_id", "string"),
+                ("correlation_id", "string"),
+                ("selector", r#"{"type": "string", "minLength": 1, "maxLength": 8192}"#),
+            ],
+            None,
+            (200, Some("Removed")),
+            messages::remove_messages,
+        ),
+        route(
             M::POST,
             "/api/queues/{vhost}/{name}/move",
             "messages",

@@ -159,7 +159,7 @@ impl<S: Storage> Broker<S> {
     }
 
     /// A message's content without taking it: from memory, or read back from the log.
-    fn peek_message(&self, entry: &MessageEntry) -> Option<Arc<Message>> {
+    pub(super) fn peek_message(&self, entry: &MessageEntry) -> Option<Arc<Message>> {
         if let Some(message) = self.content.get(entry.seq) {
             return Some(message);
         }

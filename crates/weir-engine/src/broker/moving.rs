@@ -1,5 +1,6 @@
 //! Moving messages between queues, and redriving dead letters to where they came from
-//! (SPEC.md section 5, "move / redrive from a dead-letter queue back to its source").
+//! (SPEC.md section 5, "move / redrive from a dead-letter queue back to its source"); and
+//! removing chosen messages (deleting one message, cancelling a scheduled one).
 //!
 //! A move takes ready messages from the source in delivery order (those meeting the filter,
 //! if one is given) and publishes each, as the broker, through the default exchange to the
@@ -22,6 +23,7 @@ use weir_log::Storage;
 
 use crate::api::{Event, MoveRequest, Origin, MOVE_BATCH_MAX};
 use crate::error::{EngineError, ErrorKind};
+use crate::filter::MessageFilter;
 use crate::properties;
 use crate::queue_config::Overflow;
 use crate::security::Access;
@@ -105,6 +107,41 @@ impl<S: Storage> Broker<S> {
         let next = if done { None } else { cursor };
         let event = Event::Moved { channel: origin.channel, moved, skipped, next, target_full };
         self.reply(origin.connection, event);
+        Ok(())
+    }
+
+    /// Remove up to `count` (at most [`MOVE_BATCH_MAX`]) ready or delayed messages of queue
+    /// `name` that meet `filter`, looking at no more than [`SCAN_MAX`]; the answer, the number
+    /// removed, waits for the fsync of their settlements.
+    pub(super) fn remove_messages(
+        &mut self,
+        origin: Origin,
+        name: &str,
+        filter: &MessageFilter,
+        count: u32,
+    ) -> Result<(), EngineError> {
+        self.authorize(origin.connection, Access::Read, "queue", name)?;
+        let id = self.lookup_queue(origin.connection, name)?;
+        let count = count.min(MOVE_BATCH_MAX) as usize;
+        let messages = &self.queues[&id].messages;
+        let chosen: Vec<u64> = messages
+            .ready_after(None)
+            .chain(messages.delayed_sorted())
+            .take(SCAN_MAX)
+            .filter(|entry| self.peek_message(entry).is_some_and(|m| filter.matches(&m)))
+            .map(|entry| entry.seq)
+            .take(count)
+            .collect();
+        for seq in &chosen {
+            let queue = self.queues.get_mut(&id).expect("looked up");
+            let entry = queue.messages.remove_ready(*seq).or_else(|| queue.messages.remove_delayed(*seq));
+            if let Some(entry) = entry {
+                self.drop_entry(id, &entry);
+            }
+        }
+        self.flush_settles();
+        let message_count = chosen.len() as u32;
+        self.reply(origin.connection, Event::QueuePurgeOk { channel: origin.channel, message_count });
         Ok(())
     }
 
