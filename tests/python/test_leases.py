@@ -6,7 +6,7 @@ import time
 import pika
 import pytest
 
-from helpers import Api, connect, drain
+from helpers import Api, connect, depth, drain
 
 
 def test_an_unacked_delivery_is_taken_back_when_its_lease_runs_out(broker):
@@ -74,4 +74,54 @@ def test_bad_leases_are_406(broker, lease):
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
         ch.basic_consume("q", lambda *a: None, arguments={"x-lease-ms": lease})
     assert closed.value.reply_code == 406
+    conn.close()
+
+
+def test_http_lease_then_ack_renew_and_expiry(broker):
+    api = Api(broker)
+    conn, ch = connect(broker)
+    ch.queue_declare("tasks")
+    for n in range(3):
+        ch.basic_publish("", "tasks", f"t{n}".encode())
+    got = api.post("/api/queues/%2F/tasks/get", json={"count": 3, "ackmode": "lease", "lease_ms": 400}).json()
+    assert [m["payload"] for m in got] == ["t0", "t1", "t2"]
+    tokens = [m["lease"]["token"] for m in got]
+    assert len(set(tokens)) == 3 and all(m["lease"]["until_ms"] > 0 for m in got)
+    shown = api.get("/api/queues/%2F/tasks").json()
+    assert (shown["messages_ready"], shown["messages_unacknowledged"]) == (0, 3), "held, not ready"
+    # t0 is acked, t1 renewed, t2 left to run out.
+    assert api.post(f"/api/leases/%2F/{tokens[0]}", json={"action": "ack"}).json()["until_ms"] == 0
+    renewed = api.post(f"/api/leases/%2F/{tokens[1]}", json={"action": "renew", "lease_ms": 5000}).json()
+    assert renewed["until_ms"] > got[1]["lease"]["until_ms"]
+    deadline = time.monotonic() + 5
+    while (method := ch.basic_get("tasks", auto_ack=True)[0]) is None:
+        assert time.monotonic() < deadline, "the lease never ran out"
+        time.sleep(0.02)
+    assert method.redelivered, "t2 came back as a failed delivery"
+    assert depth(ch, "tasks") == 0, "t1 is still held"
+    api.post(f"/api/leases/%2F/{tokens[2]}", json={"action": "ack"}, expect=404)
+    api.post(f"/api/leases/%2F/{tokens[0]}", json={"action": "ack"}, expect=404)
+    # Settling needs read permission on the queue.
+    api.put("/api/users/writer", json={"password": "pw", "tags": []}, expect=201)
+    api.put("/api/permissions/%2F/writer", 201, json={"configure": ".*", "write": ".*", "read": "^$"})
+    Api(broker, auth=("writer", "pw")).post(f"/api/leases/%2F/{tokens[1]}", json={"action": "ack"}, expect=403)
+    # Give t1 back: ready again.
+    api.post(f"/api/leases/%2F/{tokens[1]}", json={"action": "requeue"})
+    assert drain(ch, "tasks") == ["t1"]
+    api.post("/api/leases/%2F/99", json={"action": "ack"}, expect=404)
+    api.post("/api/leases/%2F/notanumber", json={"action": "ack"}, expect=404)
+    api.post(f"/api/leases/%2F/{tokens[1]}", json={"action": "explode"}, expect=400)
+    conn.close()
+
+
+def test_http_lease_reject_dead_letters(broker):
+    api = Api(broker)
+    conn, ch = connect(broker)
+    ch.queue_declare("dead")
+    ch.queue_declare("src", arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"})
+    ch.basic_publish("", "src", b"bad")
+    [message] = api.post("/api/queues/%2F/src/get", json={"ackmode": "lease"}).json()
+    api.post(f"/api/leases/%2F/{message['lease']['token']}", json={"action": "reject"})
+    assert drain(ch, "dead") == ["bad"]
+    assert depth(ch, "src") == 0
     conn.close()

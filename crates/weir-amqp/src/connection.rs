@@ -974,7 +974,7 @@ impl Connection {
             }
             // Answers to the HTTP API's own commands (admin, browse pages): AMQP clients never
             // send those, so these never come; nothing to write.
-            Event::AdminDone { .. } | Event::Browsed { .. } | Event::Moved { .. } => {}
+            Event::AdminDone { .. } | Event::Browsed { .. } | Event::Moved { .. } | Event::Held { .. } => {}
             Event::ConnectionOpened
             | Event::Disconnected
             | Event::ConnectionError { .. }
@@ -1171,6 +1171,7 @@ fn event_channel(event: &Event) -> ChannelId {
         | Event::AdminDone { channel }
         | Event::Browsed { channel, .. }
         | Event::Moved { channel, .. }
+        | Event::Held { channel, .. }
         | Event::Deliver { channel, .. }
         | Event::GetOk { channel, .. }
         | Event::GetEmpty { channel }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use crate::broker::LeaseAction;
 use crate::error::EngineError;
 use crate::filter::MessageFilter;
 use crate::records::VhostRecord;
@@ -308,6 +309,21 @@ pub enum Command {
         origin: Origin,
         queue: String,
         request: BrowseRequest,
+    },
+    /// Hand a message this channel took with `basic.get` (still unacked) to the broker, which
+    /// holds it under a lease token for `lease_ms` (the HTTP API's lease-then-ack). Answered
+    /// with [`Event::Held`].
+    Hold {
+        origin: Origin,
+        delivery_tag: u64,
+        lease_ms: u64,
+    },
+    /// Ack, requeue, reject or renew the message held under a lease token. Answered with
+    /// [`Event::Held`] (its new time for a renewal, 0 otherwise).
+    SettleLease {
+        origin: Origin,
+        token: u64,
+        action: LeaseAction,
     },
     /// Remove up to `count` ready or delayed messages that meet `filter` (ready ones first, in
     /// delivery order; then delayed ones by arrival): deleting one message, or cancelling a
@@ -649,6 +665,13 @@ pub enum Event {
         channel: ChannelId,
         messages: Vec<BrowsedMessage>,
         next: Option<BrowseCursor>,
+    },
+    /// The answer to [`Command::Hold`] and [`Command::SettleLease`].
+    Held {
+        channel: ChannelId,
+        token: u64,
+        /// When the lease runs out (epoch ms; 0 when it was settled).
+        until_ms: u64,
     },
     /// The answer to [`Command::Move`].
     Moved {

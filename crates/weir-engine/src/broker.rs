@@ -56,6 +56,7 @@ impl QueueState {
 pub(crate) use exchanges::binding_record;
 
 pub use crate::topology::QueueId;
+pub use lease::LeaseAction;
 pub use retry::ERROR_QUEUE;
 
 /// The connection id of the broker's own publishes (dead-lettering); clients' ids start at 1.
@@ -89,8 +90,8 @@ pub(crate) struct QueueState {
     exclusive_consumer: bool,
     /// Consumers that filter or browse: while there are any, dispatch lets each choose.
     choosing_consumers: usize,
-    /// Unacked messages held under a lease (`x-lease-ms`), by seq.
-    leases: HashMap<u64, lease::Holder>,
+    /// Unacked messages held under a lease (`x-lease-ms`, HTTP lease tokens), by seq.
+    leases: HashMap<u64, lease::Lease>,
     pub counters: QueueCounters,
 }
 
@@ -291,6 +292,9 @@ pub(crate) struct Broker<S: Storage> {
     pub delays: ExpiryIndex,
     /// Every leased delivery: (lapses at, queue, message), earliest first.
     pub leases: ExpiryIndex,
+    /// Messages the broker holds for HTTP clients under a lease token: token → (queue, seq).
+    lease_tokens: HashMap<u64, (QueueId, u64)>,
+    next_lease_token: u64,
     /// What happened in queues deleted since the start, so broker-wide totals never go down.
     pub deleted_counters: QueueCounters,
     /// Source of direct reply-to tokens.
@@ -350,6 +354,8 @@ impl<S: Storage> Broker<S> {
             expiries: ExpiryIndex::default(),
             delays: ExpiryIndex::default(),
             leases: ExpiryIndex::default(),
+            lease_tokens: HashMap::new(),
+            next_lease_token: 0x1ea5e,
             now_ms: 0,
             next_reply_token: 0x5eed,
             next_unused_check_ms: 0,
@@ -425,6 +431,8 @@ impl<S: Storage> Broker<S> {
             }
             Command::Browse { origin, queue, request } => (origin, self.browse(origin, &queue, request)),
             Command::Move { origin, queue, request } => (origin, self.move_messages(origin, &queue, request)),
+            Command::Hold { origin, delivery_tag, lease_ms } => (origin, self.hold(origin, delivery_tag, lease_ms)),
+            Command::SettleLease { origin, token, action } => (origin, self.settle_lease(origin, token, action)),
             Command::Remove { origin, queue, filter, count } => {
                 (origin, self.remove_messages(origin, &queue, &filter, count))
             }
@@ -1450,7 +1458,7 @@ impl<S: Storage> Broker<S> {
             channel.unacked_by_consumers += 1;
         }
         if let Some(lease_ms) = lease_ms {
-            let holder = lease::Holder { connection: key.connection, channel: key.channel, delivery_tag };
+            let holder = lease::Holder::Channel { connection: key.connection, channel: key.channel, delivery_tag };
             self.lease(id, entry.seq, holder, lease_ms);
         }
         self.sinks[&key.connection].shared.reserve_delivery();

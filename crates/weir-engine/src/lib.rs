@@ -31,8 +31,8 @@ mod topology;
 pub use api::{
     AdminOp, ArgValue, BindRequest, BindTarget, BindingView, BrowseCursor, BrowseRequest, BrowseState, BrowsedMessage,
     ChannelId, Command, ConnectionId, ConnectionInfo, ConnectionShared, ConnectionView, ConsumeRequest, Event,
-    EventSink, ExchangeDeclare, ExchangeView, Inspect, InspectReply, Message, MoveRequest, Origin, OverviewView,
-    Publish, QueueCounters, QueueDeclare, QueueView, CONNECTION_DELIVERIES_IN_FLIGHT_MAX, MOVE_BATCH_MAX,
+    EventSink, ExchangeDeclare, ExchangeView, Inspect, InspectReply, LeaseAction, Message, MoveRequest, Origin,
+    OverviewView, Publish, QueueCounters, QueueDeclare, QueueView, CONNECTION_DELIVERIES_IN_FLIGHT_MAX, MOVE_BATCH_MAX,
     QUEUE_SETTINGS,
 };
 pub use broker::{DEFAULT_VHOST, ERROR_QUEUE};

@@ -31,13 +31,13 @@ use std::sync::Arc;
 use weir_engine::filter::{MessageFilter, ARG_CORRELATION_ID, ARG_MESSAGE_ID, ARG_SELECTOR};
 use weir_engine::{
     ArgValue, BrowseCursor, BrowseRequest, BrowseState, BrowsedMessage, Command, ConsumeRequest, Event, Inspect,
-    InspectReply, Message, MoveRequest, Publish, PublishParts, MOVE_BATCH_MAX,
+    InspectReply, LeaseAction, Message, MoveRequest, Publish, PublishParts, MOVE_BATCH_MAX,
 };
 
 use crate::auth::User;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParams, QueryParams};
-use crate::json::{check_short, decode_payload, encode_payload, whole, PayloadEncoding, Properties};
+use crate::json::{check_short, decode_payload, encode_payload, whole, whole_option, PayloadEncoding, Properties};
 use crate::session::{inspect, Session, ANSWER_TIMEOUT};
 use crate::topology::exchange_from_url;
 use crate::AppState;
@@ -185,7 +185,13 @@ pub enum AckMode {
     Remove,
     Requeue,
     Browse,
+    /// Lease-then-ack: the broker holds each message under a lease token until it is
+    /// settled with `POST /api/leases/{vhost}/{token}` or the lease runs out.
+    Lease,
 }
+
+/// The lease of a lease-then-ack get when none is asked for.
+pub const LEASE_MS_DEFAULT: u64 = 30_000;
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -212,6 +218,9 @@ pub struct GetRequest {
     message_id: Option<String>,
     correlation_id: Option<String>,
     selector: Option<String>,
+    /// With `ackmode: lease`: how long each message is held (default [`LEASE_MS_DEFAULT`]).
+    #[serde(default, deserialize_with = "whole_option")]
+    lease_ms: Option<u64>,
 }
 
 impl GetRequest {
@@ -282,22 +291,49 @@ pub async fn get(
     let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
     let result = take(&mut session, &queue, &request, filter).await;
     let settled = match &result {
+        Ok(taken) if ackmode == AckMode::Lease => hold(&mut session, taken, request.lease_ms).await,
         Ok(taken) if !taken.is_empty() => {
             let delivery_tag = taken.iter().map(|t| t.delivery_tag).max().expect("not empty");
             let origin = session.origin(BASIC_ACK);
             let command = match ackmode {
-                AckMode::Remove | AckMode::Browse => Command::Ack { origin, delivery_tag, multiple: true },
+                AckMode::Remove | AckMode::Browse | AckMode::Lease => {
+                    Command::Ack { origin, delivery_tag, multiple: true }
+                }
                 AckMode::Requeue => Command::Reject { origin, delivery_tag, multiple: true, requeue: true },
             };
-            session.send(command).await
+            session.send(command).await.map(|()| Vec::new())
         }
-        _ => Ok(()),
+        _ => Ok(Vec::new()),
     };
     session.close().await;
     let taken = result?;
-    settled?;
-    let listed = taken.iter().map(|t| message_json(&t.message, t.redelivered, t.message_count, force_base64)).collect();
+    let leases = settled?;
+    let listed = taken
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut value = message_json(&t.message, t.redelivered, t.message_count, force_base64);
+            if let Some((token, until_ms)) = leases.get(i) {
+                value["lease"] = json!({ "token": token.to_string(), "until_ms": until_ms });
+            }
+            value
+        })
+        .collect();
     Ok(Json(Value::Array(listed)))
+}
+
+/// Hand each taken message to the broker under a lease token: (token, lease runs out at).
+async fn hold(session: &mut Session, taken: &[Taken], lease_ms: Option<u64>) -> Result<Vec<(u64, u64)>, ApiError> {
+    let lease_ms = lease_ms.unwrap_or(LEASE_MS_DEFAULT);
+    let mut leases = Vec::with_capacity(taken.len());
+    for t in taken {
+        let origin = session.origin(BASIC_ACK);
+        match session.call(Command::Hold { origin, delivery_tag: t.delivery_tag, lease_ms }).await? {
+            Event::Held { token, until_ms, .. } => leases.push((token, until_ms)),
+            other => return Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
+        }
+    }
+    Ok(leases)
 }
 
 /// Take up to `count` messages: what is ready now, else (with `wait_ms`) the first to arrive.
@@ -608,6 +644,49 @@ pub async fn remove_messages(
     session.close().await;
     match answer? {
         Event::QueuePurgeOk { message_count, .. } => Ok(Json(json!({ "messages": message_count }))),
+        other => Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
+    }
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseActionName {
+    Ack,
+    Requeue,
+    Reject,
+    Renew,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseBody {
+    action: LeaseActionName,
+    /// With `renew`: how long from now (default [`LEASE_MS_DEFAULT`]).
+    #[serde(default, deserialize_with = "whole_option")]
+    lease_ms: Option<u64>,
+}
+
+/// `POST /api/leases/{vhost}/{token}` → `{"token", "until_ms"}`: settle (`ack`, `requeue`,
+/// `reject`) or `renew` a message taken with `ackmode: lease`. 404 once the lease is gone.
+pub async fn settle_lease(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    PathParams((vhost, token)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<LeaseBody>,
+) -> Result<Json<Value>, ApiError> {
+    let token: u64 = token.parse().map_err(|_| ApiError::not_found("not_found", format!("no lease '{token}'")))?;
+    let action = match body.action {
+        LeaseActionName::Ack => LeaseAction::Ack,
+        LeaseActionName::Requeue => LeaseAction::Requeue,
+        LeaseActionName::Reject => LeaseAction::Reject,
+        LeaseActionName::Renew => LeaseAction::Renew(body.lease_ms.unwrap_or(LEASE_MS_DEFAULT)),
+    };
+    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
+    let origin = session.origin(BASIC_ACK);
+    let answer = session.call(Command::SettleLease { origin, token, action }).await;
+    session.close().await;
+    match answer? {
+        Event::Held { until_ms, .. } => Ok(Json(json!({ "token": token.to_string(), "until_ms": until_ms }))),
         other => Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
     }
 }

@@ -42,6 +42,8 @@ fn parameter_schema(name: &str) -> Value {
     match name {
         "id" => json!({ "type": "integer", "format": "int64", "minimum": 0 }),
         "kind" => json!({ "type": "string", "enum": ["q", "e"] }),
+        // A lease token: a u64 in decimal (a string, so JavaScript keeps every digit).
+        "token" => json!({ "type": "string", "pattern": "^[0-9]{1,20}$" }),
         // Vhost and user names: what AMQP's connection.open and the SASL exchange can carry.
         "vhost" | "user" => {
             json!({ "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^\\u0000-\\u001f\\u007f]+$" })
@@ -56,6 +58,7 @@ fn example(name: &str) -> Value {
         "vhost" => json!("/"),
         "id" => json!(1),
         "kind" => json!("q"),
+        "token" => json!("12345"),
         "source" => json!("amq.topic"),
         // Not a real account: generated requests must not change the one the tests log in as.
         "user" => json!("app-user"),
@@ -312,7 +315,8 @@ fn schemas() -> Value {
             "type": "object", "additionalProperties": false,
             "properties": {
                 "count": { "type": "integer", "minimum": 1, "maximum": crate::messages::GET_COUNT_MAX },
-                "ackmode": { "type": "string", "enum": ["remove", "requeue", "browse"] },
+                "ackmode": { "type": "string", "enum": ["remove", "requeue", "browse", "lease"] },
+                "lease_ms": { "type": "integer", "minimum": 1, "maximum": 604_800_000 },
                 "wait_ms": { "type": "integer", "minimum": 0, "maximum": crate::messages::GET_WAIT_MS_MAX },
                 "encoding": { "type": "string", "enum": ["auto", "base64"] },
                 "message_id": text, "correlation_id": text,
@@ -327,6 +331,7 @@ fn schemas() -> Value {
                 "payload_bytes": int, "redelivered": flag, "exchange": text, "routing_key": text,
                 "message_count": { "type": ["integer", "null"], "minimum": 0 },
                 "properties": { "type": "object" },
+                "lease": object(&["token", "until_ms"], json!({ "token": text, "until_ms": int })),
             }),
         ),
         "MessageList": list("Message"),
@@ -339,6 +344,14 @@ fn schemas() -> Value {
                 })),
             ],
         },
+        "LeaseSettle": {
+            "type": "object", "additionalProperties": false, "required": ["action"],
+            "properties": {
+                "action": { "type": "string", "enum": ["ack", "requeue", "reject", "renew"] },
+                "lease_ms": { "type": "integer", "minimum": 1, "maximum": 604_800_000 },
+            },
+        },
+        "LeaseResult": object(&["token", "until_ms"], json!({ "token": text, "until_ms": int })),
         "MoveRequest": {
             "type": "object", "additionalProperties": false,
             "properties": {

@@ -299,6 +299,16 @@ pub fn table() -> Vec<Route> {
             messages::get,
         ),
         route(
+            M::POST,
+            "/api/leases/{vhost}/{token}",
+            "messages",
+            "Ack, requeue, reject or renew a message taken with ackmode lease",
+            NONE,
+            Some("LeaseSettle"),
+            (200, Some("LeaseResult")),
+            messages::settle_lease,
+        ),
+        route(
             M::DELETE,
             "/api/queues/{vhost}/{name}/messages",
             "messages",
