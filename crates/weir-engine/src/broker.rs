@@ -31,6 +31,7 @@ use crate::records::{self, location_of, pos_of, QueueRecord, Writer, LOCATION_ME
 use crate::security::{Access, Directory, Permission, SharedDirectory};
 use crate::topology::{Destination, Vhost};
 
+mod dedup;
 mod delay;
 mod exchanges;
 mod filtered;
@@ -92,6 +93,8 @@ pub(crate) struct QueueState {
     choosing_consumers: usize,
     /// Unacked messages held under a lease (`x-lease-ms`, HTTP lease tokens), by seq.
     leases: HashMap<u64, lease::Lease>,
+    /// Message-ids taken recently (`x-deduplication-window`).
+    pub(crate) dedup: dedup::DedupWindow,
     pub counters: QueueCounters,
 }
 
@@ -171,6 +174,7 @@ impl QueueState {
             exclusive_consumer: false,
             choosing_consumers: 0,
             leases: HashMap::new(),
+            dedup: dedup::DedupWindow::default(),
             counters: QueueCounters::default(),
         }
     }
@@ -872,6 +876,18 @@ impl<S: Storage> Broker<S> {
             }
             !full
         });
+        // A message-id a queue took within its deduplication window: confirmed, not enqueued.
+        let mut duplicate = false;
+        if let Some(message_id) = publish.message_id.as_deref() {
+            let now = self.now_ms;
+            let queues = &mut self.queues;
+            targets.retain(|id| {
+                let queue = queues.get_mut(id).expect("routed");
+                let seen = queue.config.dedup_window_ms.is_some_and(|w| queue.dedup.is_duplicate(message_id, now, w));
+                duplicate |= seen;
+                !seen
+            });
+        }
         for id in refused.iter().filter(|_| !over_quota) {
             if self.queues[id].config.overflow == Overflow::RejectPublishDlx {
                 self.republish_dead(*id, &message, DeathReason::MaxLength);
@@ -885,7 +901,7 @@ impl<S: Storage> Broker<S> {
             }
         };
         if targets.is_empty() {
-            if publish.mandatory && refused.is_empty() {
+            if publish.mandatory && refused.is_empty() && !duplicate {
                 self.outbox.push(origin.connection, Event::Returned { channel: origin.channel, message });
             }
             if let Some(sequence) = publish.confirm {
@@ -902,8 +918,13 @@ impl<S: Storage> Broker<S> {
         };
         let now = self.now_ms;
         let message_expires_at = publish.expiration_ms.map(|ms| now.saturating_add(ms));
-        let timed =
-            message_expires_at.is_some() || targets.iter().any(|id| self.queues[id].config.message_ttl_ms.is_some());
+        // The enqueue time is logged where a rule needs it at replay: a TTL, a deduplication
+        // window.
+        let timed = message_expires_at.is_some()
+            || targets.iter().any(|id| {
+                let config = &self.queues[id].config;
+                config.message_ttl_ms.is_some() || config.dedup_window_ms.is_some()
+            });
         let times = timed.then_some((now, message_expires_at.unwrap_or(0)));
         let seq = self.next_message_seq;
         let mut location = LOCATION_MEMORY;
@@ -964,6 +985,9 @@ impl<S: Storage> Broker<S> {
             self.track_live(&entry, 1);
             let queue = self.queues.get_mut(&id).expect("routed");
             queue.counters.published += 1;
+            if let (Some(message_id), Some(_)) = (&publish.message_id, queue.config.dedup_window_ms) {
+                queue.dedup.remember(message_id, now);
+            }
             let expires_at = lifecycle::message_expiry(&queue.config, times);
             match deliver_at {
                 Some(at) => {
@@ -1040,6 +1064,9 @@ impl<S: Storage> Broker<S> {
                     queues.push(id);
                 }
             }
+        }
+        if let Some(recipients) = &publish.recipients {
+            queues.retain(|id| recipients.contains(&self.queues[id].name));
         }
         Ok(queues)
     }

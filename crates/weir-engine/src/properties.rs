@@ -48,6 +48,7 @@ impl Publish {
             })?),
         };
         let (cc, raw_properties) = sender_selected(properties, parts.raw_properties);
+        let recipients = recipient_list(properties)?;
         Ok(Publish {
             origin: parts.origin,
             exchange: parts.exchange.to_string(),
@@ -58,6 +59,8 @@ impl Publish {
             headers: properties.headers().as_ref().map(table_to_arguments).unwrap_or_default(),
             expiration_ms,
             cc,
+            recipients,
+            message_id: properties.message_id().as_ref().map(|id| id.as_str().to_string()),
             direct_reply_to: properties.reply_to().as_ref().is_some_and(|r| r.as_str() == DIRECT_REPLY_TO),
             message: Arc::new(Message {
                 exchange: parts.exchange.to_string(),
@@ -67,6 +70,29 @@ impl Publish {
             }),
         })
     }
+}
+
+/// Header naming the only queues a publish may reach (AQ's recipient list).
+pub const RECIPIENTS_HEADER: &str = "x-recipients";
+
+/// The `x-recipients` header: an array of queue names, else 406 (as an invalid `x-delay`).
+fn recipient_list(properties: &BasicProperties) -> Result<Option<Vec<String>>, EngineError> {
+    let Some(value) = properties.headers().as_ref().and_then(|h| h.inner().get(RECIPIENTS_HEADER)) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        EngineError::new(
+            ErrorKind::PreconditionFailed,
+            format!("invalid {RECIPIENTS_HEADER} header: expected an array of queue names"),
+        )
+    };
+    let AMQPValue::FieldArray(values) = value else { return Err(invalid()) };
+    let names = values.as_slice().iter().map(|v| match v {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_string),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    });
+    names.collect::<Option<Vec<String>>>().map(Some).ok_or_else(invalid)
 }
 
 /// RabbitMQ's sender-selected distribution: the `CC` and `BCC` headers (arrays of strings)
@@ -132,6 +158,39 @@ const FLAG_CONTENT_ENCODING: u16 = 1 << 14;
 const FLAG_HEADERS: u16 = 1 << 13;
 const FLAG_DELIVERY_MODE: u16 = 1 << 12;
 const FLAG_PRIORITY: u16 = 1 << 11;
+const FLAG_CORRELATION_ID: u16 = 1 << 10;
+const FLAG_REPLY_TO: u16 = 1 << 9;
+const FLAG_EXPIRATION: u16 = 1 << 8;
+const FLAG_MESSAGE_ID: u16 = 1 << 7;
+
+/// The `message-id` property read straight from raw property bytes (skipping the fields
+/// before it), for log replay of queues with a deduplication window. `None` when absent, not
+/// UTF-8, or the bytes end early.
+pub fn raw_message_id(raw: &[u8]) -> Option<&str> {
+    let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
+    if flags & FLAG_MESSAGE_ID == 0 {
+        return None;
+    }
+    let mut at = 2usize;
+    let short_string = |at: usize| -> Option<usize> { Some(at + 1 + usize::from(*raw.get(at)?)) };
+    for flag in [FLAG_CONTENT_TYPE, FLAG_CONTENT_ENCODING] {
+        if flags & flag != 0 {
+            at = short_string(at)?;
+        }
+    }
+    if flags & FLAG_HEADERS != 0 {
+        let len = u32::from_be_bytes(raw.get(at..at + 4)?.try_into().ok()?);
+        at = at.checked_add(4)?.checked_add(usize::try_from(len).ok()?)?;
+    }
+    at += usize::from(flags & FLAG_DELIVERY_MODE != 0) + usize::from(flags & FLAG_PRIORITY != 0);
+    for flag in [FLAG_CORRELATION_ID, FLAG_REPLY_TO, FLAG_EXPIRATION] {
+        if flags & flag != 0 {
+            at = short_string(at)?;
+        }
+    }
+    let len = usize::from(*raw.get(at)?);
+    std::str::from_utf8(raw.get(at + 1..at + 1 + len)?).ok()
+}
 
 /// The `priority` property read straight from raw property bytes (flags, then the fields in
 /// order), without decoding the rest: it is needed for every message routed to a priority
@@ -369,6 +428,38 @@ mod tests {
             assert_eq!(raw_priority(&raw), want, "{properties:?}");
             for cut in 0..raw.len() {
                 let _ = raw_priority(&raw[..cut]); // never panics on short input
+            }
+        }
+    }
+
+    #[test]
+    fn raw_message_id_skips_every_field_before_it() {
+        let mut headers = FieldTable::default();
+        headers.insert("k".into(), AMQPValue::LongString("v".repeat(300).into()));
+        let full = BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_content_encoding("gzip".into())
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_priority(3)
+            .with_correlation_id("c-1".into())
+            .with_reply_to("replies".into())
+            .with_expiration("500".into())
+            .with_message_id("m-42".into())
+            .with_timestamp(7);
+        for (properties, want) in [
+            (full.clone(), Some("m-42")),
+            (BasicProperties::default().with_message_id("only".into()), Some("only")),
+            (BasicProperties::default().with_correlation_id("c".into()), None),
+        ] {
+            let raw = weir_amqp_codec::encode_properties(&properties);
+            assert_eq!(raw_message_id(&raw), want, "{properties:?}");
+            assert_eq!(
+                raw_message_id(&raw),
+                weir_amqp_codec::decode_properties(&raw).unwrap().message_id().as_ref().map(|m| m.as_str())
+            );
+            for cut in 0..raw.len() {
+                let _ = raw_message_id(&raw[..cut]); // never panics on short input
             }
         }
     }

@@ -84,6 +84,9 @@ pub struct QueueConfig {
     /// `x-max-priority` / `x-queue-order`: how ready messages are ordered.
     pub order: ReadyOrder,
     pub retry: RetryPolicy,
+    /// `x-deduplication-window`: a message-id taken within this many milliseconds is a
+    /// duplicate.
+    pub dedup_window_ms: Option<u64>,
 }
 
 impl QueueConfig {
@@ -145,6 +148,13 @@ impl QueueConfig {
                     );
                 }
                 "x-retry-delay" => config.retry.delay_ms = non_negative(name, value)?,
+                "x-deduplication-window" => {
+                    let ms = non_negative(name, value)?;
+                    if ms == 0 {
+                        return Err(invalid(name, "must be greater than zero"));
+                    }
+                    config.dedup_window_ms = Some(ms);
+                }
                 "x-retry-delay-max" => config.retry.delay_max_ms = Some(non_negative(name, value)?),
                 "x-retry-backoff" => {
                     config.retry.backoff = match string(name, value)?.as_str() {
@@ -251,6 +261,8 @@ mod tests {
             ("x-overflow", ArgValue::Str("drop-tail".into())),
             ("x-single-active-consumer", ArgValue::Int(1)),
             ("x-delivery-limit", ArgValue::Int(0)),
+            ("x-deduplication-window", ArgValue::Int(0)),
+            ("x-deduplication-window", ArgValue::Str("1m".into())),
             ("x-delivery-limit", ArgValue::Int(70_000)),
             ("x-retry-delay", ArgValue::Int(-5)),
             ("x-retry-backoff", ArgValue::Str("linear".into())),

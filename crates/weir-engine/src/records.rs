@@ -47,8 +47,8 @@ pub const RECORD_VERSION: u8 = 1;
 /// expiry times after its entries; version 4 a priority byte at the end of each entry;
 /// version 5 each queue's delayed messages (seq, deliver at) after its expiries; version 6
 /// the vhosts, users and permissions after the bindings; version 7 the queues' settings at
-/// the end.
-pub const SNAPSHOT_VERSION: u32 = 7;
+/// the end; version 8 the queues' deduplication windows after them.
+pub const SNAPSHOT_VERSION: u32 = 8;
 
 /// `Enqueue.flags`: this record re-writes a live message that compaction moved out of an old
 /// segment; replay only updates the location of entries that still exist.
@@ -135,6 +135,25 @@ pub struct Snapshot {
     pub permissions: Vec<PermissionRecord>,
     /// Queues whose settings an operator changed (version 7).
     pub settings: Vec<QueueSettings>,
+    /// Queues with a deduplication window: (queue id, [(taken at, message-id)] oldest first)
+    /// (version 8).
+    pub dedup: Vec<(u32, Vec<(u64, String)>)>,
+}
+
+fn encode_dedup(w: &mut Writer, (queue_id, ids): &(u32, Vec<(u64, String)>)) {
+    w.u32(*queue_id);
+    w.u32(ids.len() as u32);
+    for (at, id) in ids {
+        w.u64(*at);
+        w.str16(id);
+    }
+}
+
+fn decode_dedup(r: &mut Reader<'_>) -> Result<(u32, Vec<(u64, String)>), DecodeError> {
+    let queue_id = r.u32()?;
+    // No capacity from the count: a damaged count must not allocate before decoding fails.
+    let ids = (0..r.u32()?).map(|_| Ok((r.u64()?, r.str16()?))).collect::<Result<_, DecodeError>>()?;
+    Ok((queue_id, ids))
 }
 
 /// A queue's operator settings (`KIND_QUEUE_SETTINGS`): arguments that override the declared
@@ -623,6 +642,8 @@ pub struct EnqueueHeader {
     pub body_len: u32,
     /// The message's `priority` property (0 when absent).
     pub priority: u8,
+    /// Where the raw property bytes are in the payload (for the few rules that read more).
+    pub properties: std::ops::Range<usize>,
 }
 
 /// Reads what replay needs; skips the exchange and routing key without allocating (replay
@@ -632,11 +653,15 @@ pub fn decode_enqueue_header(payload: &[u8]) -> Result<EnqueueHeader, DecodeErro
     let EnqueuePrefix { seq, flags, times, deliver_at, queue_ids } = read_enqueue_prefix(&mut r)?;
     r.skip_str16()?;
     r.skip_str16()?;
-    let priority = crate::properties::raw_priority(r.bytes32()?).unwrap_or(0);
+    // After its u32 length: where the property bytes start.
+    let start = payload.len() - r.remaining() + 4;
+    let raw_properties = r.bytes32()?;
+    let properties = start..start + raw_properties.len();
+    let priority = crate::properties::raw_priority(raw_properties).unwrap_or(0);
     let body = r.bytes32()?;
     let body_len = body.len() as u32;
     r.finish()?;
-    Ok(EnqueueHeader { seq, flags, times, deliver_at, queue_ids, body_len, priority })
+    Ok(EnqueueHeader { seq, flags, times, deliver_at, queue_ids, body_len, priority, properties })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -781,6 +806,7 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     encode_list(&mut w, &snapshot.users, encode_user);
     encode_list(&mut w, &snapshot.permissions, encode_permission);
     encode_list(&mut w, &snapshot.settings, encode_queue_settings);
+    encode_list(&mut w, &snapshot.dedup, encode_dedup);
     w.buf
 }
 
@@ -862,6 +888,7 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
         permissions = decode_list(&mut r, decode_permission)?;
     }
     let settings = if version >= 7 { decode_list(&mut r, decode_queue_settings)? } else { Vec::new() };
+    let dedup = if version >= 8 { decode_list(&mut r, decode_dedup)? } else { Vec::new() };
     r.finish()?;
     Ok(Snapshot {
         next_message_seq,
@@ -875,6 +902,7 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, DecodeError> {
         users,
         permissions,
         settings,
+        dedup,
     })
 }
 
@@ -997,6 +1025,7 @@ mod tests {
                     ("x-overflow".into(), ArgValue::Str("reject-publish".into())),
                 ],
             }],
+            dedup: vec![(7, vec![(1000, "m-1".into()), (2000, "m-2".into())])],
         };
         let bytes = encode_snapshot(&snapshot);
         assert_eq!(decode_snapshot(&bytes).unwrap(), snapshot);

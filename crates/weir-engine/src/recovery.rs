@@ -17,6 +17,7 @@ use crate::broker::{binding_record, message_expiry};
 use crate::broker::{track_segment_live, Broker, QueueId, QueueState, SegmentLive, DEFAULT_VHOST};
 use crate::error::StartError;
 use crate::expiry::{Expiry, ExpiryIndex};
+use crate::properties::raw_message_id;
 use crate::records::{self, location_of, QueueSettings, Snapshot, VhostRecord, ENQUEUE_FLAG_RELOCATED};
 use crate::security::{Directory, Permission, PermissionRecord};
 use crate::topology::{Binding, Destination, Vhost};
@@ -91,6 +92,13 @@ impl Rebuilt {
         }
         for settings in snapshot.settings {
             rebuilt.apply_settings(settings);
+        }
+        for (queue_id, ids) in snapshot.dedup {
+            if let Some(queue) = rebuilt.queues.get_mut(&queue_id) {
+                for (at, id) in ids {
+                    queue.dedup.remember(&id, at);
+                }
+            }
         }
         rebuilt
     }
@@ -171,6 +179,11 @@ impl Rebuilt {
                         }
                         if let Some(at) = message_expiry(&queue.config, header.times) {
                             self.expiries.push((at, id, header.seq));
+                        }
+                        if let (Some(_), Some((at, _))) = (queue.config.dedup_window_ms, header.times) {
+                            if let Some(message_id) = raw_message_id(&payload[header.properties.clone()]) {
+                                queue.dedup.remember(message_id, at);
+                            }
                         }
                     }
                 }
@@ -381,6 +394,13 @@ impl<S: Storage> Broker<S> {
             }
         }
         let delays = queues.iter().map(|(q, _)| delayed_by_queue.remove(&q.queue_id).unwrap_or_default()).collect();
+        // Deduplication windows of the queues in the snapshot.
+        let dedup = queues
+            .iter()
+            .map(|(q, _)| &self.queues[&q.queue_id])
+            .filter(|q| q.config.dedup_window_ms.is_some())
+            .map(|q| (q.id, q.dedup.entries()))
+            .collect();
         // Operators' settings of the queues in the snapshot.
         let settings = queues
             .iter()
@@ -431,6 +451,7 @@ impl<S: Storage> Broker<S> {
             users: self.directory.users().cloned().collect(),
             permissions: self.directory.permissions().cloned().collect(),
             settings,
+            dedup,
         }
     }
 }

@@ -188,6 +188,9 @@ impl<S: Storage> Broker<S> {
             expiration_ms,
             direct_reply_to: false,
             cc: Vec::new(),
+            // A recipient list chose among the queues of the first publish, not of this one.
+            recipients: None,
+            message_id: properties.message_id().as_ref().map(|id| id.as_str().to_string()),
             message: Arc::new(copy),
         };
         self.publish_in(vhost, publish)

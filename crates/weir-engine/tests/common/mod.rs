@@ -91,6 +91,8 @@ impl Client {
             expiration_ms: None,
             direct_reply_to: false,
             cc: Vec::new(),
+            recipients: None,
+            message_id: None,
             message,
         }))
     }
