@@ -857,25 +857,6 @@ impl<S: Storage> Broker<S> {
         let mut targets = self.route(vhost, &publish)?;
         let message = publish.message;
         let size_bytes = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
-        // Over the vhost's message quota, nothing takes it (the broker's own republishes,
-        // dead-letters and moves, are not new messages to the vhost). Else queues full under
-        // `reject-publish(-dlx)` refuse the message and the others take it.
-        let mut refused = Vec::new();
-        let over_quota =
-            origin.connection != INTERNAL_CONNECTION && self.over_vhost_quota(vhost, targets.len(), size_bytes);
-        if over_quota {
-            refused = std::mem::take(&mut targets);
-        }
-        targets.retain(|id| {
-            let queue = &self.queues[id];
-            let stats = queue.messages.stats();
-            let full = queue.config.overflow != Overflow::DropHead
-                && queue.config.over_limit(stats.ready_messages + 1, stats.ready_bytes + u64::from(size_bytes));
-            if full {
-                refused.push(*id);
-            }
-            !full
-        });
         // A message-id a queue took within its deduplication window: confirmed, not enqueued.
         let mut duplicate = false;
         if let Some(message_id) = publish.message_id.as_deref() {
@@ -888,9 +869,41 @@ impl<S: Storage> Broker<S> {
                 !seen
             });
         }
-        for id in refused.iter().filter(|_| !over_quota) {
-            if self.queues[id].config.overflow == Overflow::RejectPublishDlx {
-                self.republish_dead(*id, &message, DeathReason::MaxLength);
+        // Over the vhost's message quota, nothing takes it (the broker's own republishes,
+        // dead-letters and moves, are not new messages to the vhost). Else full queues that
+        // turn new messages away do so: `reject-publish(-dlx)` refuse it (a nack), `drop-new`
+        // drops it (an ack); the others take it and make room.
+        let mut refused = Vec::new();
+        let mut dropped = Vec::new();
+        let over_quota =
+            origin.connection != INTERNAL_CONNECTION && self.over_vhost_quota(vhost, targets.len(), size_bytes);
+        if over_quota {
+            refused = std::mem::take(&mut targets);
+        }
+        targets.retain(|id| {
+            let queue = &self.queues[id];
+            let stats = queue.messages.stats();
+            let full = queue.config.overflow.turns_away_new()
+                && queue.config.over_limit(stats.ready_messages + 1, stats.ready_bytes + u64::from(size_bytes));
+            if full && queue.config.overflow == Overflow::DropNew {
+                dropped.push(*id);
+            } else if full {
+                refused.push(*id);
+            }
+            !full
+        });
+        let turned_away = refused.iter().filter(|_| !over_quota).chain(&dropped);
+        for id in turned_away.copied().collect::<Vec<_>>() {
+            let overflow = self.queues[&id].config.overflow;
+            if overflow == Overflow::RejectPublish {
+                continue;
+            }
+            let sent = self.republish_dead(id, &message, DeathReason::MaxLength);
+            let counters = &mut self.queues.get_mut(&id).expect("routed").counters;
+            if sent {
+                counters.dead_lettered += 1;
+            } else if overflow == Overflow::DropNew {
+                counters.dropped += 1;
             }
         }
         let confirm_event = |sequence| {
@@ -901,7 +914,7 @@ impl<S: Storage> Broker<S> {
             }
         };
         if targets.is_empty() {
-            if publish.mandatory && refused.is_empty() && !duplicate {
+            if publish.mandatory && refused.is_empty() && !duplicate && dropped.is_empty() {
                 self.outbox.push(origin.connection, Event::Returned { channel: origin.channel, message });
             }
             if let Some(sequence) = publish.confirm {

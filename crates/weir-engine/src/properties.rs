@@ -154,67 +154,60 @@ impl DeathReason {
 
 /// Content-header property flags (AMQP 0-9-1 `basic` class), highest bit first.
 const FLAG_CONTENT_TYPE: u16 = 1 << 15;
-const FLAG_CONTENT_ENCODING: u16 = 1 << 14;
 const FLAG_HEADERS: u16 = 1 << 13;
-const FLAG_DELIVERY_MODE: u16 = 1 << 12;
 const FLAG_PRIORITY: u16 = 1 << 11;
-const FLAG_CORRELATION_ID: u16 = 1 << 10;
-const FLAG_REPLY_TO: u16 = 1 << 9;
-const FLAG_EXPIRATION: u16 = 1 << 8;
 const FLAG_MESSAGE_ID: u16 = 1 << 7;
+const FLAG_TIMESTAMP: u16 = 1 << 6;
 
-/// The `message-id` property read straight from raw property bytes (skipping the fields
-/// before it), for log replay of queues with a deduplication window. `None` when absent, not
-/// UTF-8, or the bytes end early.
-pub fn raw_message_id(raw: &[u8]) -> Option<&str> {
+/// Where the property with flag `wanted` starts in raw property bytes (flags, then the present
+/// fields in flag order), skipping the ones before it without decoding them. `None` when it is
+/// absent or the bytes end early (they were validated when the message was published, so that
+/// only happens to a damaged record).
+fn raw_field(raw: &[u8], wanted: u16) -> Option<usize> {
     let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
-    if flags & FLAG_MESSAGE_ID == 0 {
+    if flags & wanted == 0 {
         return None;
     }
     let mut at = 2usize;
-    let short_string = |at: usize| -> Option<usize> { Some(at + 1 + usize::from(*raw.get(at)?)) };
-    for flag in [FLAG_CONTENT_TYPE, FLAG_CONTENT_ENCODING] {
+    let mut flag = FLAG_CONTENT_TYPE;
+    while flag > wanted {
         if flags & flag != 0 {
-            at = short_string(at)?;
+            at = match flag {
+                FLAG_HEADERS => {
+                    let len = u32::from_be_bytes(raw.get(at..at.checked_add(4)?)?.try_into().ok()?);
+                    at.checked_add(4)?.checked_add(usize::try_from(len).ok()?)?
+                }
+                // delivery-mode and priority: one octet.
+                f if f == 1 << 12 || f == FLAG_PRIORITY => at + 1,
+                FLAG_TIMESTAMP => at + 8,
+                // The rest before message-id and timestamp are short strings.
+                _ => at + 1 + usize::from(*raw.get(at)?),
+            };
         }
+        flag >>= 1;
     }
-    if flags & FLAG_HEADERS != 0 {
-        let len = u32::from_be_bytes(raw.get(at..at + 4)?.try_into().ok()?);
-        at = at.checked_add(4)?.checked_add(usize::try_from(len).ok()?)?;
-    }
-    at += usize::from(flags & FLAG_DELIVERY_MODE != 0) + usize::from(flags & FLAG_PRIORITY != 0);
-    for flag in [FLAG_CORRELATION_ID, FLAG_REPLY_TO, FLAG_EXPIRATION] {
-        if flags & flag != 0 {
-            at = short_string(at)?;
-        }
-    }
-    let len = usize::from(*raw.get(at)?);
+    (at < raw.len()).then_some(at)
+}
+
+/// The `message-id` property read straight from raw property bytes, for log replay of queues
+/// with a deduplication window. `None` when absent, not UTF-8, or the bytes end early.
+pub fn raw_message_id(raw: &[u8]) -> Option<&str> {
+    let at = raw_field(raw, FLAG_MESSAGE_ID)?;
+    let len = usize::from(raw[at]);
     std::str::from_utf8(raw.get(at + 1..at + 1 + len)?).ok()
 }
 
-/// The `priority` property read straight from raw property bytes (flags, then the fields in
-/// order), without decoding the rest: it is needed for every message routed to a priority
-/// queue, at publish and at log replay. `None` when absent or when the bytes end early (they
-/// were validated when the message was published, so that only happens to a damaged record).
+/// The `priority` property read straight from raw property bytes: it is needed for every
+/// message routed to a priority queue, at publish and at log replay.
 pub fn raw_priority(raw: &[u8]) -> Option<u8> {
-    let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
-    if flags & FLAG_PRIORITY == 0 {
-        return None;
-    }
-    let mut at = 2usize;
-    for short_string in [FLAG_CONTENT_TYPE, FLAG_CONTENT_ENCODING] {
-        if flags & short_string != 0 {
-            at += 1 + usize::from(*raw.get(at)?);
-        }
-    }
-    if flags & FLAG_HEADERS != 0 {
-        let len = u32::from_be_bytes(raw.get(at..at + 4)?.try_into().ok()?);
-        at = at.checked_add(4)?.checked_add(usize::try_from(len).ok()?)?;
-    }
-    if flags & FLAG_DELIVERY_MODE != 0 {
-        at += 1;
-    }
-    raw.get(at).copied()
+    raw.get(raw_field(raw, FLAG_PRIORITY)?).copied()
+}
+
+/// The `timestamp` property (AMQP seconds) read straight from raw property bytes (overflow
+/// `drop-oldest` compares it across a queue).
+pub fn raw_timestamp(raw: &[u8]) -> Option<u64> {
+    let at = raw_field(raw, FLAG_TIMESTAMP)?;
+    Some(u64::from_be_bytes(raw.get(at..at + 8)?.try_into().ok()?))
 }
 
 /// Field-table values as the engine's protocol-neutral arguments (sorted by key, as a
@@ -454,10 +447,10 @@ mod tests {
         ] {
             let raw = weir_amqp_codec::encode_properties(&properties);
             assert_eq!(raw_message_id(&raw), want, "{properties:?}");
-            assert_eq!(
-                raw_message_id(&raw),
-                weir_amqp_codec::decode_properties(&raw).unwrap().message_id().as_ref().map(|m| m.as_str())
-            );
+            let decoded = weir_amqp_codec::decode_properties(&raw).unwrap();
+            assert_eq!(raw_message_id(&raw), decoded.message_id().as_ref().map(|m| m.as_str()));
+            assert_eq!(raw_timestamp(&raw), *decoded.timestamp());
+            assert_eq!(raw_priority(&raw), *decoded.priority());
             for cut in 0..raw.len() {
                 let _ = raw_message_id(&raw[..cut]); // never panics on short input
             }

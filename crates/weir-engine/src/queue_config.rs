@@ -24,6 +24,19 @@ pub enum Overflow {
     RejectPublish,
     /// Refuse the new message and dead-letter it.
     RejectPublishDlx,
+    /// Drop (or dead-letter) the arriving message; the publisher gets an ack all the same.
+    DropNew,
+    /// Drop (or dead-letter) the message with the oldest `timestamp` property (longest-lived).
+    DropOldest,
+    /// Drop (or dead-letter) a message of the lowest priority present, the oldest of those.
+    DropLowestPriority,
+}
+
+impl Overflow {
+    /// Does a full queue turn the arriving message away (rather than make room for it)?
+    pub fn turns_away_new(self) -> bool {
+        matches!(self, Overflow::RejectPublish | Overflow::RejectPublishDlx | Overflow::DropNew)
+    }
 }
 
 /// How the wait before a retry grows (`x-retry-backoff`).
@@ -128,6 +141,9 @@ impl QueueConfig {
                         "drop-head" => Overflow::DropHead,
                         "reject-publish" => Overflow::RejectPublish,
                         "reject-publish-dlx" => Overflow::RejectPublishDlx,
+                        "drop-new" => Overflow::DropNew,
+                        "drop-oldest" => Overflow::DropOldest,
+                        "drop-lowest-priority" => Overflow::DropLowestPriority,
                         other => return Err(invalid(name, &format!("'{other}' is not a known overflow policy"))),
                     }
                 }

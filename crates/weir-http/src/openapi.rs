@@ -159,7 +159,14 @@ fn settings_schema() -> Value {
         .iter()
         .map(|key| {
             let schema = match *key {
-                "x-overflow" => one_of(&["drop-head", "reject-publish", "reject-publish-dlx"]),
+                "x-overflow" => one_of(&[
+                    "drop-head",
+                    "reject-publish",
+                    "reject-publish-dlx",
+                    "drop-new",
+                    "drop-oldest",
+                    "drop-lowest-priority",
+                ]),
                 "x-retry-backoff" => one_of(&["fixed", "exponential"]),
                 "x-dead-letter-exchange" | "x-dead-letter-routing-key" => json!({ "type": "string", "maxLength": 255 }),
                 "x-delivery-limit" => json!({ "type": "integer", "minimum": 1, "maximum": u16::MAX }),

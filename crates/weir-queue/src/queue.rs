@@ -251,6 +251,16 @@ impl Queue {
         Some(entry)
     }
 
+    /// Take the least recently received message of the lowest occupied priority level out
+    /// (overflow `drop-lowest-priority`).
+    pub fn take_lowest_priority(&mut self) -> Option<MessageEntry> {
+        let level = self.occupied_levels().last()?;
+        let entry = self.levels[usize::from(level)].pop_front().expect("occupied");
+        self.level_shrunk(level);
+        self.sub_ready_stats(&entry);
+        Some(entry)
+    }
+
     /// Remove a message only if it is ready (expiry never takes a message out of a consumer's
     /// hands).
     pub fn remove_ready(&mut self, seq: MessageSeq) -> Option<MessageEntry> {
@@ -583,6 +593,17 @@ mod tests {
         assert!(q.defer(2), "a ready message can be deferred too (replay)");
         assert!(!q.defer(2), "not twice");
         assert!(!q.set_delivery_count(99, 1));
+    }
+
+    #[test]
+    fn lowest_priority_goes_first_oldest_within_it() {
+        let mut q = Queue::with_order(ReadyOrder { max_priority: 5, lifo: false });
+        for (seq, priority) in [(1, 3), (2, 1), (3, 5), (4, 1)] {
+            q.push(MessageEntry { priority, ..entry(seq) });
+        }
+        let taken: Vec<u64> = std::iter::from_fn(|| q.take_lowest_priority()).map(|e| e.seq).collect();
+        assert_eq!(taken, vec![2, 4, 1, 3]);
+        assert_eq!(q.stats().ready_messages, 0);
     }
 
     #[test]

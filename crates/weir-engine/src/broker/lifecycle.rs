@@ -28,7 +28,7 @@ use amq_protocol::protocol::BasicProperties;
 use crate::api::{Message, Origin, Publish};
 use crate::error::EngineError;
 use crate::properties::{self, DeathReason};
-use crate::queue_config::QueueConfig;
+use crate::queue_config::{Overflow, QueueConfig};
 
 use super::{Broker, QueueId, INTERNAL_CONNECTION};
 
@@ -196,17 +196,44 @@ impl<S: Storage> Broker<S> {
         self.publish_in(vhost, publish)
     }
 
-    /// Drop (or dead-letter) the oldest ready messages while `queue_id` is over its limits
-    /// (`x-overflow: drop-head`, the default).
+    /// Drop (or dead-letter) ready messages while `queue_id` is over its limits, chosen by its
+    /// `x-overflow`: the least recently received (`drop-head`, the default), the oldest by
+    /// `timestamp` (`drop-oldest`), or the oldest of the lowest priority (`drop-lowest-priority`).
     pub(super) fn enforce_max_length(&mut self, queue_id: QueueId) {
         loop {
-            let Some(queue) = self.queues.get_mut(&queue_id) else { return };
+            let Some(queue) = self.queues.get(&queue_id) else { return };
             let stats = queue.messages.stats();
             if !queue.config.over_limit(stats.ready_messages, stats.ready_bytes) {
                 return;
             }
-            let Some(entry) = queue.messages.take_oldest() else { return };
+            let overflow = queue.config.overflow;
+            let oldest = (overflow == Overflow::DropOldest).then(|| self.longest_lived(queue_id)).flatten();
+            let messages = &mut self.queues.get_mut(&queue_id).expect("present").messages;
+            let taken = match overflow {
+                Overflow::DropLowestPriority => messages.take_lowest_priority(),
+                Overflow::DropOldest => oldest.and_then(|seq| messages.remove_ready(seq)),
+                _ => messages.take_oldest(),
+            };
+            let Some(entry) = taken else { return };
             self.dead_letter(queue_id, entry, DeathReason::MaxLength);
         }
+    }
+
+    /// The ready message of `queue_id` with the oldest `timestamp` property (one without a
+    /// timestamp counts as newest), the least recently received among equals. Looks at every
+    /// ready message: `drop-oldest` costs a scan of the queue per message dropped.
+    fn longest_lived(&self, queue_id: QueueId) -> Option<u64> {
+        self.queues[&queue_id]
+            .messages
+            .ready_after(None)
+            .map(|entry| {
+                let born = self
+                    .peek_message(entry)
+                    .and_then(|m| properties::raw_timestamp(&m.raw_properties))
+                    .unwrap_or(u64::MAX);
+                (born, entry.seq)
+            })
+            .min()
+            .map(|(_, seq)| seq)
     }
 }

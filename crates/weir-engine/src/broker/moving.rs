@@ -12,8 +12,9 @@
 //! (the transaction container), so a crash in the middle of a move can neither lose nor
 //! duplicate a message. Properties and headers go unchanged (the `x-death` history too);
 //! the message is new to the target: not redelivered, delivery count 0, its `expiration`
-//! counting again from the move. A target that is full with `x-overflow: reject-publish`
-//! stops the move (nothing more is taken); one with `drop-head` drops its own oldest as usual.
+//! counting again from the move. A target that is full and turns new messages away
+//! (`reject-publish`, `reject-publish-dlx`, `drop-new`) stops the move (nothing more is taken);
+//! one that makes room (`drop-head`, `drop-oldest`, `drop-lowest-priority`) drops its own as usual.
 //!
 //! One command moves at most [`MOVE_BATCH_MAX`] messages and looks at no more than
 //! [`SCAN_MAX`] of them, so the engine is never held for long; callers go on from the
@@ -25,7 +26,6 @@ use crate::api::{Event, MoveRequest, Origin, MOVE_BATCH_MAX};
 use crate::error::{EngineError, ErrorKind};
 use crate::filter::MessageFilter;
 use crate::properties;
-use crate::queue_config::Overflow;
 use crate::security::Access;
 
 use super::{error, Broker, QueueId};
@@ -149,7 +149,6 @@ impl<S: Storage> Broker<S> {
     fn refuses_more(&self, id: QueueId) -> bool {
         let queue = &self.queues[&id];
         let stats = queue.messages.stats();
-        queue.config.overflow != Overflow::DropHead
-            && queue.config.over_limit(stats.ready_messages + 1, stats.ready_bytes)
+        queue.config.overflow.turns_away_new() && queue.config.over_limit(stats.ready_messages + 1, stats.ready_bytes)
     }
 }

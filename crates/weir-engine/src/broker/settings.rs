@@ -16,7 +16,6 @@ use weir_log::Storage;
 
 use crate::api::{ArgValue, Event, Origin, QUEUE_SETTINGS};
 use crate::error::{EngineError, ErrorKind};
-use crate::queue_config::Overflow;
 use crate::records::{self, QueueSettings};
 use crate::security::Access;
 
@@ -51,7 +50,7 @@ impl<S: Storage> Broker<S> {
         if queue.config.expires_ms.is_some() {
             self.has_expiring_queues = true;
         }
-        if self.queues[&id].config.overflow == Overflow::DropHead {
+        if !self.queues[&id].config.overflow.turns_away_new() {
             self.enforce_max_length(id);
         }
         self.mark_dirty(id);
