@@ -3,6 +3,7 @@ still gets an ack), `drop-oldest` (the longest-lived by `timestamp`), `drop-lowe
 (the lowest priority present, oldest first). Dropped messages are dead-lettered with reason
 `maxlen` where the queue has a dead-letter exchange."""
 import pika
+import pytest
 
 from helpers import connect, drain
 
@@ -42,4 +43,45 @@ def test_drop_oldest_goes_by_timestamp(broker):
     # Over the limit twice: first "born 100" goes; then of 300, 200 and the one without a
     # timestamp (the newest), "born 200" is the longest-lived, though it arrived last.
     assert drain(ch, "q") == ["born 300", "no timestamp"]
+    conn.close()
+
+
+def test_capacity_watermarks_publish_one_event_per_crossing(broker):
+    import json
+    conn, ch = connect(broker)
+    # Confirms: each publish's engine turn, capacity check included, is over when it returns.
+    ch.confirm_delivery()
+    ch.queue_declare("watch")
+    ch.queue_bind("watch", "weir.events", "queue.capacity.#")
+    ch.queue_declare("q", arguments={"x-max-length": 10, "x-capacity-high": 80, "x-capacity-low": 20})
+    events = lambda: [(m["event"], m["percent"]) for m in map(json.loads, drain(ch, "watch"))]
+    for n in range(7):
+        ch.basic_publish("", "q", f"m{n}".encode())
+    assert events() == []
+    ch.basic_publish("", "q", b"m7")  # 8 of 10: 80%
+    ch.basic_publish("", "q", b"m8")
+    assert events() == [("queue.capacity.high", 80)]
+    for _ in range(6):
+        ch.basic_get("q", auto_ack=True)  # down to 3 (30%): not yet drained
+    assert events() == []
+    ch.basic_get("q", auto_ack=True)  # 2 of 10: 20%
+    assert events() == [("queue.capacity.low", 20)]
+    ch.basic_publish("", "q", b"again")
+    assert events() == []
+    conn.close()
+    # The events exchange is the broker's: it cannot be deleted.
+    conn, ch = connect(broker)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        ch.exchange_delete("weir.events")
+    assert closed.value.reply_code == 403
+    conn.close()
+
+
+def test_watermarks_need_a_limit(broker):
+    conn, ch = connect(broker)
+    for arguments in ({"x-capacity-high": 80}, {"x-max-length": 5, "x-capacity-low": 10},
+                      {"x-max-length": 5, "x-capacity-high": 50, "x-capacity-low": 60}):
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+            conn.channel().queue_declare("bad", arguments=arguments)
+        assert closed.value.reply_code == 406
     conn.close()

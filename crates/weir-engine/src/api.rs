@@ -151,7 +151,7 @@ pub struct MoveRequest {
 
 /// The queue arguments an operator may change after declaration ([`Command::QueueSettings`]).
 /// Not the order (`x-max-priority`, `x-queue-order`): it shapes the index the messages are in.
-pub const QUEUE_SETTINGS: [&str; 11] = [
+pub const QUEUE_SETTINGS: [&str; 13] = [
     "x-message-ttl",
     "x-max-length",
     "x-max-length-bytes",
@@ -163,6 +163,8 @@ pub const QUEUE_SETTINGS: [&str; 11] = [
     "x-retry-backoff",
     "x-retry-delay-max",
     "x-expires",
+    "x-capacity-high",
+    "x-capacity-low",
 ];
 
 /// The most messages one [`Command::Move`] moves: a larger move is several commands, so the

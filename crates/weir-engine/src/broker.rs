@@ -31,6 +31,7 @@ use crate::records::{self, location_of, pos_of, QueueRecord, Writer, LOCATION_ME
 use crate::security::{Access, Directory, Permission, SharedDirectory};
 use crate::topology::{Destination, Vhost};
 
+mod capacity;
 mod dedup;
 mod delay;
 mod exchanges;
@@ -95,6 +96,8 @@ pub(crate) struct QueueState {
     leases: HashMap<u64, lease::Lease>,
     /// Message-ids taken recently (`x-deduplication-window`).
     pub(crate) dedup: dedup::DedupWindow,
+    /// Filled past its high capacity watermark and not yet drained to the low one.
+    above_high: bool,
     pub counters: QueueCounters,
 }
 
@@ -175,6 +178,7 @@ impl QueueState {
             choosing_consumers: 0,
             leases: HashMap::new(),
             dedup: dedup::DedupWindow::default(),
+            above_high: false,
             counters: QueueCounters::default(),
         }
     }
@@ -807,6 +811,7 @@ impl<S: Storage> Broker<S> {
         for entry in &purged {
             self.drop_entry(id, entry);
         }
+        self.mark_dirty(id);
         // Log the settlements now, not at the end of the turn, so that the reply is gated on
         // their fsync even when the purge is all this turn logs.
         self.flush_settles();
@@ -1241,6 +1246,7 @@ impl<S: Storage> Broker<S> {
                 break (entry, message, message_count);
             }
         };
+        self.mark_dirty(id);
         let channel = self.channel_mut(origin)?;
         let delivery_tag = channel.next_delivery_tag;
         channel.next_delivery_tag += 1;
@@ -1392,6 +1398,7 @@ impl<S: Storage> Broker<S> {
                 queue.dirty = false;
             }
             self.dispatch_queue(id);
+            self.check_capacity(id);
         }
     }
 

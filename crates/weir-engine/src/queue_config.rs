@@ -100,6 +100,17 @@ pub struct QueueConfig {
     /// `x-deduplication-window`: a message-id taken within this many milliseconds is a
     /// duplicate.
     pub dedup_window_ms: Option<u64>,
+    /// `x-capacity-high` / `x-capacity-low`: percent of the length limit at which the queue
+    /// reports it is filling up, and at which it reports it has drained again.
+    pub capacity: Option<Watermarks>,
+}
+
+/// Capacity watermarks, in percent of the queue's length limits (Tuxedo's queue space
+/// thresholds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watermarks {
+    pub high_percent: u8,
+    pub low_percent: u8,
 }
 
 impl QueueConfig {
@@ -122,6 +133,7 @@ impl QueueConfig {
         };
         let mut config = QueueConfig::default();
         let mut order_keys = None;
+        let (mut capacity_high, mut capacity_low) = (None, None);
         for (name, value) in arguments {
             match name.as_str() {
                 "x-message-ttl" => config.message_ttl_ms = Some(non_negative(name, value)?),
@@ -164,6 +176,14 @@ impl QueueConfig {
                     );
                 }
                 "x-retry-delay" => config.retry.delay_ms = non_negative(name, value)?,
+                "x-capacity-high" | "x-capacity-low" => {
+                    let percent = non_negative(name, value)?;
+                    if percent > 100 {
+                        return Err(invalid(name, &format!("{percent} is not a percentage (0 to 100)")));
+                    }
+                    let slot = if name == "x-capacity-high" { &mut capacity_high } else { &mut capacity_low };
+                    *slot = Some(percent as u8);
+                }
                 "x-deduplication-window" => {
                     let ms = non_negative(name, value)?;
                     if ms == 0 {
@@ -188,6 +208,21 @@ impl QueueConfig {
         }
         if config.dead_letter_routing_key.is_some() && config.dead_letter_exchange.is_none() {
             return Err(invalid("x-dead-letter-routing-key", "needs x-dead-letter-exchange"));
+        }
+        match (capacity_high, capacity_low) {
+            (None, None) => {}
+            (None, Some(_)) => return Err(invalid("x-capacity-low", "needs x-capacity-high")),
+            (Some(high), low) => {
+                if config.max_length.is_none() && config.max_length_bytes.is_none() {
+                    return Err(invalid("x-capacity-high", "needs x-max-length or x-max-length-bytes"));
+                }
+                // Without a low mark the queue reports draining as soon as it is below the high one.
+                let low = low.unwrap_or(high);
+                if low > high {
+                    return Err(invalid("x-capacity-low", "must not be above x-capacity-high"));
+                }
+                config.capacity = Some(Watermarks { high_percent: high, low_percent: low });
+            }
         }
         if let Some(keys) = order_keys {
             config.order = parse_order(&keys, config.order.max_priority)
@@ -278,6 +313,9 @@ mod tests {
             ("x-single-active-consumer", ArgValue::Int(1)),
             ("x-delivery-limit", ArgValue::Int(0)),
             ("x-deduplication-window", ArgValue::Int(0)),
+            ("x-capacity-high", ArgValue::Int(80)),
+            ("x-capacity-low", ArgValue::Int(20)),
+            ("x-capacity-high", ArgValue::Int(101)),
             ("x-deduplication-window", ArgValue::Str("1m".into())),
             ("x-delivery-limit", ArgValue::Int(70_000)),
             ("x-retry-delay", ArgValue::Int(-5)),

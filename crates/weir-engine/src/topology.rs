@@ -19,13 +19,18 @@ use crate::api::ArgValue;
 pub type QueueId = u32;
 
 /// The exchanges every vhost has, as RabbitMQ declares them.
-pub const PREDECLARED_EXCHANGES: [(&str, ExchangeKind); 5] = [
+pub const PREDECLARED_EXCHANGES: [(&str, ExchangeKind); 6] = [
     ("amq.direct", ExchangeKind::Direct),
     ("amq.fanout", ExchangeKind::Fanout),
     ("amq.topic", ExchangeKind::Topic),
     ("amq.headers", ExchangeKind::Headers),
     ("amq.match", ExchangeKind::Headers),
+    // Weir's own events (capacity watermarks): bind a queue to watch them.
+    (EVENTS_EXCHANGE, ExchangeKind::Topic),
 ];
+
+/// Where the broker publishes its events, in every vhost.
+pub const EVENTS_EXCHANGE: &str = "weir.events";
 
 /// Exchange-to-exchange hops followed for one publish at most (cycles are cut anyway).
 pub const ROUTING_EXCHANGES_MAX: usize = 1024;

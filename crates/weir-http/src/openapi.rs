@@ -171,6 +171,7 @@ fn settings_schema() -> Value {
                 "x-dead-letter-exchange" | "x-dead-letter-routing-key" => json!({ "type": "string", "maxLength": 255 }),
                 "x-delivery-limit" => json!({ "type": "integer", "minimum": 1, "maximum": u16::MAX }),
                 "x-expires" => count(1),
+                "x-capacity-high" | "x-capacity-low" => json!({ "type": "integer", "minimum": 0, "maximum": 100 }),
                 _ => count(0),
             };
             (key.to_string(), schema)

@@ -97,6 +97,8 @@ impl<S: Storage> Broker<S> {
     /// `entry` has left `queue_id`: dead-letter it if the queue has a dead-letter exchange,
     /// else drop it. Either way the original is settled.
     pub(super) fn dead_letter(&mut self, queue_id: QueueId, entry: MessageEntry, reason: DeathReason) {
+        // Its depth changed: dispatch and the capacity watermarks look at it again.
+        self.mark_dirty(queue_id);
         let mut has_target = false;
         if let Some(queue) = self.queues.get_mut(&queue_id) {
             queue.expired_unacked.remove(&entry.seq);
