@@ -10,7 +10,8 @@
 //! their settlements (acks, auto-ack deliveries, purges; batched into one record per loop
 //! turn). Deliveries are not logged: after a crash, unacked messages are ready again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use weir_log::{Log, Storage};
@@ -64,6 +65,9 @@ pub use retry::ERROR_QUEUE;
 /// The connection id of the broker's own publishes (dead-lettering); clients' ids start at 1.
 pub(crate) const INTERNAL_CONNECTION: ConnectionId = 0;
 
+/// A queue's pass grows by this over its `x-weight` per delivery when queues compete.
+const DISPATCH_STRIDE: u64 = 1 << 20;
+
 /// The vhost every broker has.
 pub const DEFAULT_VHOST: &str = "/";
 
@@ -98,6 +102,8 @@ pub(crate) struct QueueState {
     pub(crate) dedup: dedup::DedupWindow,
     /// Filled past its high capacity watermark and not yet drained to the low one.
     above_high: bool,
+    /// Its place in the dispatch order when queues compete (stride scheduling, `x-weight`).
+    dispatch_pass: u64,
     pub counters: QueueCounters,
 }
 
@@ -179,6 +185,7 @@ impl QueueState {
             leases: HashMap::new(),
             dedup: dedup::DedupWindow::default(),
             above_high: false,
+            dispatch_pass: 0,
             counters: QueueCounters::default(),
         }
     }
@@ -309,6 +316,8 @@ pub(crate) struct Broker<S: Storage> {
     next_reply_token: u64,
     /// The clock, read once per engine turn (epoch milliseconds).
     pub now_ms: u64,
+    /// The pass of the queue served last (stride scheduling in `dispatch`).
+    dispatch_pass: u64,
     /// When unused queues (`x-expires`) are looked for next, and whether any queue has it.
     next_unused_check_ms: u64,
     pub(crate) has_expiring_queues: bool,
@@ -365,6 +374,7 @@ impl<S: Storage> Broker<S> {
             lease_tokens: HashMap::new(),
             next_lease_token: 0x1ea5e,
             now_ms: 0,
+            dispatch_pass: 0,
             next_reply_token: 0x5eed,
             next_unused_check_ms: 0,
             has_expiring_queues: false,
@@ -1345,6 +1355,12 @@ impl<S: Storage> Broker<S> {
             }
             self.mark_dirty(queue_id);
         }
+        // Room freed under a channel-wide prefetch may go to any queue the channel consumes:
+        // they all compete for it (fairly, by `x-weight`, in `dispatch`).
+        let shared_room = self.connections.get(&origin.connection).and_then(|c| c.channels.get(&origin.channel));
+        if shared_room.is_some_and(|c| c.prefetch_global != 0) {
+            self.mark_consumed_queues_dirty(origin.connection, Some(origin.channel));
+        }
         Ok(())
     }
 
@@ -1390,30 +1406,61 @@ impl<S: Storage> Broker<S> {
     }
 
     /// Deliver ready messages of every queue touched in this turn to consumers with room.
+    ///
+    /// Several queues are served by stride scheduling, one message at a time: the queue with
+    /// the smallest pass goes next and its pass grows by `STRIDE / x-weight`. Where queues
+    /// compete for the same room (a channel's global prefetch), each gets deliveries in
+    /// proportion to its weight and none starves. A queue that comes back after a pause
+    /// starts at the current pass, so it gets no burst for the time it was idle. One queue
+    /// alone is served by a plain loop.
     pub fn dispatch(&mut self) {
         let dirty = std::mem::take(&mut self.dirty_queues);
-        for id in dirty {
+        for id in &dirty {
             // Cleared first: a delivery may mark it again (for the next turn).
-            if let Some(queue) = self.queues.get_mut(&id) {
+            if let Some(queue) = self.queues.get_mut(id) {
                 queue.dirty = false;
             }
-            self.dispatch_queue(id);
+        }
+        if let [id] = dirty.as_slice() {
+            while self.dispatch_one(*id) {}
+        } else {
+            let now_pass = self.dispatch_pass;
+            let mut turns: BinaryHeap<Reverse<(u64, QueueId)>> = dirty
+                .iter()
+                .filter_map(|id| {
+                    let queue = self.queues.get_mut(id)?;
+                    queue.dispatch_pass = queue.dispatch_pass.max(now_pass);
+                    Some(Reverse((queue.dispatch_pass, *id)))
+                })
+                .collect();
+            while let Some(Reverse((pass, id))) = turns.pop() {
+                if self.dispatch_one(id) {
+                    // The current pass moves only with deliveries: a queue that found no
+                    // room must not push the others' start forward.
+                    self.dispatch_pass = pass;
+                    let Some(queue) = self.queues.get_mut(&id) else { continue };
+                    queue.dispatch_pass = pass + DISPATCH_STRIDE / u64::from(queue.config.weight.max(1));
+                    turns.push(Reverse((queue.dispatch_pass, id)));
+                }
+            }
+        }
+        for id in dirty {
             self.check_capacity(id);
         }
     }
 
-    /// Hand ready messages to consumers while any consumer has room (and, where consumers
-    /// filter or browse, while one of them wants a message).
-    fn dispatch_queue(&mut self, id: QueueId) {
+    /// Hand one ready message of queue `id` to a consumer with room (where consumers filter
+    /// or browse, to one that wants it). False when none can take one.
+    fn dispatch_one(&mut self, id: QueueId) -> bool {
         if self.queues.get(&id).is_some_and(|q| q.choosing_consumers > 0) {
-            return self.dispatch_filtered(id);
+            return self.dispatch_filtered_one(id);
         }
-        while let Some((index, group_start)) = self.pick_consumer(id) {
-            let queue = self.queues.get_mut(&id).expect("picked from it");
-            queue.next_consumer = index - group_start + 1;
-            let key = queue.consumers[index].clone();
-            self.deliver_to(id, &key, filtered::Pick::Next);
-        }
+        let Some((index, group_start)) = self.pick_consumer(id) else { return false };
+        let queue = self.queues.get_mut(&id).expect("picked from it");
+        queue.next_consumer = index - group_start + 1;
+        let key = queue.consumers[index].clone();
+        self.deliver_to(id, &key, filtered::Pick::Next);
+        true
     }
 
     /// The next consumer of queue `id` to receive a ready message, with the start of its

@@ -81,7 +81,7 @@ impl RetryPolicy {
 }
 
 /// The policies a queue's arguments ask for.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueConfig {
     pub message_ttl_ms: Option<u64>,
     pub dead_letter_exchange: Option<String>,
@@ -103,6 +103,33 @@ pub struct QueueConfig {
     /// `x-capacity-high` / `x-capacity-low`: percent of the length limit at which the queue
     /// reports it is filling up, and at which it reports it has drained again.
     pub capacity: Option<Watermarks>,
+    /// `x-weight` (1 to [`WEIGHT_MAX`], default 1): its share when queues compete for the same
+    /// consumers' room.
+    pub weight: u16,
+}
+
+/// The largest `x-weight`.
+pub const WEIGHT_MAX: u16 = 1000;
+
+impl Default for QueueConfig {
+    /// No arguments: no limits, no policies, weight 1.
+    fn default() -> Self {
+        Self {
+            message_ttl_ms: None,
+            dead_letter_exchange: None,
+            dead_letter_routing_key: None,
+            max_length: None,
+            max_length_bytes: None,
+            overflow: Overflow::default(),
+            expires_ms: None,
+            single_active_consumer: false,
+            order: ReadyOrder::default(),
+            retry: RetryPolicy::default(),
+            dedup_window_ms: None,
+            capacity: None,
+            weight: 1,
+        }
+    }
 }
 
 /// Capacity watermarks, in percent of the queue's length limits (Tuxedo's queue space
@@ -183,6 +210,13 @@ impl QueueConfig {
                     }
                     let slot = if name == "x-capacity-high" { &mut capacity_high } else { &mut capacity_low };
                     *slot = Some(percent as u8);
+                }
+                "x-weight" => {
+                    let weight = non_negative(name, value)?;
+                    config.weight = u16::try_from(weight)
+                        .ok()
+                        .filter(|w| (1..=WEIGHT_MAX).contains(w))
+                        .ok_or_else(|| invalid(name, &format!("{weight} is not 1 to {WEIGHT_MAX}")))?;
                 }
                 "x-deduplication-window" => {
                     let ms = non_negative(name, value)?;
@@ -313,6 +347,8 @@ mod tests {
             ("x-single-active-consumer", ArgValue::Int(1)),
             ("x-delivery-limit", ArgValue::Int(0)),
             ("x-deduplication-window", ArgValue::Int(0)),
+            ("x-weight", ArgValue::Int(0)),
+            ("x-weight", ArgValue::Int(1001)),
             ("x-capacity-high", ArgValue::Int(80)),
             ("x-capacity-low", ArgValue::Int(20)),
             ("x-capacity-high", ArgValue::Int(101)),

@@ -13,9 +13,9 @@
 //!   nothing else), which is how a browser paces itself. It walks the queue once in delivery
 //!   order with a cursor, as IBM MQ's browse-next: it sees messages that arrive behind its
 //!   cursor, not ones placed before it.
-//! - Queues with such consumers are dispatched by [`Broker::dispatch_filtered`], which offers
-//!   each message to consumers in the usual order (priority groups, round-robin) but skips a
-//!   consumer that has nothing it wants. Queues without them keep the O(1) path.
+//! - Queues with such consumers are dispatched by [`Broker::dispatch_filtered_one`], which
+//!   offers each message to consumers in the usual order (priority groups, round-robin) but
+//!   skips a consumer that has nothing it wants. Queues without them keep the O(1) path.
 //! - [`Broker::browse`] answers the HTTP API's paged browse, with a cursor per page.
 
 use std::sync::Arc;
@@ -67,29 +67,23 @@ pub(super) enum Pick {
 }
 
 impl<S: Storage> Broker<S> {
-    /// Offer ready messages to the queue's consumers, letting each choose, until none of those
-    /// with room wants any of them.
-    pub(super) fn dispatch_filtered(&mut self, id: QueueId) {
-        loop {
-            let Some(queue) = self.queues.get(&id) else { return };
-            if !queue.messages.has_ready() {
-                return;
-            }
-            let candidates: Vec<(usize, usize)> = self.turn_order(id).collect();
-            let mut delivered = false;
-            for (index, group_start) in candidates {
-                let key = self.queues[&id].consumers[index].clone();
-                if let Some(pick) = self.pick_for(id, &key) {
-                    self.queues.get_mut(&id).expect("present").next_consumer = index - group_start + 1;
-                    self.deliver_to(id, &key, pick);
-                    delivered = true;
-                    break;
-                }
-            }
-            if !delivered {
-                return;
+    /// Offer ready messages to the queue's consumers in turn, letting each choose, until one
+    /// takes (or copies) a message. False when none of those with room wants any.
+    pub(super) fn dispatch_filtered_one(&mut self, id: QueueId) -> bool {
+        let Some(queue) = self.queues.get(&id) else { return false };
+        if !queue.messages.has_ready() {
+            return false;
+        }
+        let candidates: Vec<(usize, usize)> = self.turn_order(id).collect();
+        for (index, group_start) in candidates {
+            let key = self.queues[&id].consumers[index].clone();
+            if let Some(pick) = self.pick_for(id, &key) {
+                self.queues.get_mut(&id).expect("present").next_consumer = index - group_start + 1;
+                self.deliver_to(id, &key, pick);
+                return true;
             }
         }
+        false
     }
 
     /// What consumer `key` of queue `id` gets now, if anything; moves its cursor or its
