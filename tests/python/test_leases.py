@@ -125,3 +125,28 @@ def test_http_lease_reject_dead_letters(broker):
     assert drain(ch, "dead") == ["bad"]
     assert depth(ch, "src") == 0
     conn.close()
+
+
+def test_lease_tokens_of_an_earlier_run_name_nothing(broker):
+    api = Api(broker)
+    conn, ch = connect(broker)
+    ch.confirm_delivery()
+    ch.queue_declare("kept", durable=True)
+    ch.basic_publish("", "kept", b"one", pika.BasicProperties(delivery_mode=2))
+    [old] = api.post("/api/queues/%2F/kept/get", json={"ackmode": "lease"}).json()
+    broker.restart()
+    api = Api(broker)
+    [new] = api.post("/api/queues/%2F/kept/get", json={"ackmode": "lease"}).json()
+    assert new["payload"] == "one"
+    assert new["lease"]["token"] != old["lease"]["token"]
+    api.post(f"/api/leases/%2F/{old['lease']['token']}", json={"action": "ack"}, expect=404)
+    api.post(f"/api/leases/%2F/{new['lease']['token']}", json={"action": "ack"})
+
+
+def test_clients_cannot_publish_broker_events(broker):
+    conn, ch = connect(broker)
+    ch.basic_publish("weir.events", "queue.capacity.high", b"{}")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        ch.queue_declare("q")
+    assert closed.value.reply_code == 403
+    conn.close()

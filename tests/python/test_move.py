@@ -137,3 +137,38 @@ def test_delete_chosen_messages_and_cancel_a_scheduled_one(broker):
     assert (shown["messages_ready"], shown["messages_delayed"]) == (1, 0)
     assert drain(ch, "box") == ["m1"]
     conn.close()
+
+
+def test_redrive_into_a_queue_with_a_dedup_window_arrives(broker):
+    """The broker's own republish is not a producer's retry: the redriven copy must arrive
+    (and the dead letter must not be removed unless it did)."""
+    api = Api(broker)
+    conn, ch = connect(broker)
+    ch.queue_declare("dlq")
+    ch.queue_declare("orders", arguments={"x-deduplication-window": 3600000, "x-dead-letter-exchange": "",
+                                          "x-dead-letter-routing-key": "dlq"})
+    ch.basic_publish("", "orders", b"o-1", pika.BasicProperties(message_id="o-1"))
+    method, _, _ = ch.basic_get("orders", auto_ack=False)
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    assert api.post("/api/queues/%2F/dlq/move", json={"count": 10}).json()["moved"] == 1
+    assert drain(ch, "orders") == ["o-1"]
+    assert drain(ch, "dlq") == []
+    conn.close()
+
+
+def test_queues_that_dead_letter_into_each_other_do_not_loop(broker):
+    conn, ch = connect(broker)
+    for name, other in [("ping", "pong"), ("pong", "ping")]:
+        ch.queue_declare(name, arguments={"x-max-length": 1, "x-dead-letter-exchange": "",
+                                          "x-dead-letter-routing-key": other})
+    for name, other in [("ttl-a", "ttl-b"), ("ttl-b", "ttl-a")]:
+        ch.queue_declare(name, arguments={"x-message-ttl": 0, "x-dead-letter-exchange": "",
+                                          "x-dead-letter-routing-key": other})
+    for n in range(50):
+        ch.basic_publish("", "ping", f"m{n}".encode())
+        ch.basic_publish("", "pong", f"n{n}".encode())
+    ch.basic_publish("", "ttl-a", b"bounce")
+    # The broker is alive and the queues are within their limits.
+    assert depth(ch, "ping") <= 1 and depth(ch, "pong") <= 1
+    assert depth(ch, "ttl-a") == 0 and depth(ch, "ttl-b") == 0
+    conn.close()

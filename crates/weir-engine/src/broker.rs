@@ -217,6 +217,10 @@ struct ConsumerState {
     choice: Option<filtered::ConsumerChoice>,
     /// `x-lease-ms`: how long each delivery may stay unacked.
     lease_ms: Option<u64>,
+    /// Deliveries whose lease lapsed and that the consumer has not settled yet: while there
+    /// are any, it gets nothing more (a hung consumer does not collect the same message again
+    /// and again).
+    lapsed: u32,
 }
 
 struct Unacked {
@@ -309,7 +313,10 @@ pub(crate) struct Broker<S: Storage> {
     pub leases: ExpiryIndex,
     /// Messages the broker holds for HTTP clients under a lease token: token → (queue, seq).
     lease_tokens: HashMap<u64, (QueueId, u64)>,
-    next_lease_token: u64,
+    /// Tokens are a counter through a hash keyed at random per start: unguessable, and no
+    /// token of an earlier run names a message of this one.
+    lease_token_key: std::collections::hash_map::RandomState,
+    lease_token_count: u64,
     /// What happened in queues deleted since the start, so broker-wide totals never go down.
     pub deleted_counters: QueueCounters,
     /// Source of direct reply-to tokens.
@@ -318,6 +325,8 @@ pub(crate) struct Broker<S: Storage> {
     pub now_ms: u64,
     /// The pass of the queue served last (stride scheduling in `dispatch`).
     dispatch_pass: u64,
+    /// How many dead-letters deep the current one is (`lifecycle.rs`).
+    dead_letter_depth: u32,
     /// When unused queues (`x-expires`) are looked for next, and whether any queue has it.
     next_unused_check_ms: u64,
     pub(crate) has_expiring_queues: bool,
@@ -372,9 +381,11 @@ impl<S: Storage> Broker<S> {
             delays: ExpiryIndex::default(),
             leases: ExpiryIndex::default(),
             lease_tokens: HashMap::new(),
-            next_lease_token: 0x1ea5e,
+            lease_token_key: std::collections::hash_map::RandomState::new(),
+            lease_token_count: 0,
             now_ms: 0,
             dispatch_pass: 0,
+            dead_letter_depth: 0,
             next_reply_token: 0x5eed,
             next_unused_check_ms: 0,
             has_expiring_queues: false,
@@ -785,6 +796,7 @@ impl<S: Storage> Broker<S> {
             return;
         };
         self.deleted_counters += queue.counters;
+        self.lease_tokens.retain(|_, (queue_id, _)| *queue_id != id);
         if queue.is_logged() {
             // A failed append poisons the log; the queue still goes away in memory and the
             // refusal reaches clients through the gated replies of this batch.
@@ -857,12 +869,12 @@ impl<S: Storage> Broker<S> {
     /// Route, log and enqueue a message for a client's publish.
     fn publish_now(&mut self, publish: Publish) -> Result<(), EngineError> {
         let vhost = self.vhost_of(publish.origin.connection)?.to_string();
-        self.publish_in(&vhost, publish)
+        self.publish_in(&vhost, publish).map(|_| ())
     }
 
     /// Route, log and enqueue a message in `vhost` (clients' publishes and the broker's own:
-    /// dead-lettering).
-    pub(crate) fn publish_in(&mut self, vhost: &str, publish: Publish) -> Result<(), EngineError> {
+    /// dead-lettering, moves). Returns how many queues took it.
+    pub(crate) fn publish_in(&mut self, vhost: &str, publish: Publish) -> Result<usize, EngineError> {
         let origin = publish.origin;
         let deliver_at = if origin.connection == INTERNAL_CONNECTION {
             None
@@ -873,8 +885,9 @@ impl<S: Storage> Broker<S> {
         let message = publish.message;
         let size_bytes = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
         // A message-id a queue took within its deduplication window: confirmed, not enqueued.
+        // The broker's own republishes (dead-letters, moves, redrives) are not producer retries.
         let mut duplicate = false;
-        if let Some(message_id) = publish.message_id.as_deref() {
+        if let Some(message_id) = publish.message_id.as_deref().filter(|_| origin.connection != INTERNAL_CONNECTION) {
             let now = self.now_ms;
             let queues = &mut self.queues;
             targets.retain(|id| {
@@ -936,7 +949,7 @@ impl<S: Storage> Broker<S> {
                 let event = confirm_event(sequence);
                 self.reply(origin.connection, event);
             }
-            return Ok(());
+            return Ok(0);
         }
         let persistent = publish.persistent;
         let logged: Vec<QueueId> = if persistent {
@@ -964,7 +977,7 @@ impl<S: Storage> Broker<S> {
                         origin.connection,
                         Event::ConfirmNack { channel: origin.channel, sequence, multiple: false },
                     );
-                    return Ok(());
+                    return Ok(0);
                 }
                 return Err(e);
             }
@@ -992,6 +1005,7 @@ impl<S: Storage> Broker<S> {
             }
         }
         self.next_message_seq += 1;
+        let taken = targets.len();
         self.content.insert(seq, &message, targets.len() as u32, pinned);
         let mut priority = None;
         for id in targets {
@@ -1036,11 +1050,9 @@ impl<S: Storage> Broker<S> {
             let event = confirm_event(sequence);
             self.reply(origin.connection, event);
         }
-        Ok(())
+        Ok(taken)
     }
 
-    /// The queues a publish reaches: unknown exchanges are 404, internal ones 403, and another
-    /// connection's exclusive queue reached through the default exchange is 405.
     /// Would `copies` more messages of `size_bytes` each take vhost `vhost` over its
     /// `max-messages` or `max-bytes` quota? Every message in its queues counts (ready,
     /// unacked, delayed); a message routed to three queues counts three times. Summed over the
@@ -1060,12 +1072,15 @@ impl<S: Storage> Broker<S> {
         max_messages.is_some_and(|max| messages > max) || max_bytes.is_some_and(|max| bytes > max)
     }
 
+    /// The queues a publish reaches: unknown exchanges are 404, internal ones 403 (except to
+    /// the broker itself), and another connection's exclusive queue reached through the
+    /// default exchange is 405.
     fn route(&self, vhost: &str, publish: &Publish) -> Result<Vec<QueueId>, EngineError> {
         let topology = &self.vhosts[vhost];
         if !publish.exchange.is_empty() {
             match topology.exchanges.get(&publish.exchange) {
                 None => return Err(no_exchange(&publish.exchange, vhost)),
-                Some(exchange) if exchange.internal => {
+                Some(exchange) if exchange.internal && publish.origin.connection != INTERNAL_CONNECTION => {
                     return Err(error(
                         ErrorKind::AccessRefused,
                         format!("cannot publish to internal exchange '{}' in vhost '{vhost}'", publish.exchange),
@@ -1143,6 +1158,7 @@ impl<S: Storage> Broker<S> {
             unacked: 0,
             choice,
             lease_ms,
+            lapsed: 0,
         };
         channel.consumers.insert(Arc::clone(&tag), consumer);
         let queue = self.queues.get_mut(&id).expect("looked up");
@@ -1324,6 +1340,7 @@ impl<S: Storage> Broker<S> {
                 channel.unacked_by_consumers -= 1;
                 if let Some(consumer) = channel.consumers.get_mut(tag).filter(|c| c.id == *consumer_id) {
                     consumer.unacked -= 1;
+                    consumer.lapsed -= u32::from(unacked.lapsed);
                 }
             }
         }
@@ -1370,6 +1387,7 @@ impl<S: Storage> Broker<S> {
         channel.unacked_by_consumers = 0;
         for consumer in channel.consumers.values_mut() {
             consumer.unacked = 0;
+            consumer.lapsed = 0;
         }
         for (queue, seq) in taken.into_values().rev().filter_map(|u| u.held()) {
             self.requeue_entry(queue, seq);
@@ -1508,6 +1526,9 @@ impl<S: Storage> Broker<S> {
         let Some(consumer) = channel.consumers.get(&key.tag) else {
             return false;
         };
+        if consumer.lapsed > 0 {
+            return false;
+        }
         if !consumer.no_ack {
             if consumer.prefetch_limit != 0 && consumer.unacked >= u32::from(consumer.prefetch_limit) {
                 return false;

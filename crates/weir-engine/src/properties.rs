@@ -281,6 +281,26 @@ pub fn died_before(properties: &BasicProperties, queue: &str, reason: DeathReaso
     deaths.as_slice().iter().any(|death| is_death_of(death, queue, reason))
 }
 
+/// The queues a message was dead-lettered from (its `x-death` history), and whether any of
+/// those deaths was a rejection (a consumer's decision, which breaks a cycle).
+pub fn death_history(properties: &BasicProperties) -> (Vec<String>, bool) {
+    let Some(AMQPValue::FieldArray(deaths)) = properties.headers().as_ref().and_then(|h| h.inner().get("x-death"))
+    else {
+        return (Vec::new(), false);
+    };
+    let mut queues = Vec::new();
+    let mut rejected = false;
+    for death in deaths.as_slice() {
+        if let AMQPValue::FieldTable(t) = death {
+            if let Some(queue) = header_str(t, "queue").and_then(|q| std::str::from_utf8(q).ok()) {
+                queues.push(queue.to_string());
+            }
+            rejected |= header_str(t, "reason") == Some(DeathReason::Rejected.name().as_bytes());
+        }
+    }
+    (queues, rejected)
+}
+
 /// Is this `x-death` entry the one for (`queue`, `reason`)?
 fn is_death_of(death: &AMQPValue, queue: &str, reason: DeathReason) -> bool {
     match death {

@@ -367,6 +367,13 @@ impl<S: Storage> Broker<S> {
             .map(|q| {
                 let mut entries: Vec<MessageEntry> =
                     q.messages.entries().filter(|e| e.is_persistent()).copied().collect();
+                // A delivery still in progress has not failed: it does not count (a log replay,
+                // which sees no deliveries, agrees).
+                for entry in &mut entries {
+                    if q.messages.is_unacked(entry.seq) {
+                        entry.delivery_count = entry.delivery_count.saturating_sub(1);
+                    }
+                }
                 entries.sort_by_key(|e| e.seq);
                 (q.record(), entries)
             })

@@ -181,6 +181,8 @@ impl Vhost {
         for (name, kind) in PREDECLARED_EXCHANGES {
             let mut exchange = Exchange::new(name, kind);
             exchange.predeclared = true;
+            // Only the broker publishes its events: clients cannot fake them.
+            exchange.internal = name == EVENTS_EXCHANGE;
             vhost.exchanges.insert(name.to_string(), exchange);
         }
         vhost

@@ -192,6 +192,8 @@ pub enum AckMode {
 
 /// The lease of a lease-then-ack get when none is asked for.
 pub const LEASE_MS_DEFAULT: u64 = 30_000;
+/// The longest lease (a week, as the engine's `x-lease-ms`).
+pub const LEASE_MS_MAX: u64 = 604_800_000;
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -277,6 +279,11 @@ pub async fn get(
         return Err(ApiError::bad_request(format!("wait_ms must be at most {GET_WAIT_MS_MAX}")));
     }
     let ackmode = request.ackmode.unwrap_or(AckMode::Remove);
+    // Checked before anything is taken: a refused lease would give the messages back as
+    // failed deliveries.
+    if request.lease_ms.is_some_and(|ms| !(1..=LEASE_MS_MAX).contains(&ms)) {
+        return Err(ApiError::bad_request(format!("lease_ms must be 1 to {LEASE_MS_MAX}")));
+    }
     let filter = request.filter_fields().filter()?;
     let force_base64 = request.encoding == ResponseEncoding::Base64;
     if ackmode == AckMode::Browse {

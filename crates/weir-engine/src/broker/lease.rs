@@ -21,6 +21,8 @@
 //! lease was renewed (its time in the table is later). Leases are not logged: after a restart
 //! nothing is delivered, so nothing is leased, and lease tokens are unknown (404).
 
+use std::hash::BuildHasher;
+
 use weir_log::Storage;
 
 use crate::api::{ArgValue, ChannelId, ConnectionId, Event, Origin};
@@ -104,6 +106,17 @@ impl<S: Storage> Broker<S> {
                         .filter(|u| u.queue == queue_id && u.seq == seq);
                     let Some(unacked) = unacked else { continue };
                     unacked.lapsed = true;
+                    if let Some((tag, consumer_id)) = unacked.consumer.clone() {
+                        let consumer = self
+                            .connections
+                            .get_mut(&connection)
+                            .and_then(|c| c.channels.get_mut(&channel))
+                            .and_then(|c| c.consumers.get_mut(&tag))
+                            .filter(|c| c.id == consumer_id);
+                        if let Some(consumer) = consumer {
+                            consumer.lapsed += 1;
+                        }
+                    }
                 }
                 Holder::Token(token) => {
                     self.lease_tokens.remove(&token);
@@ -129,8 +142,13 @@ impl<S: Storage> Broker<S> {
             ));
         };
         channel.unacked.remove(&delivery_tag);
-        self.next_lease_token = self.next_lease_token.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        let token = self.next_lease_token;
+        let token = loop {
+            self.lease_token_count += 1;
+            let token = self.lease_token_key.hash_one(self.lease_token_count);
+            if !self.lease_tokens.contains_key(&token) {
+                break token;
+            }
+        };
         self.lease_tokens.insert(token, (queue_id, seq));
         let until_ms = self.lease(queue_id, seq, Holder::Token(token), lease_ms);
         self.reply(origin.connection, Event::Held { channel: origin.channel, token, until_ms });

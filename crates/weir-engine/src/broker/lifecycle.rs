@@ -32,6 +32,10 @@ use crate::queue_config::{Overflow, QueueConfig};
 
 use super::{Broker, QueueId, INTERNAL_CONNECTION};
 
+/// The longest chain of dead-letters one event may cause (a dead-letter overflowing its target,
+/// which dead-letters again, …); past it messages are dropped.
+const DEAD_LETTER_DEPTH_MAX: u32 = 32;
+
 /// How often unused queues (`x-expires`) are looked for: their deletion may be this late.
 pub(crate) const UNUSED_QUEUE_CHECK_MS: u64 = 100;
 
@@ -99,6 +103,13 @@ impl<S: Storage> Broker<S> {
     pub(super) fn dead_letter(&mut self, queue_id: QueueId, entry: MessageEntry, reason: DeathReason) {
         // Its depth changed: dispatch and the capacity watermarks look at it again.
         self.mark_dirty(queue_id);
+        // A dead-letter can overflow its target, which dead-letters again: bound the chain
+        // (each hop is a nested call), dropping what goes past it.
+        let too_deep = self.dead_letter_depth >= DEAD_LETTER_DEPTH_MAX;
+        if too_deep {
+            tracing::warn!(queue_id, seq = entry.seq, "dead-letter chain too long: message dropped");
+        }
+        self.dead_letter_depth += 1;
         let mut has_target = false;
         if let Some(queue) = self.queues.get_mut(&queue_id) {
             queue.expired_unacked.remove(&entry.seq);
@@ -108,7 +119,7 @@ impl<S: Storage> Broker<S> {
             queue.counters.expired += u64::from(reason == DeathReason::Expired);
         }
         let mut sent = false;
-        if has_target {
+        if has_target && !too_deep {
             // An unreadable body is reported and forgotten by load_message: it counts as dropped.
             if let Some(message) = self.load_message(queue_id, &entry, true) {
                 let result = self.atomically(|broker| {
@@ -125,6 +136,7 @@ impl<S: Storage> Broker<S> {
         if let Some(queue) = self.queues.get_mut(&queue_id) {
             *if sent { &mut queue.counters.dead_lettered } else { &mut queue.counters.dropped } += 1;
         }
+        self.dead_letter_depth -= 1;
     }
 
     /// Publish a copy of `message` to where `queue_id`'s dead messages go (see
@@ -138,12 +150,20 @@ impl<S: Storage> Broker<S> {
         };
         let Some(queue) = self.queues.get(&queue_id) else { return false };
         let (queue_name, vhost) = (queue.name.clone(), queue.vhost.clone());
-        if reason != DeathReason::Rejected && properties::died_before(&decoded, &queue_name, reason) {
-            let reaches_itself = self.vhosts.get(&vhost).is_some_and(|v| {
-                (exchange.is_empty() || v.exchanges.contains_key(&exchange))
-                    && v.route(&exchange, &routing_key, &[]).contains(&queue_id)
-            });
-            if reaches_itself {
+        // A cycle (RabbitMQ's rule): the message would reach a queue it already died in, and
+        // no consumer rejected it on the way. Checked across queues, so two queues that
+        // dead-letter into each other stop after one round.
+        if reason != DeathReason::Rejected {
+            let (died_in, rejected) = properties::death_history(&decoded);
+            let cycle = !rejected
+                && !died_in.is_empty()
+                && self.vhosts.get(&vhost).is_some_and(|v| {
+                    (exchange.is_empty() || v.exchanges.contains_key(&exchange))
+                        && v.route(&exchange, &routing_key, &[])
+                            .iter()
+                            .any(|id| self.queues.get(id).is_some_and(|q| died_in.contains(&q.name)))
+                });
+            if cycle {
                 tracing::debug!(queue = queue_name, "dead-letter cycle: message dropped");
                 return false;
             }
@@ -154,7 +174,7 @@ impl<S: Storage> Broker<S> {
         let decoded =
             properties::with_death(decoded, &queue_name, reason, &message.exchange, &message.routing_key, self.now_ms);
         match self.republish(&vhost, &exchange, &routing_key, &decoded, message, None) {
-            Ok(()) => true,
+            Ok(taken) => taken > 0,
             Err(e) => {
                 tracing::warn!(queue = queue_name, "dead-lettered message not routed: {e}");
                 false
@@ -163,7 +183,8 @@ impl<S: Storage> Broker<S> {
     }
 
     /// Publish `message`'s body with `properties` as the broker itself (never delayed again,
-    /// no permission check, no confirm), persistent if the properties say so.
+    /// no permission check, no confirm, no deduplication, no vhost quota), persistent if the
+    /// properties say so. Returns how many queues took it.
     pub(super) fn republish(
         &mut self,
         vhost: &str,
@@ -172,7 +193,7 @@ impl<S: Storage> Broker<S> {
         properties: &BasicProperties,
         message: &Message,
         expiration_ms: Option<u64>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<usize, EngineError> {
         let copy = Message {
             exchange: exchange.to_string(),
             routing_key: routing_key.to_string(),

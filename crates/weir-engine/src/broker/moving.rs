@@ -84,7 +84,7 @@ impl<S: Storage> Broker<S> {
                 skipped += 1;
                 continue;
             };
-            if self.refuses_more(target) {
+            if self.refuses_more(target, entry.size_bytes) {
                 // Not taken: the next call starts at this message again.
                 cursor = before;
                 target_full = true;
@@ -93,14 +93,23 @@ impl<S: Storage> Broker<S> {
             let target_name = self.queues[&target].name.clone();
             let expiration_ms = properties.expiration().as_ref().and_then(|e| e.as_str().parse().ok());
             let result = self.atomically(|broker| {
-                broker.republish(&vhost, "", &target_name, &properties, &message, expiration_ms)?;
+                // Only once the copy is in the target does the original leave.
+                let taken = broker.republish(&vhost, "", &target_name, &properties, &message, expiration_ms)?;
+                if taken == 0 {
+                    return Ok(false);
+                }
                 let entry = broker.queues.get_mut(&source).and_then(|q| q.messages.remove_ready(entry.seq));
                 if let Some(entry) = entry {
                     broker.drop_entry(source, &entry);
                 }
-                Ok::<(), EngineError>(())
+                Ok::<bool, EngineError>(true)
             })?;
-            result?;
+            if !result? {
+                // The target turned it away after all (a limit this check did not foresee).
+                cursor = before;
+                target_full = true;
+                break false;
+            }
             moved += 1;
         };
         self.mark_dirty(source);
@@ -145,10 +154,12 @@ impl<S: Storage> Broker<S> {
         Ok(())
     }
 
-    /// Would queue `id` refuse one more message (full, and refusing rather than dropping)?
-    fn refuses_more(&self, id: QueueId) -> bool {
+    /// Would queue `id` turn away one more message of `size_bytes` (full, and refusing or
+    /// dropping the newcomer rather than making room)?
+    fn refuses_more(&self, id: QueueId, size_bytes: u32) -> bool {
         let queue = &self.queues[&id];
         let stats = queue.messages.stats();
-        queue.config.overflow.turns_away_new() && queue.config.over_limit(stats.ready_messages + 1, stats.ready_bytes)
+        queue.config.overflow.turns_away_new()
+            && queue.config.over_limit(stats.ready_messages + 1, stats.ready_bytes + u64::from(size_bytes))
     }
 }

@@ -36,6 +36,11 @@ impl<S: Storage> Broker<S> {
                 format!("'{key}' cannot be changed after declaration (settable: {})", QUEUE_SETTINGS.join(", ")),
             ));
         }
+        // As at declaration: a dead-letter exchange needs write on it and read on the queue.
+        if let Some((_, ArgValue::Str(dlx))) = settings.iter().find(|(key, _)| key == "x-dead-letter-exchange") {
+            self.authorize(origin.connection, Access::Write, "exchange", dlx)?;
+            self.authorize(origin.connection, Access::Read, "queue", name)?;
+        }
         // Validate on a copy: nothing changes unless everything is accepted and logged.
         let mut trial = super::QueueState::from_record(self.queues[&id].record());
         trial.apply_settings(settings)?;
