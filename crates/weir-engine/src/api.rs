@@ -222,8 +222,6 @@ pub struct Publish {
     /// The `x-recipients` header (AQ's recipient list): only these queues, of those the
     /// exchange routes to, get the message.
     pub recipients: Option<Vec<String>>,
-    /// The `message_id` property (for `x-deduplication-window`).
-    pub message_id: Option<String>,
     /// The `reply_to` property names the direct reply-to pseudo-queue: the engine rewrites it
     /// to this channel's reply address.
     pub direct_reply_to: bool,

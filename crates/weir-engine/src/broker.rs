@@ -884,10 +884,16 @@ impl<S: Storage> Broker<S> {
         let mut targets = self.route(vhost, &publish)?;
         let message = publish.message;
         let size_bytes = u32::try_from(message.body.len()).unwrap_or(u32::MAX);
+        // The message-id, read from the property bytes only when a target deduplicates.
+        let message_id = targets
+            .iter()
+            .any(|id| self.queues[id].config.dedup_window_ms.is_some())
+            .then(|| properties::raw_message_id(&message.raw_properties))
+            .flatten();
         // A message-id a queue took within its deduplication window: confirmed, not enqueued.
         // The broker's own republishes (dead-letters, moves, redrives) are not producer retries.
         let mut duplicate = false;
-        if let Some(message_id) = publish.message_id.as_deref().filter(|_| origin.connection != INTERNAL_CONNECTION) {
+        if let Some(message_id) = message_id.filter(|_| origin.connection != INTERNAL_CONNECTION) {
             let now = self.now_ms;
             let queues = &mut self.queues;
             targets.retain(|id| {
@@ -1027,7 +1033,7 @@ impl<S: Storage> Broker<S> {
             self.track_live(&entry, 1);
             let queue = self.queues.get_mut(&id).expect("routed");
             queue.counters.published += 1;
-            if let (Some(message_id), Some(_)) = (&publish.message_id, queue.config.dedup_window_ms) {
+            if let (Some(message_id), Some(_)) = (message_id, queue.config.dedup_window_ms) {
                 queue.dedup.remember(message_id, now);
             }
             let expires_at = lifecycle::message_expiry(&queue.config, times);

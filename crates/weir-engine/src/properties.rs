@@ -60,7 +60,6 @@ impl Publish {
             expiration_ms,
             cc,
             recipients,
-            message_id: properties.message_id().as_ref().map(|id| id.as_str().to_string()),
             direct_reply_to: properties.reply_to().as_ref().is_some_and(|r| r.as_str() == DIRECT_REPLY_TO),
             message: Arc::new(Message {
                 exchange: parts.exchange.to_string(),

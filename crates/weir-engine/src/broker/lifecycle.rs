@@ -213,7 +213,6 @@ impl<S: Storage> Broker<S> {
             cc: Vec::new(),
             // A recipient list chose among the queues of the first publish, not of this one.
             recipients: None,
-            message_id: properties.message_id().as_ref().map(|id| id.as_str().to_string()),
             message: Arc::new(copy),
         };
         self.publish_in(vhost, publish)

@@ -92,7 +92,6 @@ impl Client {
             direct_reply_to: false,
             cc: Vec::new(),
             recipients: None,
-            message_id: None,
             message,
         }))
     }
