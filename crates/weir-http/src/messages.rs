@@ -515,11 +515,8 @@ async fn browse_page(
     queue: &str,
     request: BrowseRequest,
 ) -> Result<(Vec<BrowsedMessage>, Option<BrowseCursor>), ApiError> {
-    let mut session = Session::open(&state.engine, vhost, user).await?;
-    let origin = session.origin(BROWSE);
-    let answer = session.call(Command::Browse { origin, queue: queue.to_string(), request }).await;
-    session.close().await;
-    match answer? {
+    let browse = |origin| Command::Browse { origin, queue: queue.to_string(), request };
+    match Session::call_once(&state.engine, vhost, user, BROWSE, browse).await? {
         Event::Browsed { messages, next, .. } => Ok((messages, next)),
         other => Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
     }
@@ -645,11 +642,8 @@ pub async fn remove_messages(
             "say which messages (message_id, correlation_id or selector); DELETE …/contents purges them all",
         ));
     };
-    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
-    let origin = session.origin(BROWSE);
-    let answer = session.call(Command::Remove { origin, queue, filter, count: params.count }).await;
-    session.close().await;
-    match answer? {
+    let remove = |origin| Command::Remove { origin, queue, filter, count: params.count };
+    match Session::call_once(&state.engine, &vhost, &user.name, BROWSE, remove).await? {
         Event::QueuePurgeOk { message_count, .. } => Ok(Json(json!({ "messages": message_count }))),
         other => Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
     }
@@ -688,11 +682,8 @@ pub async fn settle_lease(
         LeaseActionName::Reject => LeaseAction::Reject,
         LeaseActionName::Renew => LeaseAction::Renew(body.lease_ms.unwrap_or(LEASE_MS_DEFAULT)),
     };
-    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
-    let origin = session.origin(BASIC_ACK);
-    let answer = session.call(Command::SettleLease { origin, token, action }).await;
-    session.close().await;
-    match answer? {
+    let settle = |origin| Command::SettleLease { origin, token, action };
+    match Session::call_once(&state.engine, &vhost, &user.name, BASIC_ACK, settle).await? {
         Event::Held { until_ms, .. } => Ok(Json(json!({ "token": token.to_string(), "until_ms": until_ms }))),
         other => Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
     }

@@ -71,10 +71,20 @@ impl Session {
         Ok(session)
     }
 
-    /// Open an administrator's management session: on no vhost, it can only send
-    /// [`Command::Admin`] (which the engine allows administrators only).
-    pub async fn open_admin(engine: &EngineHandle, user: &str) -> Result<Session, ApiError> {
-        Self::open(engine, "", user).await
+    /// The whole life of a one-command request: open a session on `vhost` for `user`, send
+    /// the command `command` makes from the session's origin for AMQP method `method`, close
+    /// the session (whatever the answer), and return the answer.
+    pub async fn call_once(
+        engine: &EngineHandle,
+        vhost: &str,
+        user: &str,
+        method: u32,
+        command: impl FnOnce(Origin) -> Command,
+    ) -> Result<Event, ApiError> {
+        let mut session = Self::open(engine, vhost, user).await?;
+        let answer = session.call(command(session.origin(method))).await;
+        session.close().await;
+        answer
     }
 
     pub fn origin(&self, method: u32) -> Origin {

@@ -396,11 +396,8 @@ pub async fn put_queue(
         auto_delete: settings.auto_delete,
         arguments,
     };
-    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
-    let origin = session.origin(QUEUE_DECLARE);
-    let answer = session.call(Command::QueueDeclare { origin, declare, no_wait: false }).await;
-    session.close().await;
-    answer?;
+    let command = |origin| Command::QueueDeclare { origin, declare, no_wait: false };
+    Session::call_once(&state.engine, &vhost, &user.name, QUEUE_DECLARE, command).await?;
     Ok(Json(queue_json(&find_queue(&state, &user, &vhost, &name).await?)))
 }
 
@@ -427,11 +424,8 @@ pub async fn put_queue_settings(
     }
     // Settings that do not validate are the request's fault (400), whatever the queue.
     QueueConfig::parse(&settings, &name, &vhost).map_err(|e| ApiError::invalid_argument(e.text))?;
-    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
-    let origin = session.origin(QUEUE_DECLARE);
-    let answer = session.call(Command::QueueSettings { origin, queue: name.clone(), settings }).await;
-    session.close().await;
-    answer?;
+    let command = |origin| Command::QueueSettings { origin, queue: name.clone(), settings };
+    Session::call_once(&state.engine, &vhost, &user.name, QUEUE_DECLARE, command).await?;
     Ok(Json(queue_json(&find_queue(&state, &user, &vhost, &name).await?)))
 }
 
@@ -456,18 +450,14 @@ pub async fn delete_queue(
     QueryParams(query): QueryParams<DeleteQueueQuery>,
 ) -> Result<Json<Value>, ApiError> {
     find_queue(&state, &user, &vhost, &name).await?;
-    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
-    let origin = session.origin(QUEUE_DELETE);
-    let command = Command::QueueDelete {
+    let command = |origin| Command::QueueDelete {
         origin,
         queue: name,
         if_unused: query.if_unused,
         if_empty: query.if_empty,
         no_wait: false,
     };
-    let answer = session.call(command).await;
-    session.close().await;
-    match answer? {
+    match Session::call_once(&state.engine, &vhost, &user.name, QUEUE_DELETE, command).await? {
         Event::QueueDeleteOk { message_count, .. } => Ok(Json(json!(Removed { messages: message_count }))),
         other => Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
     }
@@ -479,11 +469,8 @@ pub async fn purge_queue(
     PathParams((vhost, name)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     find_queue(&state, &user, &vhost, &name).await?;
-    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
-    let origin = session.origin(QUEUE_PURGE);
-    let answer = session.call(Command::QueuePurge { origin, queue: name, no_wait: false }).await;
-    session.close().await;
-    match answer? {
+    let command = |origin| Command::QueuePurge { origin, queue: name, no_wait: false };
+    match Session::call_once(&state.engine, &vhost, &user.name, QUEUE_PURGE, command).await? {
         Event::QueuePurgeOk { message_count, .. } => Ok(Json(json!(Removed { messages: message_count }))),
         other => Err(ApiError::internal(format!("unexpected engine answer: {other:?}"))),
     }
@@ -526,11 +513,8 @@ pub async fn put_exchange(
         internal: settings.internal,
         arguments: args_from_json(&settings.arguments)?,
     };
-    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
-    let origin = session.origin(EXCHANGE_DECLARE);
-    let answer = session.call(Command::ExchangeDeclare { origin, declare, no_wait: false }).await;
-    session.close().await;
-    answer?;
+    let command = |origin| Command::ExchangeDeclare { origin, declare, no_wait: false };
+    Session::call_once(&state.engine, &vhost, &user.name, EXCHANGE_DECLARE, command).await?;
     show_exchange(State(state), Extension(user), PathParams((vhost, name))).await
 }
 
@@ -551,12 +535,8 @@ pub async fn delete_exchange(
     if exchange.is_empty() {
         return Err(ApiError::forbidden("the default exchange cannot be deleted"));
     }
-    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
-    let origin = session.origin(EXCHANGE_DELETE);
-    let answer =
-        session.call(Command::ExchangeDelete { origin, exchange, if_unused: query.if_unused, no_wait: false }).await;
-    session.close().await;
-    answer?;
+    let command = |origin| Command::ExchangeDelete { origin, exchange, if_unused: query.if_unused, no_wait: false };
+    Session::call_once(&state.engine, &vhost, &user.name, EXCHANGE_DELETE, command).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -593,11 +573,8 @@ pub async fn create_binding(
         arguments: args_from_json(&settings.arguments)?,
     };
     check_short(&bind.routing_key, "routing key")?;
-    let mut session = Session::open(&state.engine, &vhost, &user.name).await?;
-    let origin = session.origin(QUEUE_BIND);
-    let answer = session.call(Command::Bind { origin, bind, no_wait: false }).await;
-    session.close().await;
-    answer?;
+    let command = |origin| Command::Bind { origin, bind, no_wait: false };
+    Session::call_once(&state.engine, &vhost, &user.name, QUEUE_BIND, command).await?;
     Ok(StatusCode::CREATED.into_response())
 }
 
