@@ -1,4 +1,6 @@
 """Small helpers shared by the tests: pika connections and an HTTP API client."""
+import time
+
 import pika
 import requests
 
@@ -6,6 +8,14 @@ import requests
 def connect(broker):
     conn = pika.BlockingConnection(broker.params())
     return conn, conn.channel()
+
+
+def pump_while(conn, waiting, timeout=5.0):
+    """Let pika deliver to the callbacks while `waiting()` holds, for at most `timeout` seconds
+    (the caller asserts what it expected afterwards)."""
+    deadline = time.monotonic() + timeout
+    while waiting() and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
 
 
 def depth(ch, queue):

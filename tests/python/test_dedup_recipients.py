@@ -3,6 +3,8 @@
 A publish whose message-id the queue took within its window is confirmed but not enqueued,
 also after a crash; a publish with `x-recipients` reaches only the listed queues among those
 the exchange routes to."""
+import time
+
 import pika
 import pytest
 
@@ -34,7 +36,6 @@ def test_a_second_publish_with_the_same_message_id_is_confirmed_and_not_enqueued
 
 
 def test_the_window_passes(broker):
-    import time
     conn, ch = connect(broker)
     ch.queue_declare("short", arguments={"x-deduplication-window": 300})
     publish(ch, "short", b"1", "same")

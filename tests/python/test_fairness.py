@@ -1,8 +1,9 @@
 """Fair dispatch across queues (`x-weight`): a channel consuming several queues under one
 channel-wide prefetch gets messages from each in proportion to its weight, and none starves."""
-import time
+import pika
+import pytest
 
-from helpers import connect
+from helpers import connect, pump_while
 
 
 def test_weighted_round_robin_under_a_channel_wide_prefetch(broker):
@@ -22,9 +23,7 @@ def test_weighted_round_robin_under_a_channel_wide_prefetch(broker):
     # Light first: before fairness it would have had the channel to itself until empty.
     ch.basic_consume("light", take)
     ch.basic_consume("heavy", take)
-    deadline = time.monotonic() + 10
-    while len(order) < 40 and time.monotonic() < deadline:
-        conn.process_data_events(time_limit=0.05)
+    pump_while(conn, lambda: len(order) < 40, timeout=10)
     first = order[:40]
     assert 25 <= first.count("h") <= 35, "".join(first)
     assert first.count("l") >= 5, "the light queue is not starved"
@@ -32,8 +31,6 @@ def test_weighted_round_robin_under_a_channel_wide_prefetch(broker):
 
 
 def test_bad_weights_are_406(broker):
-    import pika
-    import pytest
     conn, _ = connect(broker)
     for weight in (0, 1001, "3"):
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:

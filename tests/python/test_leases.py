@@ -6,7 +6,7 @@ import time
 import pika
 import pytest
 
-from helpers import Api, connect, depth, drain
+from helpers import Api, connect, depth, drain, pump_while
 
 
 def test_an_unacked_delivery_is_taken_back_when_its_lease_runs_out(broker):
@@ -16,9 +16,7 @@ def test_an_unacked_delivery_is_taken_back_when_its_lease_runs_out(broker):
     held = []
     slow.basic_consume("jobs", lambda c, m, p, b: held.append(m), auto_ack=False, arguments={"x-lease-ms": 300})
     slow.basic_publish("", "jobs", b"job")
-    deadline = time.monotonic() + 5
-    while not held and time.monotonic() < deadline:
-        slow_conn.process_data_events(time_limit=0.05)
+    pump_while(slow_conn, lambda: not held)
     assert len(held) == 1
     taken_at = time.monotonic()
 
@@ -38,9 +36,7 @@ def test_an_unacked_delivery_is_taken_back_when_its_lease_runs_out(broker):
     # The message is still the other consumer's: its nack puts it back, and the slow consumer,
     # whose prefetch slot the late ack freed, gets it again.
     other.basic_nack(method.delivery_tag, requeue=True)
-    deadline = time.monotonic() + 5
-    while len(held) < 2 and time.monotonic() < deadline:
-        slow_conn.process_data_events(time_limit=0.05)
+    pump_while(slow_conn, lambda: len(held) < 2)
     assert len(held) == 2 and held[1].redelivered
     slow.basic_ack(held[1].delivery_tag)
     assert drain(other, "jobs") == []

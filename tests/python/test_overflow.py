@@ -2,6 +2,8 @@
 still gets an ack), `drop-oldest` (the longest-lived by `timestamp`), `drop-lowest-priority`
 (the lowest priority present, oldest first). Dropped messages are dead-lettered with reason
 `maxlen` where the queue has a dead-letter exchange."""
+import json
+
 import pika
 import pytest
 
@@ -47,7 +49,6 @@ def test_drop_oldest_goes_by_timestamp(broker):
 
 
 def test_capacity_watermarks_publish_one_event_per_crossing(broker):
-    import json
     conn, ch = connect(broker)
     # Confirms: each publish's engine turn, capacity check included, is over when it returns.
     ch.confirm_delivery()

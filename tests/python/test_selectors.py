@@ -8,7 +8,7 @@ import time
 import pika
 import pytest
 
-from helpers import Api, connect, depth, drain
+from helpers import Api, connect, depth, drain, pump_while
 
 
 def props(priority=None, message_id=None, correlation_id=None, **headers):
@@ -19,9 +19,7 @@ def consume_all(conn, ch, queue, arguments, expected, auto_ack=True, timeout=5.0
     """Bodies delivered to a consumer with `arguments` until `expected` arrived (or the timeout)."""
     got = []
     tag = ch.basic_consume(queue, lambda c, m, p, b: got.append((m, b.decode())), auto_ack=auto_ack, arguments=arguments)
-    deadline = time.monotonic() + timeout
-    while len(got) < expected and time.monotonic() < deadline:
-        conn.process_data_events(time_limit=0.05)
+    pump_while(conn, lambda: len(got) < expected, timeout=timeout)
     # Give a wrong extra delivery the chance to show up.
     conn.process_data_events(time_limit=0.2)
     ch.basic_cancel(tag)
@@ -49,9 +47,7 @@ def test_selector_consumer_waits_for_a_match_that_arrives_later(broker):
     conn.process_data_events(time_limit=0.2)
     assert got == []
     ch.basic_publish("", "later", b"yes", props(**{"x-kind": "wanted"}))
-    deadline = time.monotonic() + 5
-    while not got and time.monotonic() < deadline:
-        conn.process_data_events(time_limit=0.05)
+    pump_while(conn, lambda: not got)
     assert got == ["yes"]
     assert depth(ch, "later") == 1
     conn.close()
@@ -86,9 +82,7 @@ def test_requeued_message_is_seen_again_by_a_filtered_consumer(broker):
     conn.process_data_events(time_limit=0.2)
     assert got == []
     other.basic_nack(method.delivery_tag, requeue=True)
-    deadline = time.monotonic() + 5
-    while not got and time.monotonic() < deadline:
-        conn.process_data_events(time_limit=0.05)
+    pump_while(conn, lambda: not got)
     assert got == ["a"]
     assert drain(ch, "again") == ["b"]
     other_conn.close()
@@ -109,9 +103,7 @@ def test_filtered_consumer_on_a_priority_queue_sees_every_later_arrival(broker):
                               ("low-yes", 1, 1), ("top-no", 9, 2), ("top-yes", 9, 1)]:
         ch.basic_publish("", "prio", body.encode(), props(priority=priority, k=k))
         conn.process_data_events(time_limit=0.05)
-    deadline = time.monotonic() + 5
-    while len(got) < 6 and time.monotonic() < deadline:
-        conn.process_data_events(time_limit=0.05)
+    pump_while(conn, lambda: len(got) < 6)
     assert got == ["early-high-yes", "early-low-yes", "high-yes", "mid-yes", "low-yes", "top-yes"]
     assert drain(ch, "prio") == ["high-no", "top-no", "low-no"]
     conn.close()
@@ -124,9 +116,7 @@ def test_a_browser_never_takes_the_single_active_consumers_place(broker):
     ch.basic_consume("single", lambda c, m, p, b: copies.append(b.decode()), auto_ack=True, arguments={"x-browse": True})
     ch.basic_consume("single", lambda c, m, p, b: taken.append(b.decode()), auto_ack=True)
     ch.basic_publish("", "single", b"one")
-    deadline = time.monotonic() + 5
-    while (not taken or not copies) and time.monotonic() < deadline:
-        conn.process_data_events(time_limit=0.05)
+    pump_while(conn, lambda: not taken or not copies)
     assert taken == ["one"], "the browser that came first did not become the active consumer"
     assert copies == ["one"], "and it still browses"
     conn.close()
@@ -150,9 +140,7 @@ def test_browse_consumer_sees_copies_and_leaves_the_queue_alone(broker):
     ch.basic_consume("shelf", lambda c, m, p, b: seen.append(b.decode()), auto_ack=True, arguments={"x-browse": True})
     conn.process_data_events(time_limit=0.3)
     ch.basic_publish("", "shelf", b"late", props(priority=0))
-    deadline = time.monotonic() + 5
-    while len(seen) < 4 and time.monotonic() < deadline:
-        conn.process_data_events(time_limit=0.05)
+    pump_while(conn, lambda: len(seen) < 4)
     assert seen == ["high", "mid", "low", "late"]
     assert drain(ch, "shelf") == ["high", "mid", "low", "late"]
     conn.close()
