@@ -108,6 +108,14 @@ pub(crate) struct QueueState {
 }
 
 impl QueueState {
+    /// Would this queue turn away one more message of `size_bytes`: full, under a policy that
+    /// refuses or drops the newcomer rather than making room?
+    fn turns_away(&self, size_bytes: u32) -> bool {
+        let stats = self.messages.stats();
+        self.config.overflow.turns_away_new()
+            && self.config.over_limit(stats.ready_messages + 1, stats.ready_bytes + u64::from(size_bytes))
+    }
+
     fn count_delivery(&mut self, entry: &MessageEntry) {
         self.counters.delivered += 1;
         if entry.is_redelivered() {
@@ -145,7 +153,19 @@ impl QueueState {
 
     /// Replace the operator's settings; the policy follows. Refused (nothing changes) if the
     /// arguments with these settings over them do not validate.
-    pub fn apply_settings(&mut self, mut settings: Vec<(String, ArgValue)>) -> Result<(), EngineError> {
+    pub fn apply_settings(&mut self, settings: Vec<(String, ArgValue)>) -> Result<(), EngineError> {
+        let (settings, config) = self.with_settings(settings)?;
+        self.config = config;
+        self.settings = settings;
+        Ok(())
+    }
+
+    /// The settings (sorted by key, one per key) and the policy they would give, changing
+    /// nothing; an error if the arguments with them over them do not validate.
+    pub fn with_settings(
+        &self,
+        mut settings: Vec<(String, ArgValue)>,
+    ) -> Result<(Vec<(String, ArgValue)>, QueueConfig), EngineError> {
         settings.sort_by(|a, b| a.0.cmp(&b.0));
         settings.dedup_by(|a, b| a.0 == b.0);
         let mut merged: Vec<(String, ArgValue)> =
@@ -156,9 +176,7 @@ impl QueueState {
         if config.order != self.config.order {
             return Err(error(ErrorKind::PreconditionFailed, "settings cannot change a queue's order".into()));
         }
-        self.config = config;
-        self.settings = settings;
-        Ok(())
+        Ok((settings, config))
     }
 
     fn with_config(record: QueueRecord, config: QueueConfig) -> Self {
@@ -916,9 +934,7 @@ impl<S: Storage> Broker<S> {
         }
         targets.retain(|id| {
             let queue = &self.queues[id];
-            let stats = queue.messages.stats();
-            let full = queue.config.overflow.turns_away_new()
-                && queue.config.over_limit(stats.ready_messages + 1, stats.ready_bytes + u64::from(size_bytes));
+            let full = queue.turns_away(size_bytes);
             if full && queue.config.overflow == Overflow::DropNew {
                 dropped.push(*id);
             } else if full {

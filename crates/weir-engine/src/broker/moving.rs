@@ -28,7 +28,7 @@ use crate::filter::MessageFilter;
 use crate::properties;
 use crate::security::Access;
 
-use super::{error, Broker, QueueId};
+use super::{error, Broker};
 
 /// The most messages one move command looks at.
 const SCAN_MAX: usize = 16_384;
@@ -84,7 +84,8 @@ impl<S: Storage> Broker<S> {
                 skipped += 1;
                 continue;
             };
-            if self.refuses_more(target, entry.size_bytes) {
+            // Checked before the republish: a refused copy could be dead-lettered elsewhere.
+            if self.queues[&target].turns_away(entry.size_bytes) {
                 // Not taken: the next call starts at this message again.
                 cursor = before;
                 target_full = true;
@@ -152,14 +153,5 @@ impl<S: Storage> Broker<S> {
         let message_count = chosen.len() as u32;
         self.reply(origin.connection, Event::QueuePurgeOk { channel: origin.channel, message_count });
         Ok(())
-    }
-
-    /// Would queue `id` turn away one more message of `size_bytes` (full, and refusing or
-    /// dropping the newcomer rather than making room)?
-    fn refuses_more(&self, id: QueueId, size_bytes: u32) -> bool {
-        let queue = &self.queues[&id];
-        let stats = queue.messages.stats();
-        queue.config.overflow.turns_away_new()
-            && queue.config.over_limit(stats.ready_messages + 1, stats.ready_bytes + u64::from(size_bytes))
     }
 }

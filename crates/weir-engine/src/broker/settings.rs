@@ -41,17 +41,16 @@ impl<S: Storage> Broker<S> {
             self.authorize(origin.connection, Access::Write, "exchange", dlx)?;
             self.authorize(origin.connection, Access::Read, "queue", name)?;
         }
-        // Validate on a copy: nothing changes unless everything is accepted and logged.
-        let mut trial = super::QueueState::from_record(self.queues[&id].record());
-        trial.apply_settings(settings)?;
-        let settings = trial.settings;
+        // Nothing changes unless everything is accepted and logged.
+        let (settings, config) = self.queues[&id].with_settings(settings)?;
         if self.queues[&id].is_logged() {
             self.refuse_if_read_only()?;
             let record = QueueSettings { queue_id: id, settings: settings.clone() };
             self.append_with(records::KIND_QUEUE_SETTINGS, |w| records::encode_queue_settings(w, &record))?;
         }
         let queue = self.queues.get_mut(&id).expect("looked up");
-        queue.apply_settings(settings).expect("validated above");
+        queue.settings = settings;
+        queue.config = config;
         if queue.config.expires_ms.is_some() {
             self.has_expiring_queues = true;
         }
